@@ -1,0 +1,69 @@
+"""The ``latentkit`` command: a thin layer over the Python API.
+
+Each command lives in a module of this package and is imported only when it runs, so
+``latentkit --help`` does not import torch. A :class:`~latentkit.errors.LatentkitError` becomes a
+one-line error and exit status 1; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from latentkit.errors import LatentkitError
+
+__all__ = ["main"]
+
+# command name -> "module:attribute"
+COMMANDS = {
+    "info": "latentkit.cli.generator:info",
+    "generate": "latentkit.cli.generator:generate",
+    "fit-prior": "latentkit.cli.prior:fit_prior",
+    "compress": "latentkit.cli.prior:compress",
+    "project": "latentkit.cli.project:project",
+    "align": "latentkit.cli.project:align",
+    "identity": "latentkit.cli.evaluate:identity",
+    "evaluate": "latentkit.cli.evaluate:evaluate",
+    "interpolate": "latentkit.cli.evaluate:interpolate",
+    "ppl": "latentkit.cli.evaluate:ppl",
+    "tradeoff": "latentkit.cli.evaluate:tradeoff",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group that imports each command's module on first use and turns toolkit errors into one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LatentkitError as err:
+            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(package_name="latentkit")
+def main(verbose: int, quiet: bool) -> None:
+    """latentkit: project images into StyleGAN latent spaces, keep latents well-behaved
+    (Gaussianized-W prior), compress instead of truncate, and measure the results."""
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    root = logging.getLogger("latentkit")
+    root.setLevel(level)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)

@@ -1,0 +1,36 @@
+"""Options and helpers shared by the commands (no math here)."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["device_option", "resolve_device", "say"]
+
+
+def say(message: str) -> None:
+    """Tell the user something on stderr (stdout carries only results)."""
+    click.echo(message, err=True)
+
+
+def device_option(func):
+    """``--device auto|cpu|cuda`` (auto: cuda when available)."""
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where to compute.",
+    )(func)
+
+
+def resolve_device(name: str):
+    """``'auto'`` -> cuda if available else cpu; returns a ``torch.device``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from latentkit.errors import InputError
+
+        raise InputError("--device cuda was asked for, but torch finds no CUDA device; use --device cpu")
+    return torch.device(name)

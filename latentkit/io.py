@@ -1,0 +1,214 @@
+"""Images and latents in and out.
+
+Images inside latentkit are float ``[N, C, H, W]`` in [-1, 1]; uint8 ``[H, W, C]`` exists only here.
+Latents are stored as NVIDIA's ``projected_w.npz``: key ``w``, ``[N, num_ws, w_dim]`` float32.
+Every file is written to a temporary name in the same folder and renamed, so a crash never leaves a
+half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentkit.checks import check_shape
+from latentkit.errors import InputError, ShapeError
+
+__all__ = [
+    "atomic_path",
+    "load_image",
+    "save_image",
+    "save_grid",
+    "to_uint8",
+    "load_latents",
+    "save_latents",
+    "IMAGE_SUFFIXES",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
+
+    Example:
+        >>> with atomic_path("out.npz") as tmp:
+        ...     np.savez(tmp, w=np.zeros(3))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Quantise images ``[N, C, H, W]`` in [-1, 1] to uint8 ``[N, H, W, C]`` exactly as NVIDIA's
+    ``gen_images.py`` does: ``clamp(img * 127.5 + 128, 0, 255)`` truncated to integers."""
+    if img.ndim == 3:
+        img = img.unsqueeze(0)
+    check_shape(img, [None, None, None, None], "img")
+    out = (img.detach().to(torch.float32).permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return out.cpu().numpy()
+
+
+def _write_pil(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    if array.shape[-1] == 1:
+        array = array[..., 0]
+    image = Image.fromarray(array)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), None)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt or Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+
+
+def save_image(path: str | os.PathLike, img: torch.Tensor) -> Path:
+    """Write one image ``[C, H, W]`` or ``[1, C, H, W]`` in [-1, 1] (PNG unless the suffix says otherwise)."""
+    array = to_uint8(img)
+    if array.shape[0] != 1:
+        raise ShapeError(f"save_image writes one image, got a batch of {array.shape[0]}; use save_grid")
+    path = Path(path)
+    _write_pil(path, array[0])
+    return path
+
+
+def save_grid(path: str | os.PathLike, imgs: torch.Tensor, *, cols: int | None = None) -> Path:
+    """Write images ``[N, C, H, W]`` in [-1, 1] as one grid, ``cols`` per row (default: all in one row
+    up to 8, then square-ish)."""
+    array = to_uint8(imgs)
+    n, h, w, c = array.shape
+    if cols is None:
+        cols = n if n <= 8 else int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[r * h : (r + 1) * h, k * w : (k + 1) * w] = array[i]
+    path = Path(path)
+    _write_pil(path, grid)
+    return path
+
+
+def load_image(
+    path: str | os.PathLike,
+    *,
+    resolution: int | None = None,
+    channels: int = 3,
+) -> torch.Tensor:
+    """Read an image file as float ``[1, C, H, W]`` in [-1, 1].
+
+    RGBA is composited on white, greyscale is expanded, 16-bit images are scaled to 8-bit range.
+    With ``resolution``, the image is centre-cropped to a square and resized (Lanczos), and a notice is
+    logged when that changes it.
+
+    Raises:
+        InputError: if the file is missing or not an image PIL can read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.copy()
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise InputError(f"cannot read {path} as an image: {err}") from err
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / 65535.0 if array.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("RGB" if channels == 3 else "L")
+
+    if resolution is not None:
+        w, h = image.size
+        if (w, h) != (resolution, resolution):
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            image = image.crop((left, top, left + side, top + side)).resize(
+                (resolution, resolution), Image.LANCZOS
+            )
+            logger.info("%s: centre-cropped %dx%d to %dx%d and resized to %dx%d", path, w, h, side, side, resolution, resolution)
+
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)  # [1, C, H, W]
+    return tensor / 127.5 - 1
+
+
+def save_latents(path: str | os.PathLike, ws: torch.Tensor | np.ndarray, **extra: np.ndarray) -> Path:
+    """Write W+ latents as NVIDIA's ``projected_w.npz`` (key ``w``, ``[N, num_ws, w_dim]`` float32).
+
+    Args:
+        path: output file (``.npz``).
+        ws: ``[N, num_ws, w_dim]``.
+        extra: further arrays stored beside ``w`` (e.g. optimised noise ``noise_<name>``).
+    """
+    array = ws.detach().cpu().numpy() if isinstance(ws, torch.Tensor) else np.asarray(ws)
+    if array.ndim != 3:
+        raise ShapeError(f"ws must have shape [N, num_ws, w_dim], got {list(array.shape)}")
+    if "w" in extra:
+        raise InputError("extra arrays may not be named 'w' (reserved for the latents)")
+    arrays = {"w": array.astype(np.float32)}
+    for key, value in extra.items():
+        arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
+
+
+def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
+    """Read latents from an ``.npz`` (NVIDIA's ``projected_w.npz``: key ``w``) or ``.npy`` file.
+
+    Returns:
+        float32 tensor ``[N, num_ws, w_dim]`` (a ``[N, w_dim]`` array is returned as ``[N, 1, w_dim]``;
+        broadcast it with ``ws.expand(-1, G.num_ws, -1)``).
+
+    Raises:
+        InputError: if the file is missing, not a numpy file, or has no ``key``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"latent file not found: {path}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from err
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if key not in loaded.files:
+                raise InputError(f"{path} has no array {key!r} (it has {loaded.files})")
+            array = loaded[key]
+    else:
+        array = loaded
+    if array.ndim == 2:
+        array = array[:, None, :]
+    if array.ndim != 3:
+        raise ShapeError(f"{path}: latents must be [N, num_ws, w_dim] or [N, w_dim], got {list(array.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

@@ -1,0 +1,94 @@
+"""Shared fixtures: no network, a private cache, single-threaded torch, a toy generator."""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+REFERENCE_NETS = DATA / "reference-nets"
+
+torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _offline_and_private_cache(monkeypatch, tmp_path):
+    """Block sockets (tests must never download) and point every cache at tmp_path."""
+
+    def guard(*args, **kwargs):
+        raise OSError("network access is blocked in latentkit's tests")
+
+    monkeypatch.setattr(socket.socket, "connect", guard)
+    monkeypatch.setattr(socket, "create_connection", guard)
+    monkeypatch.setenv("LATENTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+def make_toy_generator(*, z_dim: int = 8, w_dim: int = 8, num_ws: int = 4, resolution: int = 16,
+                       c_dim: int = 0, seed: int = 0):
+    """A tiny but honest Generator: an 8-layer lrelu(0.2)*sqrt(2) mapping network and a small
+    differentiable synthesis (per-layer affine styles on a learned constant). For tests of code that
+    only needs the Generator interface; the real architectures are tested against reference outputs."""
+    from latentkit.nets.generator import Generator
+
+    class _Toy(Generator):
+        architecture = "toy"
+
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(seed)
+            self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+            self.img_resolution, self.img_channels = resolution, 3
+            dims = [z_dim + (w_dim if c_dim else 0)] + [w_dim] * 8
+            self.fc = torch.nn.ParameterList(
+                [torch.nn.Parameter(torch.randn(o, i, generator=g) / math.sqrt(i)) for i, o in zip(dims[:-1], dims[1:])]
+            )
+            self.bias = torch.nn.ParameterList([torch.nn.Parameter(0.1 * torch.randn(o, generator=g)) for o in dims[1:]])
+            self.embed = torch.nn.Parameter(torch.randn(w_dim, max(c_dim, 1), generator=g))
+            self.styles = torch.nn.Parameter(torch.randn(num_ws, w_dim, 3, generator=g) / math.sqrt(w_dim))
+            self.const = torch.nn.Parameter(torch.randn(1, 3, resolution, resolution, generator=g))
+            self.register_buffer("w_avg", torch.zeros(w_dim))
+            self.register_buffer("noise0", torch.randn(1, 1, resolution, resolution, generator=g))
+
+        def map_latent(self, z, c):
+            x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+            if self.c_dim:
+                e = c @ self.embed.T
+                x = torch.cat([x, e * (e.square().mean(1, keepdim=True) + 1e-8).rsqrt()], 1)
+            for weight, bias in zip(self.fc, self.bias):
+                x = torch.nn.functional.leaky_relu(x @ weight.T + bias, 0.2) * math.sqrt(2)
+            return x
+
+        def const_noise(self):
+            return {"noise0": self.noise0}
+
+        def synthesis(self, ws, noise_mode="const", noise=None):
+            self.check_ws(ws)
+            scale = torch.einsum("nlw,lwc->nc", ws, self.styles)  # [N, 3]
+            img = self.const * (1 + 0.1 * scale[:, :, None, None]).tanh()
+            if noise is not None:
+                img = img + 0.1 * noise["noise0"]
+            elif noise_mode == "const":
+                img = img + 0.1 * self.noise0
+            elif noise_mode == "random":
+                img = img + 0.1 * torch.randn_like(img[:, :1])
+            return img.tanh()
+
+    toy = _Toy().eval().requires_grad_(False)
+    with torch.no_grad():
+        toy.w_avg.copy_(toy.map_latent(torch.randn(2000, z_dim, generator=torch.Generator().manual_seed(1)),
+                                       torch.zeros(2000, c_dim) if not c_dim else
+                                       torch.eye(c_dim)[torch.arange(2000) % c_dim]).mean(0))
+    return toy
+
+@pytest.fixture
+def toy_generator():
+    """An unconditional toy Generator (z_dim = w_dim = 8, num_ws = 4, 16x16)."""
+    return make_toy_generator()
+
+@pytest.fixture
+def toy_conditional_generator():
+    """A conditional toy Generator (c_dim = 3)."""
+    return make_toy_generator(c_dim=3)
