@@ -15,6 +15,7 @@ Python source stored inside the pickle. This module reads the same files as *dat
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import logging
 import os
@@ -366,6 +367,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if self.proto < 3:  # Python 2 spellings (protocol 0-2 files), as pickle's own find_class maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
             return allowed

@@ -86,3 +86,10 @@ def test_truncated_reference_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         read_network_pickle(tmp_path / "nope.pkl")
+
+
+def test_protocol_2_spellings_are_mapped():
+    data = pickle.dumps({"s": {1, 2}, "o": __import__("collections").OrderedDict(a=1)}, protocol=2)
+    assert b"__builtin__" in data
+    loaded = loads_network_pickle(data)
+    assert loaded["s"] == {1, 2} and loaded["o"] == {"a": 1}
