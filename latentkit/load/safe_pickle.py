@@ -367,9 +367,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if self.proto < 3:  # Python 2 spellings (protocol 0-2 files), as pickle's own find_class maps them
-            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        # Python 2 spellings (protocol 0-2 files: __builtin__, copy_reg), mapped as pickle's own find_class does
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
