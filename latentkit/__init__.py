@@ -9,6 +9,8 @@ Public API (imported lazily, so ``import latentkit`` and ``latentkit --help`` st
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from latentkit.errors import (
@@ -53,6 +55,20 @@ __all__ = [
     "WeightsUnavailableError",
     *_LAZY,
 ]
+
+
+class _Package(types.ModuleType):
+    """The package object. Importing a submodule normally binds it as an attribute of its package, which
+    would make ``from latentkit import compress`` return the module ``latentkit.compress`` instead of the
+    function it defines; for those names the function stays the public attribute."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
