@@ -179,8 +179,8 @@ def _entries() -> list[ModelInfo]:
             "mobilestylegan",
             1024,
             "FFHQ (MobileStyleGAN distilled from StyleGAN2, OpenVINO IR inside the random-face wheel)",
-            "Apache-2.0 (random-face / MobileStyleGAN by S. Belousov); teacher network trained on FFHQ "
-            "(images under CC BY-NC-SA 4.0)",
+            "non-commercial: the weights are distilled from NVIDIA's StyleGAN2 FFHQ (NVIDIA Source Code "
+            "License, non-commercial; FFHQ images CC BY-NC-SA 4.0); the random-face package code is Apache-2.0",
             sha256="e5d10e2be7df63f06123855ec591ca35dcb1d059eba47ddcb175d7d26b4019b5",
             kind="pip",
             requirement="random-face==2021.7.21.1",

@@ -154,6 +154,6 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
         if not sha256 and path.is_file():
             sha256 = hub.file_sha256(path)
     generator.source = os.fspath(source)
-    generator.sha256 = sha256
+    generator.sha256 = sha256 or generator.sha256  # a folder source keeps the loader's own digest
     generator = generator.to(device=torch.device(device) if device is not None else "cpu", dtype=torch.float32)
     return generator.eval().requires_grad_(False)

@@ -301,7 +301,9 @@ def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:
     for layer in layers.values():
         for port in layer.inputs:
             if (layer.id, port.id) not in fed:
-                raise CheckpointError(f"{name}: input port {port.id} of layer {layer.id} ({layer.name!r}) is not connected")
+                raise CheckpointError(
+                    f"{name}: input port {port.id} of layer {layer.id} ({layer.name!r}) is not connected"
+                )
     return IRGraph(name=root.attrib.get("name", ""), version=version, layers=layers, edges=edges)
 
 
@@ -315,5 +317,7 @@ def read_ir_files(xml_path: str | os.PathLike, bin_path: str | os.PathLike | Non
     bin_path = xml_path.with_suffix(".bin") if bin_path is None else Path(bin_path)
     for path in (xml_path, bin_path):
         if not path.is_file():
-            raise CheckpointError(f"OpenVINO IR file not found: {path} (an IR model is a .xml and a .bin file side by side)")
+            raise CheckpointError(
+                f"OpenVINO IR file not found: {path} (an IR model is a .xml and a .bin file side by side)"
+            )
     return read_ir(xml_path.read_bytes(), bin_path.read_bytes(), name=str(xml_path))

@@ -24,8 +24,9 @@ from latentkit import hub
 from latentkit.errors import CheckpointError, InputError, ShapeError, WeightsUnavailableError
 from latentkit.load.mobilestylegan import IR_FILES, load_mobilestylegan
 from latentkit.load.openvino_ir import read_ir, read_ir_files
-from latentkit.nets import mobilestylegan as msg
-from latentkit.nets.mobilestylegan import IRProgram, MobileStyleGAN
+from latentkit.nets import ir_program as irp
+from latentkit.nets.ir_program import IRProgram
+from latentkit.nets.mobilestylegan import MobileStyleGAN
 
 _PRECISION = {"f32": "FP32", "i64": "I64", "i32": "I32"}
 _NP = {"f32": np.float32, "i64": np.int64, "i32": np.int32}
@@ -77,7 +78,9 @@ class TinyIR:
         self._add("Result", "out", [((ref[0], ref[1]), ref[2], ref[3])], [])
 
     def bytes(self) -> tuple[bytes, bytes]:
-        edges = "".join(f'<edge from-layer="{a}" from-port="{b}" to-layer="{c}" to-port="{d}"/>' for a, b, c, d in self.edges)
+        edges = "".join(
+            f'<edge from-layer="{a}" from-port="{b}" to-layer="{c}" to-port="{d}"/>' for a, b, c, d in self.edges
+        )
         xml = (f'<?xml version="1.0" ?>\n<net name="{self.name}" version="11"><layers>{"".join(self.layers)}'
                f"</layers><edges>{edges}</edges></net>")
         return xml.encode(), bytes(self.blob)
@@ -92,7 +95,8 @@ def tiny_mapping(seed: int = 0, dim: int = 4, *, last="lrelu") -> tuple[bytes, b
     rs = ir.op("Power", [ir.op("Add", [mean, ir.const([[1e-8]])], [[1, 1]]), ir.const([[-0.5]])], [[1, 1]])
     x = ir.op("Multiply", [z, rs], [[1, dim]])
     for _ in range(2):
-        x = ir.op("MatMul", [x, ir.const(rng.randn(dim, dim) / 2)], [[1, dim]], 'transpose_a="false" transpose_b="true"')
+        x = ir.op("MatMul", [x, ir.const(rng.randn(dim, dim) / 2)], [[1, dim]],
+                  'transpose_a="false" transpose_b="true"')
         x = ir.op("Add", [x, ir.const(rng.randn(1, dim) / 10)], [[1, dim]])
         if last == "lrelu":
             x = ir.op("PReLU", [x, ir.const([0.2])], [[1, dim]])
@@ -103,8 +107,8 @@ def tiny_mapping(seed: int = 0, dim: int = 4, *, last="lrelu") -> tuple[bytes, b
 
 def _batch_shape(ir, p, tail):
     """Concat([batch of p], tail): the dynamic-shape idiom of the exported graph."""
-    n = ir.op("Gather", [ir.op("ShapeOf", [p], [[2]], 'output_type="i64"', "I64"), ir.const(0, "i32"), ir.const(0, "i64")],
-              [[]], 'batch_dims="0"', "I64")
+    shape = ir.op("ShapeOf", [p], [[2]], 'output_type="i64"', "I64")
+    n = ir.op("Gather", [shape, ir.const(0, "i32"), ir.const(0, "i64")], [[]], 'batch_dims="0"', "I64")
     n = ir.op("Unsqueeze", [n, ir.const([0], "i64")], [[1]], prec="I64")
     return ir.op("Concat", [n, ir.const(tail, "i64")], [[1 + len(tail)]], 'axis="0"', "I64")
 
@@ -171,7 +175,7 @@ def _openvino(xml: bytes, weights: bytes):
 
 def _write_wheel(path: Path, mapping=None, synthesis=None, *, skip: str = "") -> Path:
     mapping, synthesis = mapping or tiny_mapping(), synthesis or tiny_synthesis()
-    data = dict(zip(IR_FILES, (*mapping, *synthesis)))
+    data = dict(zip(IR_FILES, (*mapping, *synthesis), strict=True))
     with zipfile.ZipFile(path, "w") as zf:
         for name, content in data.items():
             if name != skip:
@@ -358,21 +362,26 @@ def test_disjoint_transposed_convolution_fast_path_is_exact_and_differentiable()
              "pads_end": (0, 0), "output_padding": (0, 0)}
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 1, 1, 2, 1, dtype=torch.float64, requires_grad=True)
-    fast = msg._conv_transpose(attrs, [x, w])[0]
-    slow = msg._conv_transpose({**attrs, "disjoint": False}, [x, w])[0]
+    fast = irp._conv_transpose(attrs, [x, w])[0]
+    slow = irp._conv_transpose({**attrs, "disjoint": False}, [x, w])[0]
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
     torch.testing.assert_close(fast, F.conv_transpose2d(x, w.reshape(3, 1, 2, 1), stride=(2, 1), groups=3))
-    assert torch.autograd.gradcheck(lambda a, b: msg._conv_transpose(attrs, [a, b])[0], (x, w))
+    assert torch.autograd.gradcheck(lambda a, b: irp._conv_transpose(attrs, [a, b])[0], (x, w))
 
 
 def test_shape_ops_follow_openvino_semantics():
     x = torch.arange(24.0).reshape(2, 3, 4)
-    assert msg._reshape({"special_zero": True}, [x, torch.tensor([0, -1])])[0].shape == (2, 12)
-    assert msg._tile({}, [x, torch.tensor([2, 1])])[0].shape == (2, 6, 4)
-    assert msg._broadcast({"mode": "numpy"}, [torch.tensor([1]), torch.tensor([3])])[0].tolist() == [1, 1, 1]
-    assert msg._gather({}, [torch.tensor([5, 6, 7]), torch.tensor(-1), torch.tensor(0)])[0].tolist() == 7
-    assert [t.shape[1] for t in msg._variadic_split({}, [x, torch.tensor(1), torch.tensor([1, -1])])] == [1, 2]
-    assert msg._squeeze({}, [torch.zeros(1, 3, 1)])[0].shape == (3,)
+    assert irp._reshape({"special_zero": True}, [x, torch.tensor([0, -1])])[0].shape == (2, 12)
+    assert irp._tile({}, [x, torch.tensor([2, 1])])[0].shape == (2, 6, 4)
+    assert irp._broadcast({"mode": "numpy"}, [torch.tensor([1]), torch.tensor([3])])[0].tolist() == [1, 1, 1]
+    assert irp._gather({}, [torch.tensor([5, 6, 7]), torch.tensor(-1), torch.tensor(0)])[0].tolist() == 7
+    assert [t.shape[1] for t in irp._variadic_split({}, [x, torch.tensor(1), torch.tensor([1, -1])])] == [1, 2]
+    assert irp._squeeze({}, [torch.zeros(1, 3, 1)])[0].shape == (3,)
+    y = torch.tensor([[[-1.0, 2.0]], [[-3.0, 4.0]]]).reshape(1, 2, 1, 2)  # channel 0: [-1, 2], channel 1: [-3, 4]
+    per_channel = irp._prelu({}, [y, torch.tensor([0.5, 0.1])])[0]
+    assert per_channel.flatten().tolist() == pytest.approx([-0.5, 2.0, -0.3, 4.0])
+    assert irp._prelu({"slope": 0.2}, [y, torch.tensor([0.2])])[0].flatten().tolist() == pytest.approx(
+        [-0.2, 2.0, -0.6, 4.0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -459,9 +468,11 @@ def real():
     with zipfile.ZipFile(wheel) as zf:
         files = {name: zf.read("random_face/data/" + name) for name in IR_FILES}
     core = ov.Core()
-    compile_ = lambda stem: core.compile_model(
-        core.read_model(files[stem + ".xml"], files[stem + ".bin"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-    )
+
+    def compile_(stem):
+        model = core.read_model(files[stem + ".xml"], files[stem + ".bin"])
+        return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
     return G, compile_("MappingNetwork"), compile_("SynthesisNetwork")
 
 
