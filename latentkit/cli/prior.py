@@ -1,0 +1,164 @@
+"""``latentkit fit-prior`` and ``latentkit compress``: parse, call the prior/compress API, write files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from latentkit.cli._common import device_option, resolve_device, say
+
+__all__ = ["fit_prior", "compress"]
+
+# Defaults live in the API; they are repeated here only as literals click can show without importing
+# torch, and checked against the API in tests/cli/test_prior_cli.py.
+_DEFAULT_SAMPLES = 1_000_000  # GaussianPrior.from_generator(n_samples=...)
+_DEFAULT_CACHED_SAMPLES = 100_000  # latentkit.prior.DEFAULT_CACHED_SAMPLES
+_DEFAULT_BATCH = 10_000  # from_generator(batch_size=...)
+_DEFAULT_TAU = 3.0  # latentkit.compress.DEFAULT_TAU
+_DEFAULT_PSI = 0.7  # latentkit.compress.DEFAULT_PSI
+_DEFAULT_HOLDOUT = 10_000  # latentkit.diagnostics.diagnose_generator(n_samples=...)
+_DEFAULT_SEEDS = "0-7"
+_DEFAULT_OUTDIR = "out/compress"
+
+
+def _load(network: str | None, device):
+    """Load ``network`` (announcing the default when None) onto ``device``."""
+    from latentkit.load import default_network, load_generator
+
+    if network is None:
+        network = default_network()
+        say(f"no network given: using the default {network!r} (choose one with --network / SOURCE)")
+    return load_generator(network, device=device)
+
+
+@click.command("fit-prior")
+@click.argument("source", required=False)
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_DEFAULT_SAMPLES, show_default=True,
+              help="Latents streamed through the mapping network.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default="prior.npz", show_default=True,
+              help="Where to write the prior (.npz).")
+@click.option("--plot", "plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a diagnostics figure (PNG) computed on held-out samples.")
+@click.option("--holdout", "holdout", type=click.IntRange(min=8), default=_DEFAULT_HOLDOUT, show_default=True,
+              help="Held-out samples for the diagnostics (with --plot).")
+@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=_DEFAULT_BATCH, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the z stream (held-out samples use seed + 2).")
+@click.option("--class", "classes", type=int, multiple=True,
+              help="Conditional nets: fit on these classes only (repeat the option); default all, uniformly.")
+@device_option
+def fit_prior(source, n_samples, out, plot, holdout, batch_size, seed, classes, device) -> None:
+    """Fit the Gaussianized-W prior of SOURCE (file or registry name; default network if omitted)."""
+    from latentkit.prior import GaussianPrior
+
+    dev = resolve_device(device)
+    G = _load(source, dev)
+    if click.get_current_context().get_parameter_source("out") == click.core.ParameterSource.DEFAULT:
+        say(f"writing the prior to ./{out} (choose with --out)")
+    prior = GaussianPrior.from_generator(
+        G, n_samples, batch_size=batch_size, seed=seed, device=dev, classes=list(classes) or None
+    )
+    path = prior.save(out)
+    result = {"prior": str(path), **prior.summary()}
+    if plot is not None:
+        from latentkit.diagnostics import diagnose_generator
+
+        diag = diagnose_generator(prior, G, holdout, seed=seed + 2, classes=list(classes) or None,
+                                  batch_size=batch_size, device=dev)
+        result["plot"] = str(diag.plot(plot))
+        result["diagnostics"] = diag.summary()
+    click.echo(json.dumps(result, indent=2))
+
+
+@click.command("compress")
+@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=_DEFAULT_TAU, show_default=True,
+              help="Compress PCA coefficients of v beyond tau standard deviations.")
+@click.option("--network", "network", default=None, help="Generator file or registry name (default network if omitted).")
+@click.option("--prior", "prior_path", type=click.Path(dir_okay=False), default=None,
+              help="A prior from `latentkit fit-prior`; default: fit one and cache it per generator.")
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_DEFAULT_CACHED_SAMPLES, show_default=True,
+              help="Samples for the cached prior when --prior is not given.")
+@click.option("--seeds", default=None, help=f"Seeds to generate, e.g. 0-15 or 1,5,9 (default {_DEFAULT_SEEDS}).")
+@click.option("--latents", "latents", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="W/W+ latents (.npz key w, or .npy) to compress instead of seeds; repeatable.")
+@click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
+              help="Class for conditional nets; the cached prior is then fitted on this class only.")
+@click.option("--outdir", default=None, type=click.Path(file_okay=False), help=f"Output folder (default {_DEFAULT_OUTDIR}).")
+@click.option("--compare-psi", "compare_psi", type=float, default=_DEFAULT_PSI, show_default=True,
+              help="Truncation psi of the baseline column.")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@device_option
+def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, outdir, compare_psi, noise_mode,
+             device) -> None:
+    """Log-compress extreme latent components; write latents, images and a grid
+    original | compressed | truncated (psi baseline)."""
+    import torch
+
+    from latentkit import io
+    from latentkit.compress import compress as compress_ws
+    from latentkit.compress import truncate
+    from latentkit.errors import InputError
+    from latentkit.prior import GaussianPrior
+    from latentkit.sampling import one_hot, parse_seeds, z_from_seed
+
+    if seeds is not None and latents:
+        raise click.UsageError("give either --seeds or --latents, not both")
+    dev = resolve_device(device)
+    G = _load(network, dev)
+    if outdir is None:
+        outdir = _DEFAULT_OUTDIR
+        say(f"writing to ./{outdir} (choose with --outdir)")
+    outdir = Path(outdir)
+
+    if latents:
+        parts, names = [], []
+        for file in latents:
+            ws_file = io.load_latents(file)
+            if ws_file.shape[1] == 1:
+                ws_file = ws_file.expand(-1, G.num_ws, -1)
+            G.check_ws(ws_file)
+            parts.append(ws_file)
+            names += [f"{Path(file).stem}-{i:02d}" for i in range(ws_file.shape[0])]
+        ws = torch.cat(parts).to(dev)
+        n = ws.shape[0]
+        c = one_hot([class_idx] * n, G.c_dim, device=dev) if class_idx is not None else torch.zeros(n, G.c_dim, device=dev)
+        if class_idx is None and G.w_avg.ndim == 2:
+            raise InputError("this generator keeps one w_avg per class: pass --class K for the truncation baseline")
+    else:
+        if seeds is None:
+            seeds = _DEFAULT_SEEDS
+            say(f"no --seeds or --latents given: using seeds {seeds}")
+        seed_list = parse_seeds(seeds)
+        names = [f"seed{s:04d}" for s in seed_list]
+        z = torch.cat([z_from_seed(s, G.z_dim) for s in seed_list]).to(dev)
+        c = one_hot([class_idx] * len(seed_list), G.c_dim, device=dev) if class_idx is not None else None
+        with torch.no_grad():
+            ws = G.mapping(z, c)
+        c = G.prepare_labels(c, len(seed_list))
+
+    if prior_path is not None:
+        prior = GaussianPrior.load(prior_path)
+        if prior.w_dim != G.w_dim:
+            raise InputError(f"--prior {prior_path} has w_dim {prior.w_dim}, the network has {G.w_dim}: "
+                             "fit one for this network with `latentkit fit-prior`")
+        if prior.generator_.get("sha256") and G.sha256 and prior.generator_["sha256"] != G.sha256:
+            say(f"warning: --prior {prior_path} was fitted on another checkpoint (sha256 differs)")
+    else:
+        prior = GaussianPrior.cached(G, n_samples=n_samples, classes=None if class_idx is None else [class_idx])
+
+    with torch.no_grad():
+        compressed = compress_ws(ws, prior, tau=tau)
+        truncated = truncate(ws, G.class_average(c), compare_psi)
+        io.save_latents(outdir / "compressed_w.npz", compressed)
+        rows = []
+        for i, name in enumerate(names):
+            trio = torch.cat([ws[i : i + 1], compressed[i : i + 1], truncated[i : i + 1]])
+            imgs = G.synthesis(trio, noise_mode=noise_mode)
+            for img, kind in zip(imgs, ("original", "compressed", "truncated")):
+                io.save_image(outdir / f"{name}_{kind}.png", img)
+            rows.append(imgs.cpu())
+        grid = io.save_grid(outdir / "grid.png", torch.cat(rows), cols=3)
+    click.echo(json.dumps({"latents": str(outdir / "compressed_w.npz"), "grid": str(grid), "images": 3 * len(names),
+                           "tau": tau, "compare_psi": compare_psi}, indent=2))
