@@ -409,9 +409,11 @@ def project(
         },
     )
     s = settings
-    device = torch.device(device) if device is not None else G.w_avg.device
-    if device != G.w_avg.device:
-        raise InputError(f"device={device} but the generator is on {G.w_avg.device}; move it with G.to(device)")
+    here = G.w_avg.device
+    device = torch.device(device) if device is not None else here
+    if device.type != here.type or device.index not in (None, here.index):  # 'cuda' matches 'cuda:0'
+        raise InputError(f"device={device} but the generator is on {here}; move it with G.to(device)")
+    device = here
     if prior is not None and not callable(getattr(prior, "mahalanobis", None)):
         raise InputError(
             f"prior must have a mahalanobis(ws) method (a fitted GaussianPrior), got {type(prior).__name__}"
