@@ -50,7 +50,9 @@ class _LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LatentkitError as err:
-            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+            # one line, but nothing dropped: an offline error names the URL, the sha256 and the path
+            message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise click.ClickException(message or type(err).__name__) from err
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
