@@ -16,7 +16,9 @@ autocorrelation of the noise inputs, which are renormalised after every step. Di
   well-behaved regions;
 * N images are optimised together with per-image losses, statistics and random streams, so each
   image's result does not depend on the batch it is in;
-* the state can be checkpointed every K steps and resumed bit for bit.
+* the state can be checkpointed every K steps and resumed bit for bit;
+* for conditional generators the class can be searched: with ``classes=[...]`` every target is projected
+  once per candidate class (as extra batch items) and the class with the lowest final loss is kept.
 """
 
 from __future__ import annotations
@@ -152,6 +154,12 @@ class ProjectionResult:
         noises: name -> ``[N, 1, H, W]`` noise inputs that reproduce ``images`` (empty for StyleGAN3).
         settings: the :class:`ProjectionSettings` used.
         perceptual_weights: where the LPIPS backbone weights came from (None without a perceptual term).
+        classes: ``[N]`` int64 class index per image for conditional generators with one-hot labels (the
+            given class with ``c=``, the chosen one with ``classes=``); None for unconditional generators
+            or labels that are not one-hot.
+        class_losses: ``[N, K]`` total loss at the last step for each of the ``K`` candidate classes
+            (``classes=`` search only, else None); ``classes[i] == candidate_classes[class_losses[i].argmin()]``.
+        candidate_classes: the ``K`` classes searched (``classes=`` search only, else None).
     """
 
     ws: torch.Tensor
@@ -162,6 +170,9 @@ class ProjectionResult:
     noises: dict[str, torch.Tensor]
     settings: ProjectionSettings
     perceptual_weights: str | None = None
+    classes: torch.Tensor | None = None
+    class_losses: torch.Tensor | None = None
+    candidate_classes: tuple[int, ...] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,6 +360,7 @@ def project(
     seed: int = _DEFAULTS.seed,
     settings: ProjectionSettings | None = None,
     c: torch.Tensor | None = None,
+    classes: Sequence[int] | None = None,
     device: torch.device | str | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
@@ -371,7 +383,12 @@ def project(
         mse_weight: weight of the pixel MSE term.
         seed: seed of each image's latent-noise stream.
         settings: all options at once (:class:`ProjectionSettings`); exclusive with the options above.
-        c: class labels ``[N, c_dim]`` for conditional generators.
+        c: class labels ``[N, c_dim]`` for conditional generators (exclusive with ``classes``).
+        classes: search the class (conditional generators): each target is projected once per class in
+            this list, as extra batch items (results do not depend on the batch), and the class with the
+            lowest total loss at the last step is kept (:attr:`ProjectionResult.classes`, with all the
+            candidates' losses in :attr:`ProjectionResult.class_losses`). Costs ``len(classes)`` times one
+            projection; ``callback`` then sees ``[N * K, num_ws, w_dim]`` latents ordered image-major.
         device: where to compute (default: the generator's device; the generator is not moved).
         checkpoint: file to save the optimisation state to every ``checkpoint_every`` steps; if it exists
             and belongs to the same run (same targets, settings, generator), the run resumes from it.
@@ -384,7 +401,8 @@ def project(
         :class:`ProjectionResult`.
 
     Raises:
-        InputError: invalid options, unreadable targets, or a checkpoint of a different run.
+        InputError: invalid options, unreadable targets, a checkpoint of a different run, or ``classes``
+            that are empty, repeated, out of ``[0, c_dim)``, given with ``c=`` or on an unconditional net.
         ShapeError: targets or labels of the wrong shape.
         WeightsUnavailableError: no pretrained LPIPS weights available (see ``perceptual_weights``).
 
@@ -420,6 +438,19 @@ def project(
         )
     target_cpu = prepare_targets(G, targets)
     n = target_cpu.shape[0]
+    if classes is not None:
+        return _project_class_search(
+            G,
+            target_cpu,
+            _candidate_classes(G, classes, c),
+            settings=s,
+            prior=prior,
+            perceptual=net if net is not None else _DEFAULTS.perceptual,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            callback=callback,
+            progress=progress,
+        )
     labels = G.prepare_labels(c, n)
     if s.perceptual == "vgg" and net is None:
         net = lpips_vgg(s.perceptual_weights, device=device, max_resolution=s.max_perceptual_resolution)
@@ -523,6 +554,68 @@ def project(
         noises=final_noise,
         settings=s,
         perceptual_weights=getattr(net, "weights", None),
+        classes=_class_indices(labels),
+    )
+
+
+def _candidate_classes(G: Generator, classes: Sequence[int], c: torch.Tensor | None) -> tuple[int, ...]:
+    """Validate the ``classes=`` of a class search: distinct ints in ``[0, c_dim)``."""
+    if c is not None:
+        raise InputError("pass either c= (a given class) or classes= (search over classes), not both")
+    if G.c_dim == 0:
+        raise InputError("classes= needs a class-conditional generator; this one is unconditional (c_dim=0)")
+    try:
+        chosen = tuple(int(k) for k in classes)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"classes must be a list of class indices, got {classes!r}") from err
+    if not chosen:
+        raise InputError("classes is empty: give at least one class to search over")
+    bad = [k for k in chosen if not 0 <= k < G.c_dim]
+    if bad:
+        raise InputError(f"classes must lie in [0, {G.c_dim - 1}] (the generator's c_dim is {G.c_dim}), got {bad}")
+    if len(set(chosen)) != len(chosen):
+        raise InputError(f"classes has repeated entries: {list(chosen)}; give each class once")
+    return chosen
+
+
+def _class_indices(labels: torch.Tensor) -> torch.Tensor | None:
+    """``[N]`` class indices of one-hot labels ``[N, c_dim]``; None when unconditional or not one-hot."""
+    if labels.shape[1] == 0:
+        return None
+    rows = labels.detach().cpu()
+    one_hot = ((rows == 0) | (rows == 1)).all() and bool((rows.sum(1) == 1).all())
+    return rows.argmax(1) if one_hot else None
+
+
+def _project_class_search(
+    G: Generator,
+    target_cpu: torch.Tensor,
+    candidates: tuple[int, ...],
+    **kwargs: Any,
+) -> ProjectionResult:
+    """Project every target once per candidate class and keep, per target, the lowest final loss."""
+    from latentkit.sampling import one_hot
+
+    n, k = target_cpu.shape[0], len(candidates)
+    logger.info("project: searching %d classes per image (%d projections)", k, n * k)
+    labels = one_hot(list(candidates) * n, G.c_dim, device=G.w_avg.device)  # image-major: [N * K, c_dim]
+    full = project(G, target_cpu.repeat_interleave(k, dim=0), c=labels, **kwargs)
+    final = full.losses[:, -1].reshape(n, k)  # [N, K]
+    best = final.argmin(dim=1)  # [N]
+    rows = torch.arange(n) * k + best
+    dev_rows = rows.to(full.ws.device)
+    return ProjectionResult(
+        ws=full.ws[dev_rows].contiguous(),
+        images=full.images[dev_rows].contiguous(),
+        targets=target_cpu,
+        losses=full.losses[rows].contiguous(),
+        loss_terms={name: v[rows].contiguous() for name, v in full.loss_terms.items()},
+        noises={name: v[dev_rows].contiguous() for name, v in full.noises.items()},
+        settings=full.settings,
+        perceptual_weights=full.perceptual_weights,
+        classes=torch.tensor(candidates, dtype=torch.long)[best],
+        class_losses=final.contiguous(),
+        candidate_classes=candidates,
     )
 
 

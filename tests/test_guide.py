@@ -154,3 +154,20 @@ def test_reference_nets(name):
     # shrinks relative to the marginal as s grows past 1 in the sense that w_g - w_marg = s * direction.
     far = guide(G, z, c, scale=2.0)
     assert ((far - base.ws_marginal).norm() / direction.norm()).item() == pytest.approx(2.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", CONDITIONAL_NETS)
+def test_reference_nets_marginal_uses_exactly_the_documented_classes(name):
+    G = _load_or_skip(name)
+    z = _z(3, G.z_dim, seed=9)
+    explicit = guided_latents(G, z, [0, 1, 2], scale=0.0, classes=[3, 1, 3], truncation_psi=0.7)
+    assert explicit.classes == (1, 3) and explicit.mapping_calls_per_sample == 3
+    torch.testing.assert_close(explicit.ws, _manual_marginal(G, z, [1, 3], psi=0.7), rtol=0, atol=1e-5)
+    assert (explicit.ws - _manual_marginal(G, z, [1, 4], psi=0.7)).abs().max() > 1e-4  # not vacuous
+    drawn = guided_latents(G, z, 2, scale=1.0, num_classes_sample=3, seed=4)
+    assert drawn.classes == marginal_classes(G.c_dim, num_classes_sample=3, seed=4) and len(drawn.classes) == 3
+    torch.testing.assert_close(drawn.ws_marginal, _manual_marginal(G, z, drawn.classes), rtol=0, atol=1e-5)
+    assert torch.equal(drawn.ws, G.mapping(z, one_hot([2, 2, 2], G.c_dim)))  # s = 1: the subset does not matter
+    for s in (-1.0, 0.25, 4.0):  # linear in s, extrapolation included
+        expected = drawn.ws_marginal + s * (drawn.ws_conditional - drawn.ws_marginal)
+        torch.testing.assert_close(guide(G, z, 2, scale=s, num_classes_sample=3, seed=4), expected, rtol=0, atol=1e-4)

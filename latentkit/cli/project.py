@@ -52,6 +52,53 @@ def _folder_names(files: list[Path]) -> list[str]:
     return names
 
 
+def _parse_classes(text: str | None) -> str | list[int] | None:
+    """``--classes``: 'all' or a comma list such as '0,3,5' (ranges like '0-9' allowed)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return "all"
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise click.BadParameter(f"expected 'all' or class indices like '0,3,5' or '0-9', got {text!r}",
+                                 param_hint="--classes") from None
+    return out
+
+
+def _resolve_classes(G, class_idx: int | None, classes: str | list[int] | None) -> tuple[list[int] | None, str]:
+    """Check the class options against the generator; returns (candidates to search or None, description)."""
+    from latentkit.errors import InputError
+
+    if class_idx is not None and classes is not None:
+        raise click.UsageError("pass either --class K (a given class) or --classes (search over classes), not both")
+    if (class_idx is not None or classes is not None) and G.c_dim == 0:
+        option = "--class" if class_idx is not None else "--classes"
+        raise InputError(f"{option} needs a class-conditional network; this one is unconditional (c_dim=0)")
+    if class_idx is not None and not 0 <= class_idx < G.c_dim:
+        raise InputError(f"--class must be in [0, {G.c_dim - 1}] (the network's c_dim is {G.c_dim}), got {class_idx}")
+    if G.c_dim > 0 and class_idx is None and classes is None:
+        raise InputError(
+            f"this network is class-conditional (c_dim={G.c_dim}): pass --class K, or --classes 0,3,5 / "
+            "--classes all to search for the best class per image"
+        )
+    if classes == "all":
+        return list(range(G.c_dim)), f"all {G.c_dim} classes"
+    if classes is not None:
+        bad = [k for k in classes if not 0 <= k < G.c_dim]
+        if bad:
+            raise InputError(f"--classes must lie in [0, {G.c_dim - 1}] (the network's c_dim is {G.c_dim}), got {bad}")
+        return classes, ",".join(map(str, classes))
+    return None, "" if class_idx is None else str(class_idx)
+
+
 def _load_prior(choice: str, G, device):
     from latentkit.prior import GaussianPrior
 
@@ -63,15 +110,18 @@ def _load_prior(choice: str, G, device):
     return GaussianPrior.load(choice), choice
 
 
-def _write_outputs(folder: Path, result, k: int, info: dict) -> None:
+def _write_outputs(folder: Path, result, k: int, info: dict, c_dim: int = 0) -> None:
+    import numpy as np
+
     from latentkit.io import atomic_path, save_image, save_latents
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_latents(folder / "projected_w.npz", result.ws[k : k + 1])
+    extra = {}
+    if result.classes is not None:  # one-hot label so the latents can be re-rendered with the same class
+        extra["c"] = np.eye(c_dim, dtype=np.float32)[[int(result.classes[k])]]  # [1, c_dim]
+    save_latents(folder / "projected_w.npz", result.ws[k : k + 1], **extra)
     noise = {name: v[k : k + 1].cpu().numpy() for name, v in result.noises.items()}
     with atomic_path(folder / "projected_noise.npz") as tmp, open(tmp, "wb") as fh:
-        import numpy as np
-
         np.savez(fh, **noise)
     save_image(folder / "proj.png", result.images[k : k + 1].clamp(-1, 1))
     save_image(folder / "target.png", result.targets[k : k + 1])
@@ -87,6 +137,12 @@ def _write_outputs(folder: Path, result, k: int, info: dict) -> None:
             "noise_file": "projected_noise.npz",
         }
     )
+    if result.classes is not None:
+        record["class"] = int(result.classes[k])
+    if result.class_losses is not None:
+        record["class_losses"] = {
+            str(c): round(float(v), 6) for c, v in zip(result.candidate_classes, result.class_losses[k])
+        }
     with atomic_path(folder / "losses.json") as tmp:  # written last: its presence marks the image done
         tmp.write_text(json.dumps(record, indent=1))
 
@@ -166,6 +222,13 @@ def _write_video(path: Path, G, frames: list, noises: dict, target) -> None:
 )
 @click.option("--class", "class_idx", type=int, default=None, help="Class label for conditional generators.")
 @click.option(
+    "--classes",
+    "classes_text",
+    default=None,
+    help="Conditional generators: search the class per image over these classes ('0,3,5', '0-9' or 'all'); "
+    "each image is projected once per class and the lowest final loss wins (costs K projections).",
+)
+@click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
     default=_DEFAULT_CHECKPOINT_EVERY,
@@ -188,6 +251,7 @@ def project(
     mse_weight,
     parametrization,
     class_idx,
+    classes_text,
     checkpoint_every,
     save_video,
     device,
@@ -200,6 +264,9 @@ def project(
     from latentkit.sampling import one_hot
 
     files = _expand(inputs)
+    classes_arg = _parse_classes(classes_text)
+    if class_idx is not None and classes_arg is not None:
+        raise click.UsageError("pass either --class K (a given class) or --classes (search over classes), not both")
     dev = resolve_device(device)
     if network is None:
         network = default_network()
@@ -209,6 +276,9 @@ def project(
         say(f"writing results under ./{outdir}/<image name>/ (choose with --outdir)")
     outdir = Path(outdir)
     G = load_generator(network, device=dev)
+    candidates, class_text = _resolve_classes(G, class_idx, classes_arg)
+    if candidates is not None:
+        say(f"class search over {class_text}: each image is projected {len(candidates)} times")
     prior, prior_name = _load_prior(prior_choice, G, dev)
     settings = ProjectionSettings(
         space=space,
@@ -228,6 +298,7 @@ def project(
         "architecture": G.architecture,
         "prior": prior_name,
         "class": class_idx,
+        "class_search": candidates,
     }
     for start in range(0, len(files), batch_size):
         batch, batch_names = files[start : start + batch_size], names[start : start + batch_size]
@@ -246,6 +317,7 @@ def project(
             prior=prior,
             perceptual=net,
             c=c,
+            classes=candidates,
             device=dev,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
@@ -253,7 +325,7 @@ def project(
             callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None,
         )
         for k, (folder, path) in enumerate(zip(folders, batch)):
-            _write_outputs(folder, result, k, dict(info, input=str(path)))
+            _write_outputs(folder, result, k, dict(info, input=str(path)), c_dim=G.c_dim)
             if save_video and frames:
                 noises = {n: v[k : k + 1] for n, v in result.noises.items()}
                 _write_video(folder / "proj.mp4", G, [f[k : k + 1] for f in frames], noises, result.targets[k : k + 1])
