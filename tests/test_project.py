@@ -16,15 +16,8 @@ from latentkit import load_generator
 from latentkit.errors import InputError, ShapeError
 from latentkit.perceptual import lpips_vgg
 from latentkit.prior import GaussianPrior
-from latentkit.project import (
-    ProjectionResult,
-    ProjectionSettings,
-    _learning_rate,
-    _noise_penalty,
-    _noise_scale,
-    prepare_targets,
-    project,
-)
+from latentkit.project import ProjectionResult, ProjectionSettings, prepare_targets, project
+from latentkit.projection_state import _learning_rate, _noise_penalty, _noise_scale
 
 REFERENCE = Path(__file__).parent / "data" / "reference-nets"
 FAST = dict(perceptual=None, mse_weight=1.0, progress=False)
