@@ -46,7 +46,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         ...     np.savez(tmp, w=np.zeros(3))
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is an existing folder; pass a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise InputError(
+            f"cannot write {path}: a parent of it is an existing file, not a folder ({exc.filename}); "
+            "choose another output path"
+        ) from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -199,7 +207,9 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from err
+        if "pickled" in str(err):
+            err = f"it is not a numpy file (starts with {path.read_bytes()[:8]!r}); pass projected_w.npz or a .npy"
+        raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             if key not in loaded.files:

@@ -502,7 +502,9 @@ class GaussianPrior:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, AttributeError) as err:
-            raise InputError(f"cannot read {path} as a prior .npz: {err}") from err
+            if "pickled" in str(err) or isinstance(err, AttributeError):
+                err = f"it is not an .npz file (starts with {path.read_bytes()[:8]!r}); write one with `latentkit fit-prior`"
+            raise InputError(f"cannot read {path} as a prior .npz: {err}") from None
         if "metadata" not in arrays:
             raise InputError(f"{path} is not a latentkit prior: it has no 'metadata' (arrays: {sorted(arrays)})")
         try:

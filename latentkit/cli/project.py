@@ -260,6 +260,8 @@ def project(
     from latentkit.load import default_network, load_generator
     from latentkit.perceptual import lpips_vgg
     from latentkit.project import ProjectionSettings
+    from latentkit.errors import InputError
+    from latentkit.project import prepare_targets
     from latentkit.project import project as run_projection
     from latentkit.sampling import one_hot
 
@@ -275,8 +277,11 @@ def project(
         outdir = _DEFAULT_OUTDIR
         say(f"writing results under ./{outdir}/<image name>/ (choose with --outdir)")
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--outdir {outdir} exists and is not a folder; choose another --outdir")
     G = load_generator(network, device=dev)
     candidates, class_text = _resolve_classes(G, class_idx, classes_arg)
+    targets = prepare_targets(G, files)  # [N, C, H, W]: unreadable images fail here, before any slow set-up
     if candidates is not None:
         say(f"class search over {class_text}: each image is projected {len(candidates)} times")
     prior, prior_name = _load_prior(prior_choice, G, dev)
@@ -302,6 +307,7 @@ def project(
     }
     for start in range(0, len(files), batch_size):
         batch, batch_names = files[start : start + batch_size], names[start : start + batch_size]
+        batch_targets = targets[start : start + batch_size]
         folders = [outdir / name for name in batch_names]
         if all((f / "losses.json").is_file() for f in folders):
             say(f"already done, skipped: {', '.join(str(f) for f in folders)}")
@@ -312,7 +318,7 @@ def project(
         frames: list = []
         result = run_projection(
             G,
-            batch,
+            batch_targets,
             settings=settings,
             prior=prior,
             perceptual=net,
