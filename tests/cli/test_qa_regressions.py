@@ -58,10 +58,6 @@ def test_cli_fit_prior_out_under_a_file(tmp_path):
 
 
 def test_project_rejects_a_file_as_outdir_and_bad_images_before_slow_setup(tmp_path):
-
-
-
-
     net = str(REFERENCE_NETS / "sg2_sg3repo_uncond_map8_res64.pkl")
     blocker = tmp_path / "afile"
     blocker.write_text("x")
