@@ -78,9 +78,9 @@ _NGC_SG3 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versi
 _XL = "https://s3.eu-central-1.amazonaws.com/avg-projects/stylegan_xl/models/"
 
 _NVIDIA_NC = (
-    "NVIDIA Source Code License-NC (stylegan2-ada-pytorch): non-commercial research and evaluation only"
+    "non-commercial research and evaluation only (NVIDIA's license of stylegan2-ada-pytorch, LICENSE.txt)"
 )
-_NVIDIA_SG3 = "NVIDIA Source Code License for StyleGAN3: non-commercial research and evaluation only"
+_NVIDIA_SG3 = "non-commercial research and evaluation only (NVIDIA's license of stylegan3, LICENSE.txt)"
 _XL_LICENSE = (
     "StyleGAN-XL (autonomousvision/stylegan-xl); built on NVIDIA's StyleGAN3 code, whose license "
     "restricts use to non-commercial research: check both before any other use"

@@ -43,8 +43,8 @@ _MAX_MEMBER_BYTES = 512 << 20  # refuse zip members that would inflate beyond th
 
 _LICENSE_NOTE = (
     "weights: non-commercial. MobileStyleGAN was distilled from NVIDIA's StyleGAN2 config-f FFHQ model, "
-    "whose weights are under the Nvidia Source Code License-NC (non-commercial research and evaluation "
-    "only), and its mapping network is the teacher's own; FFHQ itself is CC BY-NC-SA 4.0. The random-face "
+    "whose weights NVIDIA licenses for non-commercial research and evaluation "
+    "only, and its mapping network is the teacher's own; FFHQ itself is CC BY-NC-SA 4.0. The random-face "
     "package's own license ({meta}) covers its code and does not lift the restrictions on the weights"
 )
 
