@@ -41,6 +41,7 @@ __all__ = [
     "BlockConfig",
     "MappingConfig",
     "FullyConnectedLayer",
+    "MappingLayers",
     "MappingNetwork",
     "SynthesisLayer",
     "ToRGBLayer",
@@ -193,7 +194,32 @@ class FullyConnectedLayer(torch.nn.Module):
         return bias_act(x.matmul(w.t()), b, act=self.activation)
 
 
-class MappingNetwork(torch.nn.Module):
+class MappingLayers(torch.nn.Module):
+    """Base of the mapping networks: an input stage (:meth:`inputs`) followed by ``fc0 ... fc{num_layers-1}``."""
+
+    num_layers: int
+
+    def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The input of ``fc0``, ``[N, in_features]``."""
+        raise NotImplementedError
+
+    def _run(self, z: torch.Tensor, c: torch.Tensor, preact: bool) -> torch.Tensor:
+        x = self.inputs(z, c)
+        for idx in range(self.num_layers):
+            layer = getattr(self, f"fc{idx}")
+            x = layer.preactivation(x) if preact and idx == self.num_layers - 1 else layer(x)
+        return x
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``w [N, w_dim]`` (no broadcast, no truncation)."""
+        return self._run(z, c, preact=False)
+
+    def last_preactivation(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Input of the last activation ``[N, w_dim]``: ``w = sqrt(2) * leaky_relu(pre, 0.2)``."""
+        return self._run(z, c, preact=True)
+
+
+class MappingNetwork(MappingLayers):
     """z (and labels c) -> w ``[N, w_dim]``, without broadcasting or truncation."""
 
     def __init__(
@@ -211,25 +237,14 @@ class MappingNetwork(torch.nn.Module):
                                         lr_multiplier=config.lr_multiplier, generator=generator)
             self.add_module(f"fc{idx}", layer)
 
-    def _run(self, z: torch.Tensor, c: torch.Tensor, preact: bool) -> torch.Tensor:
+    def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """RMS-normalised z, concatenated with the RMS-normalised label embedding when conditional."""
         parts = []
         if self.z_dim > 0:
             parts.append(normalize_2nd_moment(z.to(torch.float32)))
         if self.embed is not None:
             parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
-        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        for idx in range(self.num_layers):
-            layer = getattr(self, f"fc{idx}")
-            x = layer.preactivation(x) if preact and idx == self.num_layers - 1 else layer(x)
-        return x
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``w [N, w_dim]``."""
-        return self._run(z, c, preact=False)
-
-    def last_preactivation(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Input of the last activation ``[N, w_dim]``: ``w = sqrt(2) * leaky_relu(pre, 0.2)``."""
-        return self._run(z, c, preact=True)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 class SynthesisLayer(torch.nn.Module):

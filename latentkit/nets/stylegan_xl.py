@@ -30,12 +30,12 @@ from latentkit.nets.stylegan3 import (
     SynthesisLayerSpec,
 )
 from latentkit.nets.ops import normalize_2nd_moment
-from latentkit.nets.stylegan2 import FullyConnectedLayer
+from latentkit.nets.stylegan2 import FullyConnectedLayer, MappingLayers
 
 __all__ = ["XLMappingNetwork", "StyleGANXLGenerator"]
 
 
-class XLMappingNetwork(torch.nn.Module):
+class XLMappingNetwork(MappingLayers):
     """z and class -> w for StyleGAN-XL. Child names match the checkpoint (``embed``, ``embed_proj``, ``fc*``).
 
     Args:
@@ -65,22 +65,12 @@ class XLMappingNetwork(torch.nn.Module):
         """Normalised projected embedding of ``argmax(c)``: ``[N, c_dim] -> [N, z_dim]``."""
         return normalize_2nd_moment(self.embed_proj(self.embed(c.argmax(dim=1))))
 
-    def _run(self, z: torch.Tensor, c: torch.Tensor, preact: bool) -> torch.Tensor:
+    def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """RMS-normalised z, concatenated with :meth:`class_embedding` when conditional."""
         x = normalize_2nd_moment(z.to(torch.float32))
         if self.embed_proj is not None:
             x = torch.cat([x, self.class_embedding(c)], dim=1)
-        for idx in range(self.num_layers):
-            layer = getattr(self, f"fc{idx}")
-            x = layer.preactivation(x) if preact and idx == self.num_layers - 1 else layer(x)
         return x
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``w [N, w_dim]`` (no broadcast, no truncation)."""
-        return self._run(z, c, preact=False)
-
-    def last_preactivation(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Input of the last activation, ``[N, w_dim]``."""
-        return self._run(z, c, preact=True)
 
 
 class StyleGANXLGenerator(FourierGenerator):
