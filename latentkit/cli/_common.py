@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["device_option", "resolve_device", "say"]
+__all__ = ["device_option", "resolve_device", "resolve_network", "say"]
 
 
 def say(message: str) -> None:
@@ -34,3 +34,14 @@ def resolve_device(name: str):
 
         raise InputError("--device cuda was asked for, but torch finds no CUDA device; use --device cpu")
     return torch.device(name)
+
+
+def resolve_network(network: str | None, *, how: str = "--network") -> str:
+    """``network`` as given, or the default network (announced on stderr, naming ``how`` to choose another)."""
+    if network is not None:
+        return network
+    from latentkit.load import default_network
+
+    network = default_network()
+    say(f"no network given: using the default {network!r} (choose one with {how})")
+    return network

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, say
+from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
 
@@ -44,12 +44,9 @@ def _json(value) -> str:
 
 
 def _load(network: str | None, device):
-    from latentkit.load import default_network, load_generator
+    from latentkit.load import load_generator
 
-    if network is None:
-        network = default_network()
-        say(f"no network given: using the default {network!r} (choose one with --network)")
-    return load_generator(network, device=device)
+    return load_generator(resolve_network(network), device=device)
 
 
 def _prior(path: str | None, G):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, say
+from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["info", "generate", "MAX_GRID"]
 
@@ -91,14 +91,12 @@ def generate(source: str | None, seeds: str, classes: str | None, truncation_psi
     """
     from latentkit.generate import generate_images, image_name
     from latentkit.io import save_grid, save_image
-    from latentkit.load import default_network, load_generator
+    from latentkit.load import load_generator
     from latentkit.sampling import parse_seeds
 
     seed_list = parse_seeds(seeds)
     class_list = _classes(classes)
-    if source is None:
-        source = default_network()
-        say(f"no SOURCE given: using {source}")
+    source = resolve_network(source, how="SOURCE")
     if outdir is None:
         outdir = DEFAULT_OUTDIR
         say(f"no --outdir given: writing to ./{outdir}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, say
+from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["fit_prior", "compress"]
 
@@ -25,12 +25,9 @@ _DEFAULT_OUTDIR = "out/compress"
 
 def _load(network: str | None, device):
     """Load ``network`` (announcing the default when None) onto ``device``."""
-    from latentkit.load import default_network, load_generator
+    from latentkit.load import load_generator
 
-    if network is None:
-        network = default_network()
-        say(f"no network given: using the default {network!r} (choose one with --network / SOURCE)")
-    return load_generator(network, device=device)
+    return load_generator(resolve_network(network, how="--network / SOURCE"), device=device)
 
 
 @click.command("fit-prior")

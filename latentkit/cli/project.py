@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, say
+from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["project", "align"]
 
@@ -257,7 +257,7 @@ def project(
     device,
 ) -> None:
     """Project INPUTS (image files or folders of images) into the generator's W or W+ space."""
-    from latentkit.load import default_network, load_generator
+    from latentkit.load import load_generator
     from latentkit.perceptual import lpips_vgg
     from latentkit.project import ProjectionSettings
     from latentkit.errors import InputError
@@ -270,9 +270,7 @@ def project(
     if class_idx is not None and classes_arg is not None:
         raise click.UsageError("pass either --class K (a given class) or --classes (search over classes), not both")
     dev = resolve_device(device)
-    if network is None:
-        network = default_network()
-        say(f"no network given: using the default {network!r} (choose one with --network)")
+    network = resolve_network(network)
     if outdir is None:
         outdir = _DEFAULT_OUTDIR
         say(f"writing results under ./{outdir}/<image name>/ (choose with --outdir)")

@@ -143,7 +143,7 @@ def test_default_source_and_outdir_are_announced(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub, "_run_pip", no_pip)
     result = run("generate", "--seeds", "0")
-    assert "no SOURCE given: using mobilestylegan-ffhq" in result.stderr
+    assert "no network given: using the default 'mobilestylegan-ffhq' (choose one with SOURCE)" in result.stderr
     assert "no --outdir given: writing to ./out" in result.stderr
     assert result.exit_code == 1 and "put it at" in result.stderr and "random_face-2021.7.21.1" in result.stderr
 
