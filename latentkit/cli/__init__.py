@@ -33,6 +33,22 @@ COMMANDS = {
 }
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream of the first call
+    (so repeated in-process invocations, e.g. click's CliRunner, each see their own log lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 class _LazyGroup(click.Group):
     """A group that imports each command's module on first use and turns toolkit errors into one line."""
 
@@ -65,7 +81,7 @@ def main(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     root = logging.getLogger("latentkit")
     root.setLevel(level)
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
