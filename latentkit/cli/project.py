@@ -293,7 +293,6 @@ def project(
         parametrization=parametrization,
     )
     net = lpips_vgg(perceptual_weights, device=dev, max_resolution=settings.max_perceptual_resolution)
-    say(f"perceptual loss: LPIPS VGG16 v0.1, backbone weights: {net.weights}")
     names = _folder_names(files)
     info = {
         "network": str(network),
