@@ -126,13 +126,16 @@ def prepare_targets(G: Generator, targets: TargetLike | Sequence[TargetLike]) ->
     Args:
         G: the generator.
         targets: an image file path (PNG/JPEG/WebP...; RGBA, greyscale, 16-bit handled), a float tensor
-            ``[C, H, W]`` or ``[N, C, H, W]`` in [-1, 1], or a sequence of these.
+            ``[C, H, W]`` or ``[N, C, H, W]`` in the generator's output range (about [-1, 1]; raw
+            ``G.synthesis`` output, which overshoots it, is taken as it is), or a sequence of these.
 
     Returns:
-        float32 CPU tensor in [-1, 1], centre-cropped and resized to ``G.img_resolution`` (logged).
+        float32 CPU tensor, centre-cropped and resized to ``G.img_resolution`` (logged); file targets are
+        in [-1, 1], tensor targets keep their values.
 
     Raises:
-        InputError: an unreadable file, an empty list, or tensor values outside [-1, 1].
+        InputError: an unreadable file, an empty list, non-finite tensor values, or tensor values that look
+            like uint8 data (0-255) rather than the generator's output range.
         ShapeError: a tensor that is not an image batch.
     """
     from latentkit.io import load_image
@@ -142,25 +145,35 @@ def prepare_targets(G: Generator, targets: TargetLike | Sequence[TargetLike]) ->
         raise InputError("targets is empty: pass at least one image path or tensor")
     out = []
     for k, item in enumerate(items):
+        name = f"targets[{k}]" if isinstance(item, torch.Tensor) else os.fspath(item)
         if isinstance(item, torch.Tensor):
             img = item.detach().to("cpu", torch.float32)
             if img.ndim == 3:
                 img = img.unsqueeze(0)
-            check_image(img, f"targets[{k}]")
-            check_finite(img, f"targets[{k}]")
-            lo, hi = float(img.min()), float(img.max())
-            if lo < -1.01 or hi > 1.01:
-                raise InputError(
-                    f"targets[{k}] must hold values in [-1, 1], got [{lo:.3g}, {hi:.3g}]; "
-                    "for uint8-range images use img / 127.5 - 1"
-                )
-            name = f"targets[{k}]"
+            check_image(img, name)
+            check_finite(img, name)
+            _refuse_uint8_range(img, name)
         else:
             img = load_image(item, channels=3 if G.img_channels == 3 else 1)
-            name = os.fspath(item)
         img = _fit_channels(img, G.img_channels)
-        out.extend(_fit_resolution(one, G.img_resolution, name) for one in img.split(1))
-    return torch.cat(out).clamp(-1, 1)
+        fitted = (_fit_resolution(one, G.img_resolution, name) for one in img.split(1))
+        # Resampling a file's [-1, 1] pixels may overshoot slightly; a tensor's values are the caller's.
+        out.extend(one.clamp(-1, 1) if not isinstance(item, torch.Tensor) else one for one in fitted)
+    return torch.cat(out)
+
+
+# Generators overshoot [-1, 1] (raw StyleGAN output reaches about +-5); 0-255 data is far beyond that.
+_OVERSHOOT_LIMIT = 32.0
+
+
+def _refuse_uint8_range(img: torch.Tensor, name: str) -> None:
+    """Refuse values that look like 0-255 pixels instead of the generator's [-1, 1] (with overshoot)."""
+    lo, hi = float(img.min()), float(img.max())
+    if (lo >= 0 and hi > 2) or max(-lo, hi) > _OVERSHOOT_LIMIT:
+        raise InputError(
+            f"{name} holds values in [{lo:.3g}, {hi:.3g}], which looks like 0-255 pixel data; targets are in "
+            "the generator's output range (about [-1, 1]): for uint8-range images use img / 127.5 - 1"
+        )
 
 
 def _merge_settings(settings: ProjectionSettings | None, overrides: dict[str, Any]) -> ProjectionSettings:

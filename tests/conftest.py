@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 DATA = Path(__file__).parent / "data"
 REFERENCE_NETS = DATA / "reference-nets"
 
 torch.set_num_threads(1)
+
+# Property tests draw the same examples on every run and machine (a failure is reproducible, not luck);
+# HYPOTHESIS_PROFILE=explore draws new ones each run to search for counter-examples.
+settings.register_profile("default", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def roundoff_tolerance(reference: torch.Tensor, terms: int) -> float:
+    """Absolute tolerance for float32 results that may differ only in the order of their sums (CPU kernels,
+    e.g. oneDNN's, are chosen by batch shape): Higham's worst-case bound ``terms * eps * scale`` for sums of
+    ``terms`` products, with ``scale = max(1, max |reference|)``. Derived from float32, not measured on one CPU."""
+    return terms * torch.finfo(torch.float32).eps * max(1.0, float(reference.detach().abs().max()))
+
 
 @pytest.fixture(autouse=True)
 def _offline_and_private_cache(monkeypatch, tmp_path):

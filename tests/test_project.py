@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from latentkit import load_generator
-from latentkit.errors import InputError, ShapeError
+from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.perceptual import lpips_vgg
 from latentkit.prior import GaussianPrior
 from latentkit.project import ProjectionResult, ProjectionSettings, prepare_targets, project
@@ -218,8 +218,12 @@ def test_option_errors(toy_generator, kwargs, error, match):
 
 
 def test_target_errors(toy_generator, tmp_path):
-    with pytest.raises(InputError, match=r"values in \[-1, 1\]"):
+    with pytest.raises(InputError, match=r"looks like 0-255 pixel data.*img / 127.5 - 1"):
         project(toy_generator, torch.full((1, 3, 16, 16), 200.0), **FAST)
+    with pytest.raises(InputError, match="looks like 0-255"):
+        project(toy_generator, torch.linspace(0, 255, 768).reshape(1, 3, 16, 16), **FAST)
+    with pytest.raises(LatentkitError, match="non-finite"):
+        project(toy_generator, torch.full((1, 3, 16, 16), float("nan")), **FAST)
     with pytest.raises(InputError, match="targets is empty"):
         project(toy_generator, [], **FAST)
     with pytest.raises(ShapeError, match="targets"):
@@ -276,3 +280,35 @@ def test_prior_option_errors(toy_generator, changes, match):
     with pytest.raises(InputError, match=match):
         settings = dataclasses.replace(ProjectionSettings(), perceptual=None, mse_weight=1.0, num_steps=1, **changes)
         project(toy_generator, torch.zeros(1, 3, 16, 16), settings=settings, progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in REFERENCE.glob("*.p*") if p.suffix in (".pkl", ".pt")))
+def test_projects_the_generators_own_raw_output(name):
+    """The standard experiment: project G.synthesis(ws) as it is, overshoot of [-1, 1] included."""
+    G = load_generator(REFERENCE / name)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
+    c = torch.nn.functional.one_hot(torch.tensor([0, 1]), G.c_dim).float() if G.c_dim else None
+    with torch.no_grad():
+        raw = G.synthesis(G.mapping(z, c))
+    targets = prepare_targets(G, raw)
+    assert torch.equal(targets, raw.float())  # taken as it is: not clamped, not rescaled
+    result = project(G, raw, c=c, num_steps=2, **FAST)
+    assert result.ws.shape == (2, G.num_ws, G.w_dim) and torch.isfinite(result.losses).all()
+
+
+@pytest.mark.slow
+def test_projects_the_real_models_raw_output():
+    import os
+
+    from latentkit.load.mobilestylegan import load_mobilestylegan
+
+    cache = Path(os.environ.get("LATENTKIT_TEST_CACHE", "~/.cache/latentkit-tests")).expanduser()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATENTKIT_CACHE", str(cache))
+        G = load_mobilestylegan()
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        raw = G.synthesis(G.mapping(z))
+    assert float(raw.abs().max()) > 1  # the real model overshoots [-1, 1] (seed 1: about [-1.6, 2.75])
+    result = project(G, raw, num_steps=1, **FAST)
+    assert result.ws.shape == (1, G.num_ws, G.w_dim) and torch.isfinite(result.losses).all()

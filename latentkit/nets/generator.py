@@ -17,9 +17,24 @@ import torch
 from latentkit.checks import check_shape
 from latentkit.errors import ShapeError
 
-__all__ = ["Generator", "MappingActivation", "NOISE_MODES"]
+__all__ = ["Generator", "MappingActivation", "NOISE_MODES", "float_dtype"]
 
 NOISE_MODES = ("const", "random", "none")
+
+
+def float_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a module computes in: that of its first floating-point parameter or buffer (float32 if none).
+
+    The networks compute in float32 as loaded; ``G.double()`` makes them compute in float64 (used where
+    float32 round-off would be amplified, e.g. finite differences in PPL).
+    """
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    for tensor in module.buffers():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,11 @@ class Generator(torch.nn.Module):
         super().__init__()
         self.source = ""
         self.sha256 = ""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the generator computes in (float32 as loaded; ``G.double()`` gives float64)."""
+        return self.w_avg.dtype
 
     # ----------------------------------------------------------------------------------------------
     # What subclasses implement.
@@ -131,7 +151,7 @@ class Generator(torch.nn.Module):
                 )
             return torch.zeros(n, 0, device=device)
         check_shape(c, [n, self.c_dim], "c")
-        return c.to(device=device, dtype=torch.float32)
+        return c.to(device=device, dtype=self.dtype)
 
     def mapping(
         self,
@@ -153,7 +173,7 @@ class Generator(torch.nn.Module):
         """
         n = check_shape(z, ["N", self.z_dim], "z")["N"]
         c = self.prepare_labels(c, n)
-        w = self.map_latent(z.to(device=self.w_avg.device, dtype=torch.float32), c)
+        w = self.map_latent(z.to(device=self.w_avg.device, dtype=self.dtype), c)
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff

@@ -221,7 +221,7 @@ class MobileStyleGAN(Generator):
         if noise_mode not in NOISE_MODES:
             raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         param = self.w_avg
-        ws = ws.to(device=param.device, dtype=torch.float32)
+        ws = ws.to(device=param.device, dtype=param.dtype)
         replace = {(lid, 0): ws[:, k] for k, lid in enumerate(self._affines)}  # [N, w_dim] each
         given = dict(noise or {})
         stored = self.const_noise() if given else {}
@@ -239,9 +239,9 @@ class MobileStyleGAN(Generator):
                         f"noise[{key!r}] must have shape [{n}, 1, {shape[2]}, {shape[3]}] or "
                         f"[1, 1, {shape[2]}, {shape[3]}], got {list(value.shape)}"
                     )
-                replace[site] = value.to(device=param.device, dtype=torch.float32) * strength
+                replace[site] = value.to(device=param.device, dtype=param.dtype) * strength
             elif noise_mode == "random":
-                replace[site] = torch.randn((n, 1) + shape[2:], device=param.device) * strength
+                replace[site] = torch.randn((n, 1) + shape[2:], device=param.device, dtype=param.dtype) * strength
             elif noise_mode == "none":
                 replace[site] = torch.zeros((), device=param.device)
         return self.synthesis_net(ws[:, 0], replace)

@@ -307,7 +307,7 @@ class RosinalityGenerator(Generator):
         """The input of the last mapping activation, ``[N, style_dim]`` (``w = sqrt(2) * lrelu(pre, 0.2)``)."""
         check_shape(z, ["N", self.z_dim], "z")
         layers = list(self.style)
-        x = z.to(device=self.w_avg.device, dtype=torch.float32)
+        x = z.to(device=self.w_avg.device, dtype=self.dtype)
         for layer in layers[:-1]:
             x = layer(x)
         return layers[-1].preact(x)
@@ -401,7 +401,7 @@ class RosinalityGenerator(Generator):
             InputError: for an unknown ``noise_mode`` or noise key.
         """
         n = self.check_ws(ws)
-        ws = ws.to(device=self.w_avg.device, dtype=torch.float32)
+        ws = ws.to(device=self.w_avg.device, dtype=self.dtype)
         noises = self._noise_inputs(n, noise_mode, noise, ws)
         x = self.input.input.repeat(n, 1, 1, 1)
         x = self.conv1(x, ws[:, 0], noises[0])

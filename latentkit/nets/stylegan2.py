@@ -26,7 +26,7 @@ import torch
 
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
-from latentkit.nets.generator import NOISE_MODES, Generator
+from latentkit.nets.generator import NOISE_MODES, Generator, float_dtype
 from latentkit.nets.ops import (
     ACTIVATIONS,
     bias_act,
@@ -241,9 +241,9 @@ class MappingNetwork(MappingLayers):
         """RMS-normalised z, concatenated with the RMS-normalised label embedding when conditional."""
         parts = []
         if self.z_dim > 0:
-            parts.append(normalize_2nd_moment(z.to(torch.float32)))
+            parts.append(normalize_2nd_moment(z.to(float_dtype(self))))
         if self.embed is not None:
-            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
+            parts.append(normalize_2nd_moment(self.embed(c.to(float_dtype(self)))))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
@@ -285,9 +285,10 @@ class SynthesisLayer(torch.nn.Module):
         noise_input = None
         if self.use_noise:
             if noise is not None:
-                noise_input = noise.to(x.device, torch.float32) * self.noise_strength
+                noise_input = noise.to(x.device, self.noise_strength.dtype) * self.noise_strength
             elif noise_mode == "random":
-                noise_input = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+                noise_input = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
+                                          dtype=self.noise_strength.dtype)
                 noise_input = noise_input * self.noise_strength
             elif noise_mode == "const":
                 noise_input = self.noise_const * self.noise_strength
@@ -386,10 +387,11 @@ class SynthesisBlock(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``ws [N, num_conv + has_torgb, w_dim]``; ``x`` ``[N, in_channels, res/2, res/2]`` (None for the
         first block); ``img`` ``[N, img_channels, res/2, res/2]`` or None. Returns the new ``(x, img)``."""
-        dtype = torch.float16 if self.config.use_fp16 and self.fp16 and not force_fp32 else torch.float32
+        compute = float_dtype(self)
+        dtype = torch.float16 if self.config.use_fp16 and self.fp16 and not force_fp32 else compute
         fused = self.config.fused_modconv
         if fused is None:
-            fused = dtype == torch.float32 or ws.shape[0] == 1
+            fused = dtype != torch.float16 or ws.shape[0] == 1
         w_iter = iter(ws.unbind(dim=1))
         kw = dict(noise_mode=noise_mode, fused_modconv=fused)
         if self.in_channels == 0:
@@ -408,7 +410,7 @@ class SynthesisBlock(torch.nn.Module):
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.has_torgb:
-            y = self.torgb(x, next(w_iter), fused_modconv=fused).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused).to(compute)
             img = y if img is None else img + y
         return x, img
 
@@ -442,8 +444,8 @@ class SynthesisNetwork(torch.nn.Module):
         self, ws: torch.Tensor, *, noise_mode: str = "const", noise: dict[str, torch.Tensor] | None = None,
         force_fp32: bool = True,
     ) -> torch.Tensor:
-        """``ws [N, num_ws, w_dim]`` -> images ``[N, img_channels, R, R]`` (float32)."""
-        ws = ws.to(torch.float32)
+        """``ws [N, num_ws, w_dim]`` -> images ``[N, img_channels, R, R]`` (float32, or the parameters' dtype)."""
+        ws = ws.to(float_dtype(self))
         noise = noise or {}
         x = img = None
         w_idx = 0
@@ -515,7 +517,7 @@ class StyleGAN2Generator(Generator):
     def last_preactivation(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Input of the mapping network's last activation, ``[N, w_dim]`` (see :attr:`mapping_activation`)."""
         n = check_shape(z, ["N", self.z_dim], "z")["N"]
-        return self.mapping_net.last_preactivation(z.to(self.w_avg.device, torch.float32), self.prepare_labels(c, n))
+        return self.mapping_net.last_preactivation(z.to(self.w_avg.device, self.dtype), self.prepare_labels(c, n))
 
     def const_noise(self) -> dict[str, torch.Tensor]:
         """The stored noise inputs, ``'b{res}.conv{0,1}'`` -> ``[1, 1, res, res]`` (views of the buffers)."""

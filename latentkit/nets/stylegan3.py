@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
 from latentkit.nets.filtered_lrelu import filtered_lrelu
-from latentkit.nets.generator import NOISE_MODES, Generator
+from latentkit.nets.generator import NOISE_MODES, Generator, float_dtype
 from latentkit.nets.stylegan2 import FullyConnectedLayer, MappingConfig, MappingNetwork
 
 __all__ = [
@@ -128,7 +128,7 @@ class SynthesisInput(torch.nn.Module):
         amplitudes = (1 - (freqs.norm(dim=2) - spec.bandwidth) / (spec.sampling_rate / 2 - spec.bandwidth)).clamp(0, 1)
 
         width, height = spec.size
-        theta = torch.eye(2, 3, device=w.device)
+        theta = torch.eye(2, 3, device=w.device, dtype=w.dtype)
         theta[0, 0] = 0.5 * width / spec.sampling_rate
         theta[1, 1] = 0.5 * height / spec.sampling_rate
         grid = F.affine_grid(theta.unsqueeze(0), [1, 1, height, width], align_corners=False)  # [1, H, W, 2]
@@ -206,7 +206,7 @@ class SynthesisLayer(torch.nn.Module):
         if spec.is_torgb:
             styles = styles * (1 / math.sqrt(spec.in_channels * spec.conv_kernel**2))
         half = self.fp16 and spec.use_fp16 and x.device.type == "cuda"
-        dtype = torch.float16 if half else torch.float32
+        dtype = torch.float16 if half else self.weight.dtype
         x = modulated_conv2d_sg3(x.to(dtype), self.weight, styles, demodulate=not spec.is_torgb,
                                  padding=spec.conv_kernel - 1, input_gain=self.magnitude_ema.rsqrt())
         return filtered_lrelu(
@@ -231,13 +231,14 @@ class SynthesisNetwork(torch.nn.Module):
         self.layers = torch.nn.ModuleDict({spec.name: SynthesisLayer(w_dim, spec) for spec in layer_specs})
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        ws_per_layer = ws.to(torch.float32).unbind(dim=1)
+        compute = float_dtype(self)
+        ws_per_layer = ws.to(compute).unbind(dim=1)
         x = self.input(ws_per_layer[0])
         for layer, w in zip(self.layers.values(), ws_per_layer[1:]):
             x = layer(x, w)
         if self.output_scale != 1:
             x = x * self.output_scale
-        return x.to(torch.float32)
+        return x.to(compute)
 
 
 class FourierGenerator(Generator):
@@ -266,7 +267,7 @@ class FourierGenerator(Generator):
     def last_preactivation(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Input of the mapping network's last activation, ``[N, w_dim]`` (see :attr:`mapping_activation`)."""
         n = check_shape(z, ["N", self.z_dim], "z")["N"]
-        return self.mapping_net.last_preactivation(z.to(self.w_avg.device, torch.float32), self.prepare_labels(c, n))
+        return self.mapping_net.last_preactivation(z.to(self.w_avg.device, self.dtype), self.prepare_labels(c, n))
 
     @property
     def fp16(self) -> bool:

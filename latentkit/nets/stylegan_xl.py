@@ -29,6 +29,7 @@ from latentkit.nets.stylegan3 import (
     SynthesisInputSpec,
     SynthesisLayerSpec,
 )
+from latentkit.nets.generator import float_dtype
 from latentkit.nets.ops import normalize_2nd_moment
 from latentkit.nets.stylegan2 import FullyConnectedLayer, MappingLayers
 
@@ -67,7 +68,7 @@ class XLMappingNetwork(MappingLayers):
 
     def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """RMS-normalised z, concatenated with :meth:`class_embedding` when conditional."""
-        x = normalize_2nd_moment(z.to(torch.float32))
+        x = normalize_2nd_moment(z.to(float_dtype(self)))
         if self.embed_proj is not None:
             x = torch.cat([x, self.class_embedding(c)], dim=1)
         return x

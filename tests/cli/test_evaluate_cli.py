@@ -222,6 +222,20 @@ def test_ppl_random_lpips_is_labelled():
     assert out["ppl"] > 0
 
 
+def test_ppl_does_not_depend_on_batch_size():
+    # The acceptance of the any-CPU issue: batch sizes 1, 4, 8 on the same seeds agree within 1e-4 relative
+    # (float64 by default; float64 round-off leaves them ~1e-10 apart on any CPU).
+    means = []
+    for batch in (1, 4, 8):
+        result = run(["ppl", "--network", NET, "-n", 8, "--perceptual", "random", "--batch-size", batch,
+                      "--sampling", "full"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["precision"] == "fp64"
+        means.append(out["ppl"])
+    assert max(means) - min(means) <= 1e-4 * max(means)
+
+
 def test_ppl_offline_weights_error():
     result = run(["ppl", "--network", NET, "-n", 4, "--perceptual", "torchvision"])
     assert result.exit_code == 1 and "vgg16-397923af.pth" in result.output

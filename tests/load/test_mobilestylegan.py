@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import roundoff_tolerance
 import torch.nn.functional as F
 
 from latentkit import hub
@@ -301,7 +302,8 @@ def test_w_plus_rows_feed_separate_layers():
         assert not torch.allclose(G.synthesis(moved), base)
     same = ws[:, :1].repeat(1, 2, 1)
     torch.testing.assert_close(G(torch.zeros(2, 4)), G.synthesis(G.mapping(torch.zeros(2, 4))))
-    torch.testing.assert_close(G.synthesis(same)[1:], G.synthesis(same[1:]), rtol=0, atol=1e-6)
+    whole = G.synthesis(same)
+    torch.testing.assert_close(whole[1:], G.synthesis(same[1:]), rtol=0, atol=roundoff_tolerance(whole, 64))
 
 
 def test_synthesis_is_differentiable_in_ws():
@@ -344,9 +346,9 @@ def test_estimate_w_avg_is_seeded_and_batch_independent():
     G = tiny_generator()
     a = G.estimate_w_avg(1000, seed=3, batch_size=1000).clone()
     b = G.estimate_w_avg(1000, seed=3, batch_size=300).clone()
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a, b, rtol=0, atol=roundoff_tolerance(a, 64))
     z = torch.randn(1000, 4, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(a, G.map_latent(z, z[:, :0]).double().mean(0).float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(a, G.map_latent(z, z[:, :0]).double().mean(0).float(), rtol=0, atol=roundoff_tolerance(a, 64))
 
 
 def test_executor_refuses_unknown_ops_and_non_lrelu_mapping():

@@ -45,27 +45,47 @@ def test_result(G32, random_lpips):
 
 
 def test_matches_definition_for_w_end(G32, random_lpips):
-    # NVIDIA's procedure by hand: z pairs, lerp in W at t = 0 and t + eps, LPIPS / eps^2.
+    # NVIDIA's procedure by hand: z pairs, lerp in W at t = 0 and t + eps, LPIPS / eps^2, all in float64
+    # (the default precision). float64 round-off is 2**29 times finer than float32's, whose worst per-sample
+    # batch dependence was a few percent: 1e-7 relative leaves a wide margin on any CPU.
     n = 4
     result = perceptual_path_length(G32, num_samples=n, perceptual=random_lpips, progress=False, seed=3)
+    G64 = copy.deepcopy(G32).double()
     rng = torch.Generator().manual_seed(3)
     z = torch.randn(n, 2, G32.z_dim, generator=rng)
-    w0, w1 = G32.mapping(z[:, 0]), G32.mapping(z[:, 1])
-    img0 = G32.synthesis(w0, noise_mode="const")
-    img1 = G32.synthesis(w0.lerp(w1, EPSILON), noise_mode="const")
-    lpips64 = copy.deepcopy(random_lpips).double()  # PPL evaluates LPIPS in float64
-    expected = (lpips64(img0.double(), img1.double()) / EPSILON**2).numpy()
-    np.testing.assert_allclose(result.distances, expected, rtol=1e-9)
-    assert random_lpips.heads[0].dtype == torch.float32  # the caller's module was not cast
+    w0, w1 = G64.mapping(z[:, 0]), G64.mapping(z[:, 1])
+    img0 = G64.synthesis(w0, noise_mode="const")
+    img1 = G64.synthesis(w0.lerp(w1, EPSILON), noise_mode="const")
+    lpips64 = copy.deepcopy(random_lpips).double()
+    expected = (lpips64(img0, img1) / EPSILON**2).numpy()
+    np.testing.assert_allclose(result.distances, expected, rtol=1e-7)
+    assert result.precision == "fp64" and result.to_dict()["precision"] == "fp64"
+    assert random_lpips.heads[0].dtype == torch.float32  # the caller's modules were not cast
+    assert G32.dtype == torch.float32 and next(G32.parameters()).dtype == torch.float32
 
 
 def test_does_not_depend_on_batch_size(G32, random_lpips):
+    # Per-sample values in float64: batch-shape-dependent kernels move them by float64 round-off only.
     kwargs = {"num_samples": 9, "sampling": "full", "perceptual": random_lpips, "progress": False}
     a = perceptual_path_length(G32, batch_size=1, **kwargs)
     b = perceptual_path_length(G32, batch_size=4, **kwargs)
     c = perceptual_path_length(G32, batch_size=9, **kwargs)
-    np.testing.assert_allclose(a.distances, c.distances, rtol=1e-6)
-    np.testing.assert_allclose(b.distances, c.distances, rtol=1e-6)
+    np.testing.assert_allclose(a.distances, c.distances, rtol=1e-7)
+    np.testing.assert_allclose(b.distances, c.distances, rtol=1e-7)
+    assert a.ppl == pytest.approx(c.ppl, rel=1e-7) and b.ppl == pytest.approx(c.ppl, rel=1e-7)
+
+
+def test_fp32_precision_is_nvidias_setting(G32, random_lpips):
+    # float32 runs the caller's generator as it is; values are the same procedure at lower precision.
+    kwargs = {"num_samples": 6, "perceptual": random_lpips, "progress": False}
+    fp32 = perceptual_path_length(G32, precision="fp32", **kwargs)
+    fp64 = perceptual_path_length(G32, **kwargs)
+    assert fp32.precision == "fp32" and fp32.distances.dtype == np.float64
+    assert np.all(np.isfinite(fp32.distances)) and np.all(fp32.distances > 0)
+    # float32 moves single values by percent at most (module docstring); never by a factor of 2.
+    np.testing.assert_allclose(fp32.distances, fp64.distances, rtol=0.5)
+    with pytest.raises(InputError, match="precision must be one of"):
+        perceptual_path_length(G32, precision="fp16", **kwargs)
 
 
 def test_z_space_crop_and_random_warning(G32, random_lpips, caplog):
