@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from latentkit import load_generator
-from latentkit.guide import guided_latents
-from latentkit.sampling import one_hot
+from latentkit.latent.guide import guided_latents
+from latentkit.latent.sampling import one_hot
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_NETS = ROOT / "tests" / "data" / "reference-nets"

@@ -68,7 +68,7 @@ def main() -> None:
 
     from latentkit import hub
     from latentkit.load.mobilestylegan import load_mobilestylegan
-    from latentkit.prior import w_to_v
+    from latentkit.latent.prior import w_to_v
 
     start = time.perf_counter()
     G = load_mobilestylegan()

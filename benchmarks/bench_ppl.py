@@ -30,7 +30,7 @@ import torch
 
 from latentkit import load_generator
 from latentkit.metrics.ppl import perceptual_path_length
-from latentkit.perceptual import lpips_vgg
+from latentkit.projection.lpips import lpips_vgg
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_NETS = ROOT / "tests" / "data" / "reference-nets"

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from latentkit.compress import compress
+from latentkit.latent.compress import compress
 from latentkit.nets.generator import Generator
-from latentkit.prior import GaussianPrior, _Moments, _v64
+from latentkit.latent.prior import GaussianPrior, _Moments, _v64
 
 
 class RandomMapping(Generator):

@@ -9,7 +9,7 @@ Two modes:
 * ``prior-sweep``: images rendered from known latents are projected back with several prior weights;
   reconstruction PSNR / LPIPS against the mean squared Mahalanobis distance of the result (and of the true
   latents); JSON written to ``benchmarks/results/bench_project_prior_sweep.json``. This chose
-  ``latentkit.project.DEFAULT_PRIOR_WEIGHT``.
+  ``latentkit.projection.project.DEFAULT_PRIOR_WEIGHT``.
 
 Usage::
 
@@ -48,8 +48,8 @@ def _targets(G, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def speed(args: argparse.Namespace) -> dict:
     from latentkit import load_generator
-    from latentkit.perceptual import lpips_vgg
-    from latentkit.project import project
+    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.projection.project import project
 
     G = load_generator(args.network)
     net = lpips_vgg(args.weights)
@@ -118,9 +118,9 @@ def speed(args: argparse.Namespace) -> dict:
 
 def prior_sweep(args: argparse.Namespace) -> dict:
     from latentkit import load_generator
-    from latentkit.perceptual import lpips_vgg
-    from latentkit.prior import GaussianPrior
-    from latentkit.project import ProjectionSettings, project
+    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.latent.prior import GaussianPrior
+    from latentkit.projection.project import ProjectionSettings, project
 
     G = load_generator(args.network)
     net = lpips_vgg(args.weights)

@@ -2,7 +2,7 @@
 
 Needs a real checkpoint and real images; nothing here runs in the tests. For each scale s, it renders
 ``--num`` images with balanced classes (seed i gets class ``i % c_dim``; z drawn as NVIDIA's
-gen_images.py does), guided with ``latentkit.guide``, writes them under ``OUTDIR/s<scale>/`` and compares
+gen_images.py does), guided with ``latentkit.latent.guide``, writes them under ``OUTDIR/s<scale>/`` and compares
 them with the real images using ``latentkit.evaluate`` (Inception features: a true FID).
 
     python examples/guidance_fid.py --network stylegan-xl-imagenet-64 \\
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from latentkit import evaluate, guide, load_generator
 from latentkit.io import save_image
-from latentkit.sampling import one_hot, z_from_seed
+from latentkit.latent.sampling import one_hot, z_from_seed
 
 
 def render(G, scale: float, seeds: list[int], folder: Path, *, batch: int, trunc: float, k: int | None) -> None:

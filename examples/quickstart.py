@@ -34,15 +34,15 @@ import click
 import torch
 import torch.nn.functional as F
 
-from latentkit.compress import compress, truncate
-from latentkit.diagnostics import diagnose_generator
+from latentkit.latent.compress import compress, truncate
+from latentkit.latent.diagnostics import diagnose_generator
 from latentkit.io import save_grid, save_image, save_latents
 from latentkit.load import load_generator
 from latentkit.nets.generator import Generator
-from latentkit.perceptual import lpips_vgg
-from latentkit.prior import GaussianPrior
-from latentkit.project import DEFAULT_PRIOR_WEIGHT, ProjectionSettings, project
-from latentkit.sampling import parse_seeds, z_from_seed
+from latentkit.projection.lpips import lpips_vgg
+from latentkit.latent.prior import GaussianPrior
+from latentkit.projection.project import DEFAULT_PRIOR_WEIGHT, ProjectionSettings, project
+from latentkit.latent.sampling import parse_seeds, z_from_seed
 
 # ------------------------------------------------------------------------------------------------
 # Settings (each is also a command-line option).
@@ -72,9 +72,9 @@ class QuickstartResult:
         outdir: the output folder.
         files: name -> path of every file written.
         generator: the loaded generator.
-        prior: the fitted :class:`~latentkit.prior.GaussianPrior`.
+        prior: the fitted :class:`~latentkit.latent.prior.GaussianPrior`.
         diagnostics: ``PriorDiagnostics.summary()`` of the prior on held-out samples.
-        projection: the :class:`~latentkit.project.ProjectionResult` of the target image.
+        projection: the :class:`~latentkit.projection.project.ProjectionResult` of the target image.
         seed_ws, compressed_ws, truncated_ws: ``[len(seeds), num_ws, w_dim]`` latents of the seeds.
         projected_compressed_ws: ``[1, num_ws, w_dim]`` the projected latents after compression.
         timings: seconds spent per stage.
@@ -144,7 +144,7 @@ def run(
         outdir: output folder (created).
         prior_samples: mapped samples the prior is fitted on; heldout_samples: fresh ones for its diagnostics.
         steps, prior_weight, parametrization: projection settings (see ``ProjectionSettings``).
-        perceptual_weights: VGG16 weights of the LPIPS loss (see ``latentkit.perceptual.lpips_vgg``).
+        perceptual_weights: VGG16 weights of the LPIPS loss (see ``latentkit.projection.lpips.lpips_vgg``).
         seeds, tau, psi: the seeds of the compression-vs-truncation grid and its two parameters.
         device: ``'cpu'`` or ``'cuda'`` (default: cuda when available).
         progress: tqdm bars on stderr; verbose: print results on stdout.

@@ -9,8 +9,6 @@ Public API (imported lazily, so ``import latentkit`` and ``latentkit --help`` st
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from latentkit.errors import (
@@ -28,15 +26,15 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_generator": "latentkit.load",
     "Generator": "latentkit.nets.generator",
-    "z_from_seed": "latentkit.sampling",
-    "GaussianPrior": "latentkit.prior",
-    "compress": "latentkit.compress",
-    "truncate": "latentkit.compress",
-    "project": "latentkit.project",
-    "ProjectionSettings": "latentkit.project",
-    "ProjectionResult": "latentkit.project",
-    "interpolate": "latentkit.interpolate",
-    "guide": "latentkit.guide",
+    "z_from_seed": "latentkit.latent.sampling",
+    "GaussianPrior": "latentkit.latent.prior",
+    "compress": "latentkit.latent.compress",
+    "truncate": "latentkit.latent.compress",
+    "project": "latentkit.projection.project",
+    "ProjectionSettings": "latentkit.projection.project",
+    "ProjectionResult": "latentkit.projection.project",
+    "interpolate": "latentkit.latent.interpolate",
+    "guide": "latentkit.latent.guide",
     "identity_similarity": "latentkit.metrics.identity",
     "evaluate": "latentkit.metrics.quality",
     "load_latents": "latentkit.io",
@@ -55,20 +53,6 @@ __all__ = [
     "WeightsUnavailableError",
     *_LAZY,
 ]
-
-
-class _Package(types.ModuleType):
-    """The package object. Importing a submodule normally binds it as an attribute of its package, which
-    would make ``from latentkit import compress`` return the module ``latentkit.compress`` instead of the
-    function it defines; for those names the function stays the public attribute."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

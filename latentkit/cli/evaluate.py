@@ -50,7 +50,7 @@ def _load(network: str | None, device):
 
 
 def _prior(path: str | None, G):
-    from latentkit.prior import GaussianPrior
+    from latentkit.latent.prior import GaussianPrior
 
     if path is not None:
         return GaussianPrior.load(path)
@@ -156,7 +156,7 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
 @device_option
 def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, device) -> None:
     """Interpolate between the latents of A.npz and B.npz (NVIDIA's key 'w'; 'z' for --space z) and render."""
-    from latentkit.interpolate import render_interpolation, save_video
+    from latentkit.latent.interpolate import render_interpolation, save_video
     from latentkit.io import load_latents, save_grid
 
     dev = resolve_device(device)
@@ -227,9 +227,9 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
 def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, features, identity_backend, detect_faces,
              face_weights, inception_weights, prior_samples, seed, batch_size, device) -> None:
     """The tau-vs-psi study: identity kept vs FID/KID for log compression and truncation; CSV, JSON, plot."""
-    from latentkit.prior import GaussianPrior
-    from latentkit.tradeoff import TradeoffSettings, parse_floats, save_tradeoff
-    from latentkit.tradeoff import tradeoff as run
+    from latentkit.latent.prior import GaussianPrior
+    from latentkit.metrics.tradeoff import TradeoffSettings, parse_floats, save_tradeoff
+    from latentkit.metrics.tradeoff import tradeoff as run
 
     settings = TradeoffSettings(
         taus=parse_floats(taus, "--taus"), psis=parse_floats(psis, "--psis"), num_samples=num_samples, seed=seed,

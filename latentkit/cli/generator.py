@@ -20,7 +20,7 @@ DEFAULT_OUTDIR = "out"
 def _classes(text: str | None) -> list[int] | None:
     if text is None:
         return None
-    from latentkit.sampling import parse_seeds
+    from latentkit.latent.sampling import parse_seeds
 
     return parse_seeds(text)  # same syntax: '3', '1,5,9', '0-9'
 
@@ -92,7 +92,7 @@ def generate(source: str | None, seeds: str, classes: str | None, truncation_psi
     from latentkit.generate import generate_images, image_name
     from latentkit.io import save_grid, save_image
     from latentkit.load import load_generator
-    from latentkit.sampling import parse_seeds
+    from latentkit.latent.sampling import parse_seeds
 
     seed_list = parse_seeds(seeds)
     class_list = _classes(classes)

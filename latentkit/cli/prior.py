@@ -14,11 +14,11 @@ __all__ = ["fit_prior", "compress"]
 # Defaults live in the API; they are repeated here only as literals click can show without importing
 # torch, and checked against the API in tests/cli/test_prior_cli.py.
 _DEFAULT_SAMPLES = 1_000_000  # GaussianPrior.from_generator(n_samples=...)
-_DEFAULT_CACHED_SAMPLES = 100_000  # latentkit.prior.DEFAULT_CACHED_SAMPLES
+_DEFAULT_CACHED_SAMPLES = 100_000  # latentkit.latent.prior.DEFAULT_CACHED_SAMPLES
 _DEFAULT_BATCH = 10_000  # from_generator(batch_size=...)
-_DEFAULT_TAU = 3.0  # latentkit.compress.DEFAULT_TAU
-_DEFAULT_PSI = 0.7  # latentkit.compress.DEFAULT_PSI
-_DEFAULT_HOLDOUT = 10_000  # latentkit.diagnostics.diagnose_generator(n_samples=...)
+_DEFAULT_TAU = 3.0  # latentkit.latent.compress.DEFAULT_TAU
+_DEFAULT_PSI = 0.7  # latentkit.latent.compress.DEFAULT_PSI
+_DEFAULT_HOLDOUT = 10_000  # latentkit.latent.diagnostics.diagnose_generator(n_samples=...)
 _DEFAULT_SEEDS = "0-7"
 _DEFAULT_OUTDIR = "out/compress"
 
@@ -48,7 +48,7 @@ def _load(network: str | None, device):
 @device_option
 def fit_prior(source, n_samples, out, plot, holdout, batch_size, seed, classes, device) -> None:
     """Fit the Gaussianized-W prior of SOURCE (file or registry name; default network if omitted)."""
-    from latentkit.prior import GaussianPrior
+    from latentkit.latent.prior import GaussianPrior
 
     dev = resolve_device(device)
     G = _load(source, dev)
@@ -60,7 +60,7 @@ def fit_prior(source, n_samples, out, plot, holdout, batch_size, seed, classes, 
     path = prior.save(out)
     result = {"prior": str(path), **prior.summary()}
     if plot is not None:
-        from latentkit.diagnostics import diagnose_generator
+        from latentkit.latent.diagnostics import diagnose_generator
 
         diag = diagnose_generator(prior, G, holdout, seed=seed + 2, classes=list(classes) or None,
                                   batch_size=batch_size, device=dev)
@@ -94,11 +94,11 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
     import torch
 
     from latentkit import io
-    from latentkit.compress import compress as compress_ws
-    from latentkit.compress import truncate
+    from latentkit.latent.compress import compress as compress_ws
+    from latentkit.latent.compress import truncate
     from latentkit.errors import InputError
-    from latentkit.prior import GaussianPrior
-    from latentkit.sampling import one_hot, parse_seeds, z_from_seed
+    from latentkit.latent.prior import GaussianPrior
+    from latentkit.latent.sampling import one_hot, parse_seeds, z_from_seed
 
     if seeds is not None and latents:
         raise click.UsageError("give either --seeds or --latents, not both")

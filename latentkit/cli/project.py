@@ -12,7 +12,7 @@ from latentkit.cli._common import device_option, resolve_device, resolve_network
 
 __all__ = ["project", "align"]
 
-# Defaults live in latentkit.project.ProjectionSettings; repeated here as literals so that --help does not
+# Defaults live in latentkit.projection.project.ProjectionSettings; repeated here as literals so that --help does not
 # import torch, and checked against the API in tests/cli/test_project_cli.py.
 _DEFAULT_SPACE = "w+"
 _DEFAULT_STEPS = 1000
@@ -100,7 +100,7 @@ def _resolve_classes(G, class_idx: int | None, classes: str | list[int] | None) 
 
 
 def _load_prior(choice: str, G, device):
-    from latentkit.prior import GaussianPrior
+    from latentkit.latent.prior import GaussianPrior
 
     if choice.lower() == "none":
         return None, "none"
@@ -258,12 +258,12 @@ def project(
 ) -> None:
     """Project INPUTS (image files or folders of images) into the generator's W or W+ space."""
     from latentkit.load import load_generator
-    from latentkit.perceptual import lpips_vgg
-    from latentkit.project import ProjectionSettings
+    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.projection.project import ProjectionSettings
     from latentkit.errors import InputError
-    from latentkit.project import prepare_targets
-    from latentkit.project import project as run_projection
-    from latentkit.sampling import one_hot
+    from latentkit.projection.project import prepare_targets
+    from latentkit.projection.project import project as run_projection
+    from latentkit.latent.sampling import one_hot
 
     files = _expand(inputs)
     classes_arg = _parse_classes(classes_text)
@@ -351,7 +351,7 @@ def project(
 @device_option
 def align(inputs, outdir, output_size, all_faces, device) -> None:
     """Align the faces in INPUTS (files or folders) the way FFHQ was aligned (MTCNN landmarks)."""
-    from latentkit.align import align_face
+    from latentkit.projection.align import align_face
     from latentkit.io import atomic_path
 
     dev = resolve_device(device)

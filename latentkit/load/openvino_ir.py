@@ -19,15 +19,14 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from latentkit.errors import CheckpointError
+from latentkit.nets.ir.graph import IREdge, IRGraph, IRLayer, IRPort
 
-__all__ = ["IRPort", "IRLayer", "IREdge", "IRGraph", "read_ir", "read_ir_files", "ELEMENT_TYPES"]
+__all__ = ["ELEMENT_TYPES", "read_ir", "read_ir_files"]
 
 # OpenVINO element types that may hold constants, mapped to little-endian NumPy dtypes.
 ELEMENT_TYPES: dict[str, np.dtype] = {
@@ -46,117 +45,6 @@ ELEMENT_TYPES: dict[str, np.dtype] = {
 }
 
 _SUPPORTED_VERSIONS = ("10", "11")
-
-
-@dataclass(frozen=True)
-class IRPort:
-    """One input or output port of a layer.
-
-    Attributes:
-        id: the port id, unique within the layer.
-        dims: the static shape written in the XML (``-1`` for a dynamic dimension).
-        precision: e.g. ``'FP32'`` ('' if absent).
-        names: tensor names attached to an output port (empty for inputs).
-    """
-
-    id: int
-    dims: tuple[int, ...]
-    precision: str = ""
-    names: tuple[str, ...] = ()
-
-
-@dataclass
-class IRLayer:
-    """One layer (node) of the graph.
-
-    Attributes:
-        id: layer id.
-        name: layer name.
-        type: operation type, e.g. ``'Convolution'``, ``'Const'``.
-        version: opset, e.g. ``'opset1'``.
-        attrs: the attributes of the ``<data>`` element as strings.
-        inputs, outputs: ports in document order.
-        value: the constant for ``Const`` layers (read-only NumPy array), else None.
-    """
-
-    id: int
-    name: str
-    type: str
-    version: str
-    attrs: dict[str, str]
-    inputs: tuple[IRPort, ...]
-    outputs: tuple[IRPort, ...]
-    value: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class IREdge:
-    """A data edge: output ``from_port`` of ``from_layer`` feeds input ``to_port`` of ``to_layer``."""
-
-    from_layer: int
-    from_port: int
-    to_layer: int
-    to_port: int
-
-
-@dataclass
-class IRGraph:
-    """A parsed IR model.
-
-    Attributes:
-        name: the ``<net name=...>`` attribute.
-        version: IR version (``'10'`` or ``'11'``).
-        layers: layer id -> layer.
-        edges: all data edges.
-    """
-
-    name: str
-    version: str
-    layers: dict[int, IRLayer]
-    edges: list[IREdge] = field(default_factory=list)
-
-    def producers(self, layer_id: int) -> list[tuple[int, int]]:
-        """``(from_layer, from_port)`` feeding each input port of ``layer_id``, in port order."""
-        layer = self.layers[layer_id]
-        feeding = {e.to_port: (e.from_layer, e.from_port) for e in self.edges if e.to_layer == layer_id}
-        return [feeding[p.id] for p in layer.inputs]
-
-    def consumers(self, layer_id: int, port: int | None = None) -> list[IREdge]:
-        """Edges leaving ``layer_id`` (optionally only those leaving output ``port``)."""
-        return [e for e in self.edges if e.from_layer == layer_id and (port is None or e.from_port == port)]
-
-    def of_type(self, type_: str) -> list[IRLayer]:
-        """All layers of one operation type, in id order."""
-        return [layer for _, layer in sorted(self.layers.items()) if layer.type == type_]
-
-    def topological_order(self) -> list[IRLayer]:
-        """Layers sorted so that every layer comes after all its producers (ties broken by id).
-
-        Raises:
-            CheckpointError: if the graph has a cycle.
-        """
-        pending = {i: 0 for i in self.layers}
-        children: dict[int, list[int]] = {i: [] for i in self.layers}
-        for e in self.edges:
-            pending[e.to_layer] += 1
-            children[e.from_layer].append(e.to_layer)
-        ready = sorted(i for i, n in pending.items() if n == 0)
-        order: list[IRLayer] = []
-        while ready:
-            i = ready.pop(0)
-            order.append(self.layers[i])
-            for child in children[i]:
-                pending[child] -= 1
-                if pending[child] == 0:
-                    ready.append(child)
-            ready.sort()
-        if len(order) != len(self.layers):
-            stuck = sorted(i for i, n in pending.items() if n > 0)[:5]
-            raise CheckpointError(f"IR graph {self.name!r} has a cycle through layers {stuck}; not a valid IR model")
-        return order
-
-    def __iter__(self) -> Iterator[IRLayer]:
-        return iter(self.topological_order())
 
 
 def _parse_xml(xml: bytes, where: str) -> ET.Element:

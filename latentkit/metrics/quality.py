@@ -352,7 +352,7 @@ def _batches(source: Any, name: str, *, num_samples: int | None, seed: int, batc
 
 def _generator_batches(G: Any, num_samples: int, *, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
     """Untruncated samples for seeds ``seed .. seed + num_samples - 1`` (z as NVIDIA's gen_images.py draws it)."""
-    from latentkit.sampling import one_hot, z_from_seed
+    from latentkit.latent.sampling import one_hot, z_from_seed
 
     for start in range(seed, seed + num_samples, batch_size):
         seeds = range(start, min(start + batch_size, seed + num_samples))

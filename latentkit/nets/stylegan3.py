@@ -8,7 +8,7 @@ Clean-room re-implementation with the numerics of NVIDIA's ``training/networks_s
   ``ws[:, 0]`` (``R @ T @ transform``), mixed by a learned channel matrix;
 * synthesis layers: modulated convolution with StyleGAN3's normalisations (per-filter RMS of the weight,
   RMS of the whole style tensor, demodulation, input gain ``1 / sqrt(magnitude_ema)``), then the filtered
-  leaky ReLU (:mod:`latentkit.nets.filtered_lrelu`). The last layer is ToRGB: styles scaled by
+  leaky ReLU (:mod:`latentkit.nets.ops.filtered_lrelu`). The last layer is ToRGB: styles scaled by
   ``1 / sqrt(in_channels * k**2)``, no demodulation, linear activation;
 * the image is multiplied by ``output_scale``.
 
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
-from latentkit.nets.filtered_lrelu import filtered_lrelu
+from latentkit.nets.ops.filtered_lrelu import filtered_lrelu
 from latentkit.nets.generator import NOISE_MODES, Generator, float_dtype
 from latentkit.nets.stylegan2 import FullyConnectedLayer, MappingConfig, MappingNetwork
 

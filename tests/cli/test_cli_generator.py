@@ -15,8 +15,8 @@ from PIL import Image
 from latentkit import hub, load_generator
 from latentkit.cli import main
 from latentkit.generate import generate_images
-from latentkit.guide import guide
-from latentkit.sampling import one_hot
+from latentkit.latent.guide import guide
+from latentkit.latent.sampling import one_hot
 
 from conftest import REFERENCE_NETS
 

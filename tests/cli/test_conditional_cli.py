@@ -15,11 +15,11 @@ from PIL import Image
 
 from latentkit import load_generator
 from latentkit.cli import main
-from latentkit.compress import compress
-from latentkit.guide import guide
+from latentkit.latent.compress import compress
+from latentkit.latent.guide import guide
 from latentkit.io import load_latents, to_uint8
-from latentkit.prior import GaussianPrior
-from latentkit.sampling import one_hot, z_from_seed
+from latentkit.latent.prior import GaussianPrior
+from latentkit.latent.sampling import one_hot, z_from_seed
 
 CONDITIONAL = {  # name -> c_dim
     "sg2ada_cond_map2_res32.pkl": 10,

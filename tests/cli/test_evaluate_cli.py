@@ -38,7 +38,7 @@ def G():
 
 @pytest.fixture(scope="module")
 def prior_file(G, tmp_path_factory):
-    from latentkit.prior import GaussianPrior
+    from latentkit.latent.prior import GaussianPrior
 
     path = tmp_path_factory.mktemp("prior") / "prior.npz"
     GaussianPrior.from_generator(G, 3000, progress=False).save(path)
@@ -48,7 +48,7 @@ def prior_file(G, tmp_path_factory):
 def test_cli_defaults_match_the_api():
     from latentkit.metrics.ppl import EPSILON, perceptual_path_length
     from latentkit.metrics.quality import FEATURES, METRICS, evaluate
-    from latentkit.tradeoff import TradeoffSettings
+    from latentkit.metrics.tradeoff import TradeoffSettings
 
     assert cli_eval._METRICS == ",".join(METRICS)
     assert cli_eval._FEATURES == [f for f in FEATURES if f != "precomputed"]

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 import latentkit.cli.prior as cli_prior
 from latentkit import io
 from latentkit.cli import main
-from latentkit.compress import DEFAULT_PSI, DEFAULT_TAU, compress
-from latentkit.prior import DEFAULT_CACHED_SAMPLES, GaussianPrior
-from latentkit.sampling import z_from_seed
+from latentkit.latent.compress import DEFAULT_PSI, DEFAULT_TAU, compress
+from latentkit.latent.prior import DEFAULT_CACHED_SAMPLES, GaussianPrior
+from latentkit.latent.sampling import z_from_seed
 
 REFERENCE = Path(__file__).parents[1] / "data" / "reference-nets"
 
@@ -44,7 +44,7 @@ def use_generator(monkeypatch):
 
 
 def test_cli_defaults_match_the_api():
-    from latentkit.diagnostics import diagnose_generator
+    from latentkit.latent.diagnostics import diagnose_generator
 
     params = inspect.signature(GaussianPrior.from_generator).parameters
     assert cli_prior._DEFAULT_SAMPLES == params["n_samples"].default

@@ -16,7 +16,7 @@ import latentkit.cli.project as cli_project
 from latentkit.cli import main
 from latentkit.io import load_latents
 
-api = importlib.import_module("latentkit.project")  # the module; latentkit.project is the function
+api = importlib.import_module("latentkit.projection.project")  # the module; latentkit.projection.project is the function
 
 NET = Path(__file__).parents[1] / "data" / "reference-nets" / "sg2ada_uncond_map8_res32.pkl"
 
@@ -101,7 +101,7 @@ def test_project_folder_end_to_end(images, tmp_path):
 def test_bare_command_announces_defaults(images, tmp_path, monkeypatch):
     """`latentkit project img.png` alone: default network, outdir and prior auto, each announced."""
     import latentkit.load as load
-    import latentkit.perceptual as perceptual
+    import latentkit.projection.lpips as perceptual
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(load, "default_network", lambda: str(NET))
@@ -156,7 +156,7 @@ def test_resume_through_the_cli(images, tmp_path, monkeypatch, caplog):
     assert not (out_b / "c" / "losses.json").exists()
     assert len(list(out_b.glob(".checkpoint-*.pt"))) == 1
     monkeypatch.setattr(api, "project", real_project)
-    with caplog.at_level("INFO", logger="latentkit.project"):
+    with caplog.at_level("INFO", logger="latentkit.projection.project"):
         assert run(base + ["--outdir", str(out_b)]).exit_code == 0
     assert "resuming from" in caplog.text and "at step 4 of 6" in caplog.text
     assert torch.equal(load_latents(out_a / "c" / "projected_w.npz"), load_latents(out_b / "c" / "projected_w.npz"))

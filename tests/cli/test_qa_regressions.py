@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from latentkit.cli import main
 from latentkit.errors import InputError
 from latentkit.io import atomic_path, load_latents
-from latentkit.prior import GaussianPrior
+from latentkit.latent.prior import GaussianPrior
 
 from conftest import REFERENCE_NETS
 

@@ -13,7 +13,7 @@ from conftest import make_toy_generator
 
 from latentkit.errors import InputError, WeightsUnavailableError
 from latentkit.metrics.ppl import EPSILON, percentile_filter, perceptual_path_length
-from latentkit.perceptual import lpips_vgg
+from latentkit.projection.lpips import lpips_vgg
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,170 @@
+"""Latents from seeds and from the mapping network, reproducibly and in bounded memory.
+
+Seeds give z exactly as NVIDIA's ``gen_images.py`` draws them. Streams of mapped latents draw z on the
+CPU from ``torch.Generator().manual_seed(seed)`` in fixed blocks, so the stream of samples is the same
+whatever the batch size or device; classes of conditional generators come from a second generator
+(``seed + 1``), uniformly over the chosen classes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from latentkit.errors import InputError
+
+if TYPE_CHECKING:
+    from latentkit.nets.generator import Generator
+
+__all__ = ["z_from_seed", "parse_seeds", "one_hot", "iter_mapping", "sample_w", "resolve_classes"]
+
+
+
+def z_from_seed(seed: int, z_dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Draw ``z [1, z_dim]`` for ``seed`` as NVIDIA's ``gen_images.py`` does.
+
+    ``np.random.RandomState(seed).randn(1, z_dim)`` cast to float32; drawn on the CPU, so a seed gives
+    the same z on every device.
+
+    Example:
+        >>> z_from_seed(3, 512).shape
+        torch.Size([1, 512])
+    """
+    if not 0 <= int(seed) < 2**32:
+        raise InputError(f"seed must be in [0, 2**32), got {seed}")
+    z = np.random.RandomState(int(seed)).randn(1, z_dim)
+    return torch.from_numpy(z).to(torch.float32).to(device or "cpu")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``'0-7'``, ``'1,5,9'`` or ``'0-3,10'`` into a list of ints (ranges inclusive, as NVIDIA's).
+
+    Raises:
+        InputError: on anything else.
+    """
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise InputError(f"cannot parse seeds {text!r}: expected e.g. '0-7' or '1,5,9', got part {part!r}")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise InputError(f"cannot parse seeds {text!r}: range {part!r} is empty")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def one_hot(classes: list[int] | torch.Tensor, c_dim: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Class indices -> float32 one-hot labels ``[N, c_dim]``.
+
+    Raises:
+        InputError: if a class is outside ``[0, c_dim)`` or the generator is unconditional.
+    """
+    idx = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+    if c_dim == 0:
+        raise InputError("this generator is unconditional (c_dim=0): do not pass a class")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= c_dim):
+        raise InputError(f"class must be in [0, {c_dim - 1}], got {idx.tolist()}")
+    return torch.nn.functional.one_hot(idx, c_dim).to(torch.float32).to(device or "cpu")
+
+
+_STREAM_BLOCK = 1024  # z and classes are drawn in blocks of this many samples, whatever the batch size
+
+
+def resolve_classes(G: Generator, classes: Sequence[int] | None) -> list[int] | None:
+    """Validate ``classes`` for ``G``: None for unconditional nets, else a non-empty list in ``[0, c_dim)``
+    (None means all classes).
+
+    Raises:
+        InputError: classes for an unconditional net, an empty list or an index out of range.
+    """
+    if G.c_dim == 0:
+        if classes is not None:
+            raise InputError("classes= was given, but this generator is unconditional (c_dim=0): leave it out")
+        return None
+    chosen = list(range(G.c_dim)) if classes is None else [int(k) for k in classes]
+    if not chosen:
+        raise InputError("classes= is empty: pass at least one class index, or None for all classes")
+    bad = [k for k in chosen if not 0 <= k < G.c_dim]
+    if bad:
+        raise InputError(f"classes= must lie in [0, {G.c_dim - 1}], got {bad}")
+    return chosen
+
+
+def iter_mapping(
+    G: Generator,
+    n_samples: int,
+    *,
+    batch_size: int = 10_000,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> Iterator[torch.Tensor]:
+    """Stream raw mapping outputs ``w`` in batches, never holding all of them.
+
+    z is drawn from ``torch.Generator().manual_seed(seed)`` on the CPU in fixed blocks of 1024 samples
+    (classes from a second generator seeded ``seed + 1``, uniformly over ``classes``), so the
+    concatenated stream is the same for every ``batch_size`` and device.
+
+    Args:
+        G: the generator; only :meth:`~latentkit.nets.generator.Generator.map_latent` runs.
+        n_samples: how many samples in total (>= 1).
+        batch_size: samples per mapping call (>= 1).
+        seed: the only source of randomness.
+        classes: conditional generators only: class indices to draw from uniformly (None: all ``c_dim``).
+        device: where the mapping runs (None: where ``G`` is).
+
+    Yields:
+        float32 ``w [B, w_dim]`` on ``device``, ``B <= batch_size``, detached.
+
+    Raises:
+        InputError: on non-positive counts, or ``classes`` that do not fit the generator.
+    """
+    if int(n_samples) < 1 or int(batch_size) < 1:
+        raise InputError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
+    chosen = resolve_classes(G, classes)
+    device = torch.device(device) if device is not None else G.w_avg.device
+    z_rng = torch.Generator().manual_seed(int(seed))
+    c_rng = torch.Generator().manual_seed(int(seed) + 1)
+    class_table = torch.tensor(chosen if chosen is not None else [0], dtype=torch.long)
+    pending_z: list[torch.Tensor] = []
+    pending_c: list[torch.Tensor] = []
+    available = 0
+    remaining = int(n_samples)
+    while remaining > 0:
+        b = min(int(batch_size), remaining)
+        while available < b:
+            pending_z.append(torch.randn(_STREAM_BLOCK, G.z_dim, generator=z_rng))
+            pending_c.append(class_table[torch.randint(len(class_table), (_STREAM_BLOCK,), generator=c_rng)])
+            available += _STREAM_BLOCK
+        z_all, c_all = torch.cat(pending_z), torch.cat(pending_c)
+        z, idx = z_all[:b], c_all[:b]
+        pending_z, pending_c = [z_all[b:]], [c_all[b:]]
+        available -= b
+        if chosen is None:
+            c = torch.zeros(b, 0, device=device)
+        else:
+            c = torch.nn.functional.one_hot(idx, G.c_dim).to(device=device, dtype=torch.float32)
+        with torch.no_grad():
+            w = G.map_latent(z.to(device), c)
+        yield w.detach()
+        remaining -= b
+
+
+def sample_w(
+    G: Generator,
+    n_samples: int,
+    *,
+    batch_size: int = 10_000,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """All of :func:`iter_mapping`'s samples at once: ``w [n_samples, w_dim]`` float32 (for held-out sets)."""
+    return torch.cat(list(iter_mapping(G, n_samples, batch_size=batch_size, seed=seed, classes=classes, device=device)))

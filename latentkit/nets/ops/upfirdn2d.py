@@ -1,0 +1,204 @@
+"""FIR filtering with up/down-sampling (NVIDIA's ``upfirdn2d`` reference path).
+
+Feature maps are ``[N, C, H, W]``; FIR filters are float tensors, 2-D ``[fh, fw]`` or 1-D ``[taps]``
+(separable: applied along x then y); :func:`setup_filter` builds them from tap lists as NVIDIA's code does.
+``padding`` is an int, a pair ``(px, py)`` or four values ``(px0, px1, py0, py1)``; negative values crop.
+``up`` / ``down`` are an int or a pair ``(sx, sy)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from latentkit.errors import ShapeError
+
+Scaling = int | Sequence[int]
+Padding = int | Sequence[int]
+
+__all__ = ["filter_size", "parse_padding", "setup_filter", "upfirdn2d", "upsample2d"]
+
+
+
+def parse_padding(padding: Padding) -> tuple[int, int, int, int]:
+    """Normalise a padding argument to ``(x_before, x_after, y_before, y_after)``.
+
+    Args:
+        padding: one int (all sides), ``[x, y]`` or ``[x_before, x_after, y_before, y_after]``.
+
+    Returns:
+        The four paddings as Python ints.
+
+    Raises:
+        ShapeError: if ``padding`` has another length.
+    """
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    values = [int(p) for p in padding]
+    if len(values) == 2:
+        return values[0], values[0], values[1], values[1]
+    if len(values) != 4:
+        raise ShapeError(
+            f"padding must be an int, [x, y] or [x0, x1, y0, y1], got {list(padding)}; "
+            "pass four values for asymmetric padding"
+        )
+    return values[0], values[1], values[2], values[3]
+
+
+def _pair(value: Scaling, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    vals = [int(v) for v in value]
+    if len(vals) != 2:
+        raise ShapeError(f"{name} must be an int or a pair (x, y), got {value!r}")
+    return vals[0], vals[1]
+
+
+def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
+    """(fw, fh) of a 1-D or 2-D filter (1-D filters are square when separable)."""
+    if f is None:
+        return 1, 1
+    return int(f.shape[-1]), int(f.shape[0])
+
+
+def setup_filter(
+    taps: Sequence[float] | torch.Tensor | None,
+    *,
+    normalize: bool = True,
+    flip_filter: bool = False,
+    gain: float = 1.0,
+    separable: bool | None = None,
+) -> torch.Tensor:
+    """Build a FIR filter the way NVIDIA's ``upfirdn2d.setup_filter`` does.
+
+    A 1-D tap list becomes the 2-D outer product unless it is separable (by default: 8 taps or more).
+
+    Args:
+        taps: 1-D or 2-D filter taps (e.g. ``[1, 3, 3, 1]``); None means ``[1]``.
+        normalize: divide by the sum of the taps.
+        flip_filter: flip the filter in every dimension.
+        gain: overall gain, applied as ``gain ** (ndim / 2)``.
+        separable: keep a 1-D filter 1-D; None decides by size.
+
+    Returns:
+        float32 filter ``[taps]`` or ``[taps, taps]`` on the CPU.
+    """
+    f = torch.as_tensor(1.0 if taps is None else taps, dtype=torch.float32)
+    if f.ndim == 0:
+        f = f[None]
+    if f.ndim not in (1, 2) or f.numel() == 0:
+        raise ShapeError(f"setup_filter: taps must be a non-empty 1-D or 2-D list, got shape {list(f.shape)}")
+    if separable is None:
+        separable = f.ndim == 1 and f.numel() >= 8
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+    if normalize:
+        f = f / f.sum()
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    return f * (gain ** (f.ndim / 2))
+
+
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 1,
+    down: Scaling = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Upsample by zero insertion, pad, convolve with a FIR filter, downsample by decimation.
+
+    Same semantics as NVIDIA's ``upfirdn2d`` (reference path): the filter is flipped (true
+    convolution) unless ``flip_filter``, and scaled by ``gain ** (f.ndim / 2)`` so that the total gain
+    is ``gain`` for both 1-D (separable) and 2-D filters.
+
+    Args:
+        x: ``[N, C, H, W]``.
+        f: FIR filter ``[fh, fw]`` or separable ``[taps]``; None is the identity ``[[1]]``.
+        up: integer upsampling factor, int or ``(upx, upy)``.
+        down: integer downsampling factor, int or ``(downx, downy)``.
+        padding: int, ``(px, py)`` or ``(px0, px1, py0, py1)``, applied after upsampling; negative crops.
+        flip_filter: False for convolution, True for correlation.
+        gain: overall scaling of the signal magnitude.
+
+    Returns:
+        ``[N, C, (H * upy + py0 + py1 - fh) // downy + 1, (W * upx + px0 + px1 - fw) // downx + 1]``.
+
+    Raises:
+        ShapeError: if ``x`` is not 4-D, ``f`` is not 1-D/2-D, or the output would be empty.
+
+    Example:
+        >>> f = setup_filter([1, 3, 3, 1])  # [4, 4]
+        >>> upfirdn2d(torch.ones(1, 1, 8, 8), f, up=2, padding=(2, 1, 2, 1), gain=4).shape
+        torch.Size([1, 1, 16, 16])
+    """
+    if x.ndim != 4:
+        raise ShapeError(f"upfirdn2d: x must have shape [N, C, H, W], got {list(x.shape)}")
+    if f is None:
+        f = torch.ones([1, 1], dtype=x.dtype, device=x.device)
+    if f.ndim not in (1, 2):
+        raise ShapeError(f"upfirdn2d: f must be 1-D or 2-D, got shape {list(f.shape)}")
+    upx, upy = _pair(up, "up")
+    downx, downy = _pair(down, "down")
+    if min(upx, upy, downx, downy) < 1:
+        raise ShapeError(f"upfirdn2d: up and down must be >= 1, got up={up!r}, down={down!r}")
+    px0, px1, py0, py1 = parse_padding(padding)
+    n, c, h, w = x.shape
+    fw, fh = filter_size(f)
+    out_h = (h * upy + py0 + py1 - fh) // downy + 1
+    out_w = (w * upx + px0 + px1 - fw) // downx + 1
+    if out_h < 1 or out_w < 1:
+        raise ShapeError(
+            f"upfirdn2d: output would be empty for x {list(x.shape)}, filter {list(f.shape)}, "
+            f"up={up!r}, down={down!r}, padding={padding!r}"
+        )
+
+    # Zero insertion: each pixel followed by (up - 1) zeros along each axis.
+    x = x.reshape(n, c, h, 1, w, 1)
+    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+    x = x.reshape(n, c, h * upy, w * upx)
+
+    # Pad with zeros where positive, crop where negative.
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+
+    # conv2d correlates, so flip the filter for a true convolution.
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    weight = f[None, None].repeat([c, 1] + [1] * f.ndim)
+    if f.ndim == 2:
+        x = F.conv2d(x, weight, groups=c)
+    else:
+        x = F.conv2d(x, weight.unsqueeze(2), groups=c)
+        x = F.conv2d(x, weight.unsqueeze(3), groups=c)
+    return x[:, :, ::downy, ::downx]
+
+
+def upsample2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: Scaling = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Upsample ``x`` ``[N, C, H, W]`` to ``[N, C, H * upy, W * upx]`` with FIR filter ``f``.
+
+    The gain is multiplied by ``upx * upy`` so that the mean value is preserved.
+    """
+    upx, upy = _pair(up, "up")
+    px0, px1, py0, py1 = parse_padding(padding)
+    fw, fh = filter_size(f)
+    pad = [
+        px0 + (fw + upx - 1) // 2,
+        px1 + (fw - upx) // 2,
+        py0 + (fh + upy - 1) // 2,
+        py1 + (fh - upy) // 2,
+    ]
+    return upfirdn2d(x, f, up=up, padding=pad, flip_filter=flip_filter, gain=gain * upx * upy)
+

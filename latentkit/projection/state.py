@@ -1,0 +1,382 @@
+"""The optimisation behind :func:`latentkit.projection.project.project`: its settings, state and one step.
+
+:class:`ProjectionSettings` holds every option; :class:`ProjectionState` holds N images' latents, noise
+inputs, Adam state, per-image random streams and loss history. One :meth:`ProjectionState.step` is one
+step of NVIDIA's projector (learning-rate and latent-noise schedules, LPIPS / MSE / noise-autocorrelation
+/ prior terms, noise renormalisation); :meth:`~ProjectionState.save` and :meth:`~ProjectionState.restore`
+checkpoint it bit for bit. The driving loop, targets and results live in :mod:`latentkit.projection.project`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentkit.errors import InputError
+from latentkit.nets.generator import Generator
+
+if TYPE_CHECKING:
+    from latentkit.projection.lpips import PerceptualLoss
+
+__all__ = ["DEFAULT_PRIOR_WEIGHT", "LOSS_TERMS", "ProjectionSettings", "ProjectionState", "fingerprint"]
+
+DEFAULT_PRIOR_WEIGHT = 1e-5
+"""Weight of the summed squared Mahalanobis distances (chosen by the experiment in benchmarks/)."""
+
+_CHECKPOINT_VERSION = 1
+_SPACES = ("w", "w+")
+LOSS_TERMS = ("perceptual", "mse", "noise", "prior")  # ProjectionResult.loss_terms keys, in order
+
+
+@dataclass(frozen=True)
+class ProjectionSettings:
+    """Everything that determines a projection.
+
+    Shared by :func:`~latentkit.projection.project.project` and ``latentkit project``.
+
+    Attributes:
+        space: ``'w+'`` (one w per layer) or ``'w'`` (one w broadcast to all layers).
+        num_steps: optimisation steps.
+        learning_rate: peak Adam learning rate (NVIDIA: 0.1).
+        betas: Adam betas (NVIDIA: (0.9, 0.999)).
+        lr_rampup_length: fraction of the run with a linear learning-rate ramp-up (0.05).
+        lr_rampdown_length: fraction of the run with a cosine ramp-down to zero (0.25).
+        initial_noise_factor: latent noise scale at step 0, in units of the samples' w standard deviation.
+        noise_ramp_length: fraction of the run after which no latent noise is added (0.75).
+        w_avg_samples: mapped samples for the starting point and the w standard deviation (10 000, drawn
+            with ``np.random.RandomState(123)`` as NVIDIA does).
+        start: ``'w_avg'`` (NVIDIA: the samples' mean w), ``'prior_mean'`` (the prior's mode mapped to W,
+            Mahalanobis 0; the mean of w sits far outside the prior's typical set, e.g. a squared distance
+            of ~1e4-3e5 per vector on the nets tried) or ``'auto'`` (``'prior_mean'`` when a prior is given).
+        parametrization: ``'auto'`` (``'prior'`` when a prior is given, else ``'w'``), ``'w'`` (Adam on w,
+            NVIDIA) or ``'prior'`` (Adam on the prior's whitened PCA
+            coefficients u, ``w = prior.from_coefficients(u)``; the prior term is then ``|u|^2`` and the
+            latent noise has the same relative scale: ``initial_noise_factor * sqrt(w_dim)`` per coordinate's
+            unit). ``'prior'`` is well conditioned where the prior has tiny eigenvalues, which make
+            Adam's per-coordinate steps in w blow the Mahalanobis distance up (MobileStyleGAN FFHQ, smallest
+            eigenvalue 3e-8: 5e5 per vector after 2 steps in w, 0.45 after 8 steps in u).
+        regularize_noise_weight: weight of the noise autocorrelation penalty (1e5).
+        optimize_noise: optimise the noise inputs (else keep the stored ones).
+        prior_weight: weight of ``sum_l prior.mahalanobis(w_l)`` (used only when a prior is given).
+        perceptual: ``'vgg'`` (LPIPS VGG16 v0.1) or None for no perceptual term.
+        perceptual_weights: VGG16 weights source (see :func:`latentkit.projection.lpips.lpips_vgg`).
+        max_perceptual_resolution: images are area-downscaled to at most this size for LPIPS (256).
+        mse_weight: weight of the pixel mean squared error (images in [-1, 1]).
+        seed: seed of each image's latent-noise stream (every image gets its own stream from this seed).
+    """
+
+    space: str = "w+"
+    num_steps: int = 1000
+    learning_rate: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_rampup_length: float = 0.05
+    lr_rampdown_length: float = 0.25
+    initial_noise_factor: float = 0.05
+    noise_ramp_length: float = 0.75
+    w_avg_samples: int = 10_000
+    start: str = "auto"
+    parametrization: str = "auto"
+    regularize_noise_weight: float = 1e5
+    optimize_noise: bool = True
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT
+    perceptual: str | None = "vgg"
+    perceptual_weights: str = "auto"
+    max_perceptual_resolution: int = 256
+    mse_weight: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.space not in _SPACES:
+            raise InputError(f"space must be one of {_SPACES}, got {self.space!r}")
+        if int(self.num_steps) < 1:
+            raise InputError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.start not in ("auto", "w_avg", "prior_mean"):
+            raise InputError(f"start must be 'auto', 'w_avg' or 'prior_mean', got {self.start!r}")
+        if self.parametrization not in ("auto", "w", "prior"):
+            raise InputError(f"parametrization must be 'auto', 'w' or 'prior', got {self.parametrization!r}")
+        if self.perceptual not in ("vgg", None):
+            raise InputError(f"perceptual must be 'vgg' or None, got {self.perceptual!r}")
+        if self.perceptual is None and self.mse_weight <= 0:
+            raise InputError("perceptual=None needs mse_weight > 0 (otherwise nothing is fitted to the target)")
+        for name in ("learning_rate", "prior_weight", "mse_weight", "regularize_noise_weight", "w_avg_samples"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.w_avg_samples < 2:
+            raise InputError(f"w_avg_samples must be >= 2, got {self.w_avg_samples}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of all fields."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces of the optimisation.
+
+
+def _w_stats(G: Generator, c: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: mean w ``[N, w_dim]`` and the scalar std ``[N]`` of ``n_samples`` mapped samples of
+    its class (NVIDIA: ``RandomState(123)``; std = sqrt(sum of squared deviations / n))."""
+    device = G.w_avg.device
+    z = torch.from_numpy(np.random.RandomState(123).randn(n_samples, G.z_dim)).to(device, torch.float32)
+    keys = [tuple(row.tolist()) for row in c.cpu()]
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    means, stds = [], []
+    for key, row in zip(keys, c):
+        if key not in cache:
+            with torch.no_grad():
+                w = torch.cat([G.map_latent(chunk, row.expand(len(chunk), -1)) for chunk in z.split(2500)])
+            mean = w.to(torch.float64).mean(0)
+            std = ((w.to(torch.float64) - mean).square().sum() / n_samples).sqrt()
+            cache[key] = (mean.to(torch.float32), std.to(torch.float32))
+        means.append(cache[key][0])
+        stds.append(cache[key][1])
+    return torch.stack(means), torch.stack(stds)
+
+
+def _learning_rate(s: ProjectionSettings, step: int) -> float:
+    t = step / s.num_steps
+    ramp = min(1.0, (1.0 - t) / s.lr_rampdown_length) if s.lr_rampdown_length > 0 else 1.0
+    ramp = 0.5 - 0.5 * np.cos(ramp * np.pi)
+    ramp = ramp * (min(1.0, t / s.lr_rampup_length) if s.lr_rampup_length > 0 else 1.0)
+    return float(s.learning_rate * ramp)
+
+
+def _noise_scale(s: ProjectionSettings, step: int) -> float:
+    t = step / s.num_steps
+    if s.noise_ramp_length <= 0:
+        return 0.0
+    return s.initial_noise_factor * max(0.0, 1.0 - t / s.noise_ramp_length) ** 2
+
+
+def _noise_penalty(noises: dict[str, torch.Tensor], n: int, device: torch.device) -> torch.Tensor:
+    """Per image: squared autocorrelation at one-pixel shifts over a pyramid down to 8x8, ``[N]``."""
+    total = torch.zeros(n, device=device)
+    for buf in noises.values():
+        x = buf  # [N, 1, H, W]
+        while True:
+            total = total + (x * x.roll(1, dims=3)).mean(dim=(1, 2, 3)).square()
+            total = total + (x * x.roll(1, dims=2)).mean(dim=(1, 2, 3)).square()
+            if x.shape[2] <= 8:
+                break
+            x = F.avg_pool2d(x, kernel_size=2)
+    return total
+
+
+@torch.no_grad()
+def _renormalise(buf: torch.Tensor) -> None:
+    """In place, per image: zero mean and unit variance of a noise buffer ``[N, 1, H, W]``."""
+    buf -= buf.mean(dim=(1, 2, 3), keepdim=True)
+    buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+
+
+def fingerprint(
+    G: Generator,
+    targets: torch.Tensor,
+    c: torch.Tensor,
+    settings: ProjectionSettings,
+    prior: Any,
+    perceptual_weights: str | None,
+) -> str:
+    """sha256 of everything that identifies a run; a checkpoint resumes only a run with the same one."""
+    digest = hashlib.sha256()
+    digest.update(targets.numpy().tobytes())
+    digest.update(c.cpu().numpy().tobytes())
+    meta = {
+        "settings": settings.to_dict(),
+        "generator": G.sha256 or str(G.source),
+        "arch": G.architecture,
+        "prior": None if prior is None else type(prior).__name__,
+        "perceptual": perceptual_weights,
+    }
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    mean = getattr(prior, "mean_", None)  # a different prior file must not resume this run
+    if isinstance(mean, torch.Tensor):
+        digest.update(mean.detach().to("cpu", torch.float64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# The optimisation state.
+
+
+class ProjectionState:
+    """Latents, noise inputs and Adam state of N images projected together, each with its own losses.
+
+    Building it draws the start point (the samples' mean w or the prior's mode, per ``settings.start``),
+    takes the generator's stored noise buffers (renormalised per image) and seeds one latent-noise
+    stream per image.
+
+    Args:
+        G: the generator (its parameters stay untouched).
+        target: ``[N, C, H, W]`` in [-1, 1], on the generator's device.
+        labels: ``[N, c_dim]`` class labels (``c_dim`` may be 0).
+        settings: the :class:`ProjectionSettings`.
+        prior: a fitted GaussianPrior or None.
+        perceptual: the LPIPS network on the generator's device, or None.
+
+    Attributes:
+        w_opt: ``[N, layers, w_dim]`` the optimised variable (w, or the prior's coefficients u);
+            ``layers`` is 1 for ``space='w'``, else ``num_ws``.
+        noises: name -> ``[N, 1, H, W]`` noise inputs.
+        history: per step, ``[N, 5]``: total loss and the :data:`LOSS_TERMS` (CPU).
+
+    Raises:
+        InputError: ``start`` or ``parametrization`` ``'prior'``/``'prior_mean'`` without a fitted prior.
+    """
+
+    def __init__(
+        self,
+        G: Generator,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        settings: ProjectionSettings,
+        *,
+        prior: Any,
+        perceptual: PerceptualLoss | None,
+    ) -> None:
+        s = settings
+        n = target.shape[0]
+        device = G.w_avg.device
+        self.G, self.target, self.settings, self.prior, self.net = G, target, s, prior, perceptual
+        self.n, self.device = n, device
+        self.target_feats = None
+        if perceptual is not None:
+            with torch.no_grad():
+                self.target_feats = perceptual.features(target)
+
+        w_avg, w_std = _w_stats(G, labels, s.w_avg_samples)  # [N, w_dim], [N]
+        layers = 1 if s.space == "w" else G.num_ws
+        start_w = w_avg
+        if s.start == "prior_mean" or (s.start == "auto" and prior is not None):
+            if prior is None or not callable(getattr(prior, "from_coefficients", None)):
+                raise InputError("start='prior_mean' needs a fitted GaussianPrior (with from_coefficients) as prior=")
+            with torch.no_grad():
+                mode = prior.from_coefficients(torch.zeros(1, G.w_dim, device=device))  # [1, w_dim]
+            start_w = mode.to(device, torch.float32).expand(n, -1)
+        start_w = start_w.unsqueeze(1).repeat(1, layers, 1)  # [N, layers, w_dim]
+        self.in_prior = s.parametrization == "prior" or (s.parametrization == "auto" and prior is not None)
+        if self.in_prior:
+            if prior is None or not callable(getattr(prior, "coefficients", None)):
+                raise InputError("parametrization='prior' needs a fitted GaussianPrior as prior=")
+            with torch.no_grad():
+                start_w = prior.coefficients(start_w).to(torch.float32)  # u, [N, layers, w_dim]
+            w_std = torch.full_like(w_std, math.sqrt(G.w_dim))  # RMS norm of u, as w_std is of w
+        self.w_std = w_std
+        self.w_opt = start_w.detach().clone().requires_grad_(True)  # w, or u with parametrization='prior'
+
+        stored = {k: v.to(device, torch.float32) for k, v in G.const_noise().items()}
+        self.noises = {k: v.expand(n, -1, -1, -1).clone() for k, v in stored.items()}
+        if s.optimize_noise:  # the same renormalisation as after every step, so step 0 is not an outlier for Adam
+            for buf in self.noises.values():
+                _renormalise(buf.requires_grad_(True))
+        params = [self.w_opt] + (list(self.noises.values()) if s.optimize_noise else [])
+        self.optimizer = torch.optim.Adam(params, lr=s.learning_rate, betas=s.betas)
+        self.streams = [torch.Generator().manual_seed(int(s.seed)) for _ in range(n)]
+        self.history: list[torch.Tensor] = []  # per step: [N, 5] (total + terms)
+
+    def to_w(self, x: torch.Tensor) -> torch.Tensor:
+        """The optimised variable ``[N, layers, w_dim]`` as w (identity unless parametrised by the prior)."""
+        return self.prior.from_coefficients(x) if self.in_prior else x
+
+    def latents(self) -> torch.Tensor:
+        """Current latents without latent noise, ``[N, layers, w_dim]`` (detached)."""
+        with torch.no_grad():
+            return self.to_w(self.w_opt.detach())
+
+    def step(self, step: int) -> torch.Tensor:
+        """Run optimisation step ``step`` (0-based) and append its losses to :attr:`history`.
+
+        Returns:
+            ``[N]`` total loss of each image at this step (detached).
+        """
+        G, s, n, device, prior, net = self.G, self.settings, self.n, self.device, self.prior, self.net
+        for group in self.optimizer.param_groups:
+            group["lr"] = _learning_rate(s, step)
+        scale = (self.w_std * _noise_scale(s, step)).view(n, 1, 1)
+        w_noise = torch.stack([torch.randn(self.w_opt.shape[1:], generator=g) for g in self.streams]).to(device)
+        ws = self.to_w(self.w_opt + w_noise * scale).expand(-1, G.num_ws, -1)  # [N, num_ws, w_dim]
+        images = G.synthesis(ws, noise_mode="const", noise=self.noises or None)
+        zero = torch.zeros(n, device=device)
+        terms = {
+            "perceptual": net.distance_from_features(net.features(images), self.target_feats)
+            if net is not None
+            else zero,
+            "mse": (images - self.target).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
+            "noise": _noise_penalty(self.noises, n, device) if s.optimize_noise else zero,
+            "prior": (self.w_opt.square().sum(dim=2) if self.in_prior else prior.mahalanobis(self.w_opt)).sum(dim=1)
+            if prior is not None
+            else zero,
+        }
+        loss = (
+            terms["perceptual"]
+            + s.mse_weight * terms["mse"]
+            + s.regularize_noise_weight * terms["noise"]
+            + (s.prior_weight * terms["prior"] if prior is not None else zero)
+        )  # [N]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()  # a sum keeps each image's gradient its own
+        self.optimizer.step()
+        for buf in self.noises.values():
+            _renormalise(buf)
+        self.history.append(torch.stack([loss.detach()] + [terms[k].detach() for k in LOSS_TERMS], dim=1).cpu())
+        return loss.detach()
+
+    # Checkpoints: tensors and plain data only, read back with torch.load(weights_only=True).
+
+    def save(self, path: Path, fingerprint: str, step: int) -> None:
+        """Write the state after ``step`` steps to ``path`` (atomically)."""
+        from latentkit.io import atomic_path
+
+        state = {
+            "version": _CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "step": step,
+            "w_opt": self.w_opt.detach().cpu(),
+            "noises": {k: v.detach().cpu() for k, v in self.noises.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": [g.get_state() for g in self.streams],
+            "history": torch.stack(self.history) if self.history else torch.zeros(0),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def restore(self, path: Path, fingerprint: str) -> int:
+        """Load a checkpoint written by :meth:`save` and return the number of steps it had run.
+
+        Raises:
+            InputError: an unreadable file, not a projection checkpoint, or one of a different run.
+        """
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise InputError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
+        if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
+            raise InputError(
+                f"{path} is not a latentkit projection checkpoint (version {_CHECKPOINT_VERSION}); delete it"
+            )
+        if state["fingerprint"] != fingerprint:
+            raise InputError(
+                f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
+                "or use another output folder"
+            )
+        with torch.no_grad():
+            self.w_opt.copy_(state["w_opt"])
+            for k, v in self.noises.items():
+                v.copy_(state["noises"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for g, rng in zip(self.streams, state["rng"]):
+            g.set_state(rng)
+        self.history.extend(state["history"].unbind(0) if state["history"].numel() else [])
+        return int(state["step"])
