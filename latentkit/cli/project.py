@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from latentkit.latent.prior_cache import cached_prior
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["project", "align"]
@@ -106,7 +107,7 @@ def _load_prior(choice: str, G, device):
         return None, "none"
     if choice.lower() == "auto":
         say("prior: the cached Gaussian prior of this generator (fitted on first use; --prior none to turn off)")
-        return GaussianPrior.cached(G, device=device), "auto (cached fit)"
+        return cached_prior(G, device=device), "auto (cached fit)"
     return GaussianPrior.load(choice), choice
 
 

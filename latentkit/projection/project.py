@@ -252,7 +252,7 @@ def project(
         WeightsUnavailableError: no pretrained LPIPS weights available (see ``perceptual_weights``).
 
     Example:
-        >>> result = project(G, "face.png", prior=GaussianPrior.cached(G))  # doctest: +SKIP
+        >>> result = project(G, "face.png", prior=cached_prior(G))  # doctest: +SKIP
         >>> result.ws.shape  # [1, G.num_ws, G.w_dim]
     """
     from tqdm.auto import tqdm
