@@ -17,6 +17,7 @@ RANKS = {
     "latentkit.checks": 0,
     "latentkit.io": 0,
     "latentkit.hub": 0,
+    "latentkit.video": 0,
     "latentkit.nets": 1,
     "latentkit.load": 2,
     "latentkit.latent": 3,
