@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from latentkit.latent.prior_cache import cached_prior
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["fit_prior", "compress"]
@@ -22,6 +21,7 @@ _DEFAULT_PSI = 0.7  # latentkit.latent.compress.DEFAULT_PSI
 _DEFAULT_HOLDOUT = 10_000  # latentkit.latent.diagnostics.diagnose_generator(n_samples=...)
 _DEFAULT_SEEDS = "0-7"
 _DEFAULT_OUTDIR = "out/compress"
+_DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE
 
 
 def _load(network: str | None, device):
@@ -78,27 +78,29 @@ def fit_prior(source, n_samples, out, plot, holdout, batch_size, seed, classes, 
               help="A prior from `latentkit fit-prior`; default: fit one and cache it per generator.")
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_DEFAULT_CACHED_SAMPLES, show_default=True,
               help="Samples for the cached prior when --prior is not given.")
-@click.option("--seeds", default=None, help=f"Seeds to generate, e.g. 0-15 or 1,5,9 (default {_DEFAULT_SEEDS}).")
+@click.option("--seeds", default=None,
+              help="Seeds to generate, e.g. 0-15 or 1,5,9 (default: the first 8 seeds with components beyond tau).")
 @click.option("--latents", "latents", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="W/W+ latents (.npz key w, or .npy) to compress instead of seeds; repeatable.")
 @click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
               help="Class for conditional nets; the cached prior is then fitted on this class only.")
 @click.option("--outdir", default=None, type=click.Path(file_okay=False), help=f"Output folder (default {_DEFAULT_OUTDIR}).")
-@click.option("--compare-psi", "compare_psi", type=float, default=_DEFAULT_PSI, show_default=True,
+@click.option("--trunc", "--compare-psi", "compare_psi", type=float, default=_DEFAULT_PSI, show_default=True,
               help="Truncation psi of the baseline column.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--tile", type=click.IntRange(min=8), default=_DEFAULT_TILE, show_default=True,
+              help="Largest side of each image in grid.png (pixels).")
 @device_option
-def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, outdir, compare_psi, noise_mode,
+def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, outdir, compare_psi, noise_mode, tile,
              device) -> None:
-    """Log-compress extreme latent components; write latents, images and a grid
-    original | compressed | truncated (psi baseline)."""
+    """Log-compress extreme latent components; write the latents, images and a labelled grid
+    original | compressed (tau) | truncated (psi baseline), one row per latent."""
     import torch
+    from tqdm.auto import tqdm
 
     from latentkit import io
-    from latentkit.latent.compress import compress as compress_ws
-    from latentkit.latent.compress import truncate
-    from latentkit.errors import InputError
-    from latentkit.latent.prior import GaussianPrior
+    from latentkit.grid import save_labelled_grid
+    from latentkit.latent.compare import compare_compression, seeds_beyond_tau
     from latentkit.latent.sampling import one_hot, parse_seeds, z_from_seed
 
     if seeds is not None and latents:
@@ -109,54 +111,83 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
         outdir = _DEFAULT_OUTDIR
         say(f"writing to ./{outdir} (choose with --outdir)")
     outdir = Path(outdir)
-
+    c1 = one_hot([class_idx], G.c_dim, device=dev) if class_idx is not None else None
+    seed_list = parse_seeds(seeds) if seeds is not None else None  # cheap checks before the prior is fitted
+    if G.c_dim and c1 is None:
+        G.prepare_labels(None, 1)  # a conditional network needs --class: say so now
     if latents:
-        parts, names = [], []
-        for file in latents:
-            ws_file = io.load_latents(file)
-            if ws_file.shape[1] == 1:
-                ws_file = ws_file.expand(-1, G.num_ws, -1)
-            G.check_ws(ws_file)
-            parts.append(ws_file)
-            names += [f"{Path(file).stem}-{i:02d}" for i in range(ws_file.shape[0])]
-        ws = torch.cat(parts).to(dev)
-        n = ws.shape[0]
-        c = one_hot([class_idx] * n, G.c_dim, device=dev) if class_idx is not None else torch.zeros(n, G.c_dim, device=dev)
-        if class_idx is None and G.w_avg.ndim == 2:
-            raise InputError("this generator keeps one w_avg per class: pass --class K for the truncation baseline")
-    else:
-        if seeds is None:
-            seeds = _DEFAULT_SEEDS
-            say(f"no --seeds or --latents given: using seeds {seeds}")
-        seed_list = parse_seeds(seeds)
+        ws, names = _read_latents(G, latents)
+        ws = ws.to(dev)
+    prior = _prior_for(G, prior_path, n_samples, class_idx)
+    if not latents:
+        if seed_list is None:
+            seed_list = seeds_beyond_tau(G, prior, 8, tau=tau, c=c1)
+            if not seed_list:
+                seed_list = list(range(8))
+                say(f"none of the first 1024 seeds has components beyond tau={tau:g}; showing seeds 0-7 (unchanged)")
+            else:
+                say(f"no --seeds or --latents given: showing the first {len(seed_list)} seeds with components beyond "
+                    f"tau={tau:g} ({','.join(map(str, seed_list))}; choose with --seeds)")
         names = [f"seed{s:04d}" for s in seed_list]
         z = torch.cat([z_from_seed(s, G.z_dim) for s in seed_list]).to(dev)
-        c = one_hot([class_idx] * len(seed_list), G.c_dim, device=dev) if class_idx is not None else None
         with torch.no_grad():
-            ws = G.mapping(z, c)
-        c = G.prepare_labels(c, len(seed_list))
+            ws = G.mapping(z, None if c1 is None else c1.expand(len(seed_list), -1))
+    c = None if c1 is None else c1.expand(ws.shape[0], -1)
+    if c is None and G.c_dim and G.w_avg.ndim == 2:
+        from latentkit.errors import InputError
 
-    if prior_path is not None:
-        prior = GaussianPrior.load(prior_path)
-        if prior.w_dim != G.w_dim:
-            raise InputError(f"--prior {prior_path} has w_dim {prior.w_dim}, the network has {G.w_dim}: "
-                             "fit one for this network with `latentkit fit-prior`")
-        if prior.generator_.get("sha256") and G.sha256 and prior.generator_["sha256"] != G.sha256:
-            say(f"warning: --prior {prior_path} was fitted on another checkpoint (sha256 differs)")
-    else:
-        prior = cached_prior(G, n_samples=n_samples, classes=None if class_idx is None else [class_idx])
-
+        raise InputError("this generator keeps one w_avg per class: pass --class K for the truncation baseline")
+    result = compare_compression(G, ws, prior, tau=tau, psi=compare_psi, c=c if c is not None else (
+        torch.zeros(ws.shape[0], G.c_dim, device=dev) if G.c_dim else None))
+    say(result.summary())
+    io.save_latents(outdir / "compressed_w.npz", result.compressed)
+    rows = []
+    kinds = ("original", "compressed", "truncated")
     with torch.no_grad():
-        compressed = compress_ws(ws, prior, tau=tau)
-        truncated = truncate(ws, G.class_average(c), compare_psi)
-        io.save_latents(outdir / "compressed_w.npz", compressed)
-        rows = []
-        for i, name in enumerate(names):
-            trio = torch.cat([ws[i : i + 1], compressed[i : i + 1], truncated[i : i + 1]])
-            imgs = G.synthesis(trio, noise_mode=noise_mode)
-            for img, kind in zip(imgs, ("original", "compressed", "truncated")):
+        for i, name in enumerate(tqdm(names, desc="rendering", unit="latent", leave=False)):
+            trio = torch.cat([result.ws[i : i + 1], result.compressed[i : i + 1], result.truncated[i : i + 1]])
+            imgs = G.synthesis(trio, noise_mode=noise_mode).cpu()
+            for img, kind in zip(imgs, kinds):
                 io.save_image(outdir / f"{name}_{kind}.png", img)
-            rows.append(imgs.cpu())
-        grid = io.save_grid(outdir / "grid.png", torch.cat(rows), cols=3)
+            rows.append(imgs)
+    labels = [f"{name} (max |u| {float(m):.1f})" for name, m in zip(names, result.max_coefficient)]
+    grid = save_labelled_grid(outdir / "grid.png", torch.cat(rows), rows=labels, tile=tile,
+                              cols=["original", f"compressed tau={tau:g}", f"truncated psi={compare_psi:g}"])
     click.echo(json.dumps({"latents": str(outdir / "compressed_w.npz"), "grid": str(grid), "images": 3 * len(names),
-                           "tau": tau, "compare_psi": compare_psi}, indent=2))
+                           "tau": tau, "compare_psi": compare_psi, "vectors_compressed": result.vectors_compressed,
+                           "vectors": result.vectors, "components_compressed": result.components_compressed},
+                          indent=2))
+
+
+def _prior_for(G, prior_path, n_samples, class_idx):
+    """The prior from --prior, checked against the network, else the cached fit (per class with --class)."""
+    from latentkit.errors import InputError
+    from latentkit.latent.prior import GaussianPrior
+    from latentkit.latent.prior_cache import cached_prior
+
+    if prior_path is None:
+        return cached_prior(G, n_samples=n_samples, classes=None if class_idx is None else [class_idx])
+    prior = GaussianPrior.load(prior_path)
+    if prior.w_dim != G.w_dim:
+        raise InputError(f"--prior {prior_path} has w_dim {prior.w_dim}, the network has {G.w_dim}: "
+                         "fit one for this network with `latentkit fit-prior`")
+    if prior.generator_.get("sha256") and G.sha256 and prior.generator_["sha256"] != G.sha256:
+        say(f"warning: --prior {prior_path} was fitted on another checkpoint (sha256 differs)")
+    return prior
+
+
+def _read_latents(G, files):
+    """W or W+ latents from files, broadcast to W+: (``[N, num_ws, w_dim]``, one name per latent)."""
+    import torch
+
+    from latentkit import io
+
+    parts, names = [], []
+    for file in files:
+        ws_file = io.load_latents(file)
+        if ws_file.shape[1] == 1:
+            ws_file = ws_file.expand(-1, G.num_ws, -1)
+        G.check_ws(ws_file)
+        parts.append(ws_file)
+        names += [f"{Path(file).stem}-{i:02d}" for i in range(ws_file.shape[0])]
+    return torch.cat(parts), names

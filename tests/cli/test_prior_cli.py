@@ -111,7 +111,8 @@ def test_compress_seeds_end_to_end(toy_generator, use_generator, tmp_path):
                           io.to_uint8(io.load_image(outdir / "seed0001_truncated.png"))[0])
     from PIL import Image
 
-    assert Image.open(outdir / "grid.png").size == (3 * 16, 3 * 16)
+    width, height = Image.open(outdir / "grid.png").size  # 3 x 3 tiles of 16 px, with labels beside and above
+    assert 3 * 16 < width < 3 * 20 + 300 and 3 * 16 < height < 3 * 20 + 40
     assert json.loads(result.stdout)["images"] == 9
 
 
@@ -142,9 +143,12 @@ def test_compress_with_nothing_but_tau_uses_announced_defaults(toy_generator, mo
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["compress", "--tau", "3", "--samples", "500"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    for announced in ("'toy-default'", "seeds 0-7", "out/compress"):
+    for announced in ("'toy-default'", "the first 8 seeds with components beyond tau=3", "out/compress"):
         assert announced in result.stderr
     assert io.load_latents(tmp_path / "out" / "compress" / "compressed_w.npz").shape[0] == 8
+    summary = json.loads(result.stdout)  # every shown latent is one the method changes
+    assert summary["vectors_compressed"] == summary["vectors"] == 8 * toy_generator.num_ws
+    assert "W vectors had components beyond tau" in result.stderr
 
 
 def test_compress_conditional_class(toy_conditional_generator, use_generator, tmp_path):
