@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["device_option", "resolve_device", "resolve_network", "say"]
+__all__ = ["device_option", "network_options", "pick_network", "resolve_device", "resolve_network", "say"]
 
 
 def say(message: str) -> None:
@@ -45,3 +45,17 @@ def resolve_network(network: str | None, *, how: str = "--network") -> str:
     network = default_network()
     say(f"no network given: using the default {network!r} (choose one with {how})")
     return network
+
+
+def network_options(func):
+    """``[SOURCE]`` and ``--network SOURCE``: one network, spelled either way (NVIDIA's tools use --network)."""
+    func = click.option("--network", "network", default=None,
+                        help="Generator file or registry name (default network if omitted).")(func)
+    return click.argument("source", required=False, metavar="[SOURCE]")(func)
+
+
+def pick_network(source: str | None, network: str | None) -> str:
+    """The network named by the positional SOURCE or ``--network`` (the default, announced, when neither)."""
+    if source is not None and network is not None and source != network:
+        raise click.UsageError(f"two networks given: SOURCE {source!r} and --network {network!r}; give one")
+    return resolve_network(network if network is not None else source)

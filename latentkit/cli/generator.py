@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, network_options, pick_network, resolve_device, say
 
 __all__ = ["info", "generate", "MAX_GRID"]
 
@@ -26,13 +26,14 @@ def _classes(text: str | None) -> list[int] | None:
 
 
 @click.command()
-@click.argument("source", required=False)
+@network_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--list", "list_models", is_flag=True, help="List the registry's pretrained models instead.")
-def info(source: str | None, as_json: bool, list_models: bool) -> None:
+def info(source: str | None, network: str | None, as_json: bool, list_models: bool) -> None:
     """Describe a generator: architecture, dims, resolution, parameter count, conditional or not.
 
-    SOURCE is a checkpoint file (.pkl, .pt) or a registry name (see --list).
+    SOURCE (or --network) is a checkpoint file (.pkl, .pt) or a registry name (see --list); without one,
+    the default network.
     """
     from latentkit import hub
 
@@ -51,9 +52,9 @@ def info(source: str | None, as_json: bool, list_models: bool) -> None:
             mark = "cached" if row["cached"] else ""
             click.echo(f"{row['name']:<28} {row['architecture']:<15} {row['resolution']:>5}px  {classes:<14} {mark}")
         return
-    if source is None:
-        raise click.UsageError("give a SOURCE (file or registry name), or --list")
     from latentkit.load import load_generator
+
+    source = pick_network(source, network)
 
     summary = load_generator(source).info()
     if source in hub.REGISTRY:
@@ -71,7 +72,7 @@ def info(source: str | None, as_json: bool, list_models: bool) -> None:
 
 
 @click.command()
-@click.argument("source", required=False)
+@network_options
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds, e.g. '0-7' or '1,5,9'.")
 @click.option("--class", "classes", default=None, help="Class(es) of a conditional network: '3', '1,5' or '0-9'.")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
@@ -82,12 +83,12 @@ def info(source: str | None, as_json: bool, list_models: bool) -> None:
               help="With --guidance: average the marginal over this many random classes instead of all.")
 @click.option("--outdir", type=click.Path(file_okay=False), default=None, help=f"Output folder [default: ./{DEFAULT_OUTDIR}].")
 @device_option
-def generate(source: str | None, seeds: str, classes: str | None, truncation_psi: float, noise_mode: str,
+def generate(source: str | None, network: str | None, seeds: str, classes: str | None, truncation_psi: float, noise_mode: str,
              guidance: float | None, num_classes_sample: int | None, outdir: str | None, device: str) -> None:
     """Render images from seeds as NVIDIA's gen_images.py does: seedNNNN.png and grid.png.
 
-    SOURCE is a checkpoint file or a registry name (default: NVIDIA's StyleGAN2 FFHQ if cached, else the
-    MobileStyleGAN FFHQ model).
+    SOURCE (or --network) is a checkpoint file or a registry name (default: NVIDIA's StyleGAN2 FFHQ if
+    cached, else the MobileStyleGAN FFHQ model).
     """
     from latentkit.generate import generate_images, image_name
     from latentkit.io import save_grid, save_image
@@ -96,7 +97,7 @@ def generate(source: str | None, seeds: str, classes: str | None, truncation_psi
 
     seed_list = parse_seeds(seeds)
     class_list = _classes(classes)
-    source = resolve_network(source, how="SOURCE")
+    source = pick_network(source, network)
     if outdir is None:
         outdir = DEFAULT_OUTDIR
         say(f"no --outdir given: writing to ./{outdir}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, network_options, pick_network, resolve_device, resolve_network, say
 
 __all__ = ["fit_prior", "compress"]
 
@@ -28,11 +28,11 @@ def _load(network: str | None, device):
     """Load ``network`` (announcing the default when None) onto ``device``."""
     from latentkit.load import load_generator
 
-    return load_generator(resolve_network(network, how="--network / SOURCE"), device=device)
+    return load_generator(resolve_network(network), device=device)
 
 
 @click.command("fit-prior")
-@click.argument("source", required=False)
+@network_options
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_DEFAULT_SAMPLES, show_default=True,
               help="Latents streamed through the mapping network.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="prior.npz", show_default=True,
@@ -47,12 +47,12 @@ def _load(network: str | None, device):
 @click.option("--class", "classes", type=int, multiple=True,
               help="Conditional nets: fit on these classes only (repeat the option); default all, uniformly.")
 @device_option
-def fit_prior(source, n_samples, out, plot, holdout, batch_size, seed, classes, device) -> None:
-    """Fit the Gaussianized-W prior of SOURCE (file or registry name; default network if omitted)."""
+def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, classes, device) -> None:
+    """Fit the Gaussianized-W prior of SOURCE / --network (file or registry name; default network if omitted)."""
     from latentkit.latent.prior import GaussianPrior
 
     dev = resolve_device(device)
-    G = _load(source, dev)
+    G = _load(pick_network(source, network), dev)
     if click.get_current_context().get_parameter_source("out") == click.core.ParameterSource.DEFAULT:
         say(f"writing the prior to ./{out} (choose with --out)")
     prior = GaussianPrior.from_generator(

@@ -21,6 +21,7 @@ from latentkit.latent.sampling import one_hot
 from conftest import REFERENCE_NETS
 
 SG3T = str(REFERENCE_NETS / "sg3t_uncond_res32.pkl")
+SG2 = str(REFERENCE_NETS / "sg2ada_uncond_map8_res32.pkl")
 SG3R = str(REFERENCE_NETS / "sg3r_cond_res32.pkl")  # 5 classes
 SG2C = str(REFERENCE_NETS / "sg2ada_cond_map2_res32.pkl")  # 10 classes
 
@@ -67,7 +68,6 @@ def test_info_list():
     [
         (["info", "missing.pkl"], "checkpoint file not found: missing.pkl"),
         (["info", "stylegan2-ffhq"], "did you mean 'stylegan2-ffhq-1024'"),
-        (["info"], "give a SOURCE"),
         (["generate", SG3T, "--seeds", "3-1"], "range '3-1' is empty"),
         (["generate", SG3T, "--class", "1"], "unconditional (c_dim=0): do not pass a class"),
         (["generate", SG3T, "--guidance", "2"], "guidance needs a class-conditional generator"),
@@ -84,6 +84,18 @@ def test_errors_are_one_line(tmp_path, args, message):
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert len(lines) == 1
+
+
+def test_info_alone_describes_the_default_network(monkeypatch):
+    import latentkit.load as load
+
+    monkeypatch.setattr(load, "default_network", lambda: SG3T)
+    result = run("info")
+    assert result.exit_code == 0, result.output
+    assert f"no network given: using the default {SG3T!r}" in result.stderr
+    assert "architecture: stylegan3-t" in result.stdout
+    both = run("info", SG3T, "--network", SG2)
+    assert both.exit_code == 2 and "two networks given" in both.output
 
 
 def test_hostile_file_is_one_line_error(tmp_path, monkeypatch):
@@ -143,7 +155,7 @@ def test_default_source_and_outdir_are_announced(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub, "_run_pip", no_pip)
     result = run("generate", "--seeds", "0")
-    assert "no network given: using the default 'mobilestylegan-ffhq' (choose one with SOURCE)" in result.stderr
+    assert "no network given: using the default 'mobilestylegan-ffhq' (choose one with --network)" in result.stderr
     assert "no --outdir given: writing to ./out" in result.stderr
     assert result.exit_code == 1 and "put it at" in result.stderr and "random_face-2021.7.21.1" in result.stderr
 
