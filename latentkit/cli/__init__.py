@@ -30,6 +30,7 @@ COMMANDS = {
     "interpolate": "latentkit.cli.evaluate:interpolate",
     "ppl": "latentkit.cli.evaluate:ppl",
     "tradeoff": "latentkit.cli.evaluate:tradeoff",
+    "edit": "latentkit.cli.edit:edit",
 }
 
 

@@ -29,7 +29,7 @@ from latentkit.latent.prior import v_to_w, w_to_v
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
 
-__all__ = ["edit", "edit_sweep", "parse_layers", "parse_amounts", "render_edits", "EditResult", "save_labelled_grid",
+__all__ = ["edit", "edit_sweep", "parse_layers", "parse_amounts", "render_edits", "ramp_amounts", "EditResult", "save_labelled_grid",
            "DEFAULT_AMOUNTS"]
 
 DEFAULT_AMOUNTS = (-3.0, -1.5, 0.0, 1.5, 3.0)
@@ -91,6 +91,13 @@ def parse_amounts(text: str) -> list[float]:
     if not amounts or not all(np.isfinite(amounts)):
         raise InputError(f"amounts {text!r} must be one or more finite numbers")
     return amounts
+
+
+def ramp_amounts(amounts: Sequence[float], frames: int) -> list[float]:
+    """``frames`` amounts from ``min(amounts)`` to ``max(amounts)`` and back (a looping video sweep)."""
+    lo, hi = min(amounts), max(amounts)
+    half = np.linspace(lo, hi, max(2, -(-int(frames) // 2)))
+    return [float(a) for a in np.concatenate([half, half[-2:0:-1]])][: max(2, int(frames))]
 
 
 def _step(direction: Directions, space: str | None, like: torch.Tensor) -> tuple[str, torch.Tensor]:
