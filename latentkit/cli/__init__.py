@@ -31,6 +31,7 @@ COMMANDS = {
     "ppl": "latentkit.cli.evaluate:ppl",
     "tradeoff": "latentkit.cli.evaluate:tradeoff",
     "edit": "latentkit.cli.edit:edit",
+    "directions": "latentkit.cli.edit:directions",
 }
 
 

@@ -13,7 +13,7 @@ import click
 
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
-__all__ = ["edit", "directions"]
+__all__ = ["edit", "directions", "load_prior"]
 
 _AMOUNTS = "-3,-1.5,0,1.5,3"  # latentkit.latent.edit.DEFAULT_AMOUNTS
 _PRIOR_SAMPLES = 100_000  # latentkit.latent.prior.DEFAULT_CACHED_SAMPLES
@@ -122,3 +122,56 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
     click.echo(json.dumps({**written, "direction": direction.names[0], "space": space or direction.space,
                            "amounts": amount_list, "layers": result.layers, "images": int(result.images.shape[0])},
                           indent=2))
+
+
+@click.command("directions")
+@_network_option
+@click.option("--components", "n_components", type=click.IntRange(min=1), default=_COMPONENTS, show_default=True,
+              help="How many directions (the first K, by descending variance).")
+@click.option("--method", type=click.Choice(["prior", "w-pca"]), default="prior", show_default=True,
+              help="prior: the prior's principal components of v; w-pca: GANSpace's PCA of W samples.")
+@_prior_options
+@click.option("--w-samples", "w_samples", type=click.IntRange(min=2), default=_W_PCA_SAMPLES, show_default=True,
+              help="Mapping outputs for --method w-pca (GANSpace uses 10^6).")
+@click.option("--analysis-samples", "analysis_samples", type=click.IntRange(min=1), default=_ANALYSIS_SAMPLES,
+              show_default=True, help="Base latents the image changes are averaged over.")
+@click.option("--amount", type=float, default=_ANALYSIS_AMOUNT, show_default=True,
+              help="Edit size for the analysis, in standard deviations.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the base latents.")
+@click.option("--per-layer/--no-per-layer", "per_layer", default=True, show_default=True,
+              help="Measure the sensitivity of every W+ layer (num_ws renders more per direction and latent).")
+@click.option("--plot/--no-plot", "plot", default=True, show_default=True,
+              help="Write the one-page figure directions.png (needs latentkit[plot]).")
+@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--out", "outdir", type=click.Path(file_okay=False), default="out/directions", show_default=True,
+              help="Output folder: directions.npz, analysis.npz, directions.png.")
+@device_option
+def directions(network, n_components, method, prior_path, n_samples, w_samples, analysis_samples, amount, seed,
+               per_layer, plot, batch_size, outdir, device) -> None:
+    """Find the first K directions of a network and analyse them: per-pixel image change (a heat map per
+    direction), sensitivity per W+ layer with a suggested layer range, and a one-page figure."""
+    from latentkit.errors import InputError
+    from latentkit.latent.directions import prior_directions, w_pca_directions
+    from latentkit.metrics.direction_analysis import analyse_directions
+
+    if plot:
+        try:
+            import matplotlib  # noqa: F401  (checked before the long work)
+        except ImportError:
+            raise InputError("the figure needs matplotlib: pip install 'latentkit[plot]' (or pass --no-plot)") from None
+    dev = resolve_device(device)
+    G = _load(network, dev)
+    if n_components > G.w_dim:
+        raise InputError(f"--components {n_components} is more than this network's w_dim = {G.w_dim}")
+    if method == "prior":
+        dirs = prior_directions(load_prior(prior_path, G, n_samples=n_samples), n_components=n_components)
+    else:
+        dirs = w_pca_directions(G, w_samples, n_components=n_components, seed=seed)
+    outdir = Path(outdir)
+    written = {"directions": str(dirs.save(outdir / "directions.npz"))}
+    analysis = analyse_directions(G, dirs, n_samples=analysis_samples, amount=amount, seed=seed, per_layer=per_layer,
+                                  batch_size=batch_size)
+    written["analysis"] = str(analysis.save(outdir / "analysis.npz"))
+    if plot:
+        written["figure"] = str(analysis.plot(outdir / "directions.png"))
+    click.echo(json.dumps({**written, "method": method, **analysis.summary()}, indent=2))

@@ -32,8 +32,9 @@ from latentkit.latent.prior import w_to_v
 
 if TYPE_CHECKING:
     from latentkit.latent.prior import GaussianPrior
+    from latentkit.nets.generator import Generator
 
-__all__ = ["Directions", "prior_directions", "pca_directions", "fit_direction", "condition", "check_single",
+__all__ = ["Directions", "prior_directions", "pca_directions", "w_pca_directions", "fit_direction", "condition", "check_single",
            "DIRECTIONS_FORMAT_VERSION", "SPACES"]
 
 DIRECTIONS_FORMAT = "latentkit-directions"
@@ -257,6 +258,34 @@ def pca_directions(
     info = {"n_samples": int(x.shape[0]), "explained_variance_ratio": (evals[:k] / evals.sum()).tolist()}
     return Directions(evecs.contiguous(), evals[:k].clamp(min=floor).sqrt(), covariance, space=space, slope=slope,
                       gain=gain, names=tuple(f"{space}pc{i}" for i in range(k)), method=f"{space}-pca", info=info)
+
+
+def w_pca_directions(
+    G: Generator,
+    n_samples: int = 100_000,
+    *,
+    n_components: int | None = None,
+    seed: int = 0,
+    batch_size: int = 10_000,
+) -> Directions:
+    """GANSpace's directions of a generator: :func:`pca_directions` of ``n_samples`` mapping outputs in W.
+
+    Args:
+        G: the generator (its mapping network runs).
+        n_samples: mapping outputs to draw (GANSpace uses 10^6), >= 2.
+        n_components: how many (None: all).
+        seed: seed of the z stream (see :func:`~latentkit.latent.sampling.iter_mapping`).
+        batch_size: samples per mapping call (memory only).
+    """
+    from latentkit.latent.sampling import sample_w
+
+    if int(n_samples) < 2:
+        raise InputError(f"n_samples must be >= 2 for a PCA, got {n_samples}")
+    w = sample_w(G, int(n_samples), seed=seed, batch_size=batch_size)
+    act = G.mapping_activation
+    dirs = pca_directions(w, n_components=n_components, space="w", slope=float(act.slope), gain=float(act.gain))
+    generator = {"sha256": str(getattr(G, "sha256", "") or ""), "source": str(getattr(G, "source", "") or "")}
+    return replace(dirs, info={**dirs.info, "generator": generator, "seed": int(seed)})
 
 
 def fit_direction(

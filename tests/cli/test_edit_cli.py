@@ -103,3 +103,28 @@ def test_edit_errors(prior, latents, tmp_path):
     assert result.exit_code == 1 and "cannot parse amounts" in result.output
     result = CliRunner().invoke(main, [*base, "--component", "64"])
     assert result.exit_code == 1 and "out of range" in result.output
+
+
+@pytest.mark.parametrize("method", ["prior", "w-pca"])
+def test_directions_writes_directions_analysis_and_figure(prior, tmp_path, method):
+    out = tmp_path / "dirs"
+    result = run(["directions", "--network", str(NET), "--components", "3", "--method", method, "--prior",
+                  str(prior[1]), "--w-samples", "500", "--analysis-samples", "2", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [d["name"] for d in summary["directions"]] == (["pc0", "pc1", "pc2"] if method == "prior"
+                                                          else ["wpc0", "wpc1", "wpc2"])
+    dirs = Directions.load(out / "directions.npz")
+    assert len(dirs) == 3 and dirs.space == ("v" if method == "prior" else "w")
+    if method == "prior":
+        torch.testing.assert_close(dirs.vectors, prior[0].components_[:3], rtol=0, atol=0)
+    with np.load(out / "analysis.npz") as data:
+        assert data["heatmaps"].shape == (3, 32, 32) and data["layer_sensitivity"].shape == (3, 8)
+    with Image.open(out / "directions.png") as im:
+        assert im.width > 200
+
+
+def test_directions_errors(prior, tmp_path):
+    result = CliRunner().invoke(main, ["directions", "--network", str(NET), "--components", "65", "--prior",
+                                       str(prior[1]), "--device", "cpu", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "more than this network's w_dim = 64" in result.output
