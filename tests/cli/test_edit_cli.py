@@ -15,7 +15,8 @@ from PIL import Image
 import latentkit.cli.edit as cli_edit
 from latentkit import io
 from latentkit.cli import main
-from latentkit.latent.directions import Directions, fit_direction, prior_directions
+from latentkit.latent.boundaries import fit_direction
+from latentkit.latent.directions import Directions, prior_directions
 from latentkit.latent.edit import DEFAULT_AMOUNTS, edit_sweep
 from latentkit.latent.prior import DEFAULT_CACHED_SAMPLES, GaussianPrior
 from latentkit.load import load_generator

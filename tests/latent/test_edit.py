@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from latentkit.errors import InputError, ShapeError
-from latentkit.latent.directions import fit_direction, pca_directions, prior_directions
+from latentkit.latent.boundaries import fit_direction
+from latentkit.latent.directions import pca_directions, prior_directions
 from latentkit.latent.edit import edit, edit_sweep, parse_amounts, parse_layers, render_edits, save_labelled_grid
 from latentkit.latent.prior import GaussianPrior, v_to_w
 
@@ -79,7 +80,7 @@ def test_w_space_edit_is_a_translation(prior):
 
 
 def test_conditioned_edit_keeps_the_other_coordinate(prior):
-    from latentkit.latent.directions import condition
+    from latentkit.latent.boundaries import condition
 
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1000, W_DIM, generator=g, dtype=torch.float64)
