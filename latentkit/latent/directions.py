@@ -42,7 +42,7 @@ DIRECTIONS_FORMAT_VERSION = 1
 SPACES = ("v", "w")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Directions:
     """``K`` unit directions in one latent space, with the spread of latents along each.
 
@@ -95,7 +95,8 @@ class Directions:
         return int(self.vectors.shape[1])
 
     def __getitem__(self, index: int | slice | Sequence[int]) -> Directions:
-        if isinstance(index, int):
+        if isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.ndim == 0):
+            index = int(index)
             if not -len(self) <= index < len(self):
                 raise InputError(f"direction index {index} is out of range: there are {len(self)} (0-based)")
             rows = [index % len(self)]

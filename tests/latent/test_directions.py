@@ -40,6 +40,7 @@ def test_prior_directions_are_the_prior_components(prior):
 def test_indexing_keeps_names_and_rejects_out_of_range(prior):
     dirs = prior_directions(prior)
     assert dirs[2].names == ("pc2",) and dirs[-1].names == (f"pc{W_DIM - 1}",)
+    assert dirs[np.int64(1)].names == ("pc1",) and dirs[torch.tensor(3)].names == ("pc3",)
     assert dirs[[0, 3]].names == ("pc0", "pc3") and len(dirs[1:4]) == 3
     with pytest.raises(InputError, match="out of range"):
         dirs[W_DIM]
