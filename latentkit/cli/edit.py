@@ -174,4 +174,4 @@ def directions(network, n_components, method, prior_path, n_samples, w_samples, 
     written["analysis"] = str(analysis.save(outdir / "analysis.npz"))
     if plot:
         written["figure"] = str(analysis.plot(outdir / "directions.png"))
-    click.echo(json.dumps({**written, "method": method, **analysis.summary()}, indent=2))
+    click.echo(json.dumps({"files": written, "method": method, **analysis.summary()}, indent=2))
