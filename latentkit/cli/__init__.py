@@ -30,6 +30,8 @@ COMMANDS = {
     "interpolate": "latentkit.cli.evaluate:interpolate",
     "ppl": "latentkit.cli.evaluate:ppl",
     "tradeoff": "latentkit.cli.evaluate:tradeoff",
+    "edit": "latentkit.cli.edit:edit",
+    "directions": "latentkit.cli.edit:directions",
 }
 
 
