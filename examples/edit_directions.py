@@ -32,7 +32,8 @@ import torch
 
 from latentkit.io import load_latents, save_latents
 from latentkit.latent.directions import prior_directions, w_pca_directions
-from latentkit.latent.edit import render_edits, save_labelled_grid
+from latentkit.latent.edit import render_edits
+from latentkit.grid import save_labelled_grid
 from latentkit.latent.prior import GaussianPrior
 from latentkit.load import load_generator
 from latentkit.metrics.direction_analysis import analyse_directions
@@ -137,8 +138,7 @@ def run(
         ranges.append(layers)
         edited.append(result.ws)
         files[f"grid_pc{k}"] = save_labelled_grid(
-            outdir / f"pc{k}_layers{layers[0]}-{layers[1]}.png", result.images, cols=len(amounts),
-            col_labels=[f"{a:+g} sd" for a in amounts], title=f"pc{k}, layers {layers[0]}-{layers[1]}", cell=tile)
+            outdir / f"pc{k}_layers{layers[0]}-{layers[1]}.png", result.images, cols=[f"{a:+g} sd" for a in amounts], title=f"pc{k}, layers {layers[0]}-{layers[1]}", tile=tile)
     files["edited_w"] = save_latents(outdir / "edited_w.npz", torch.cat(edited))
     timings["edits"] = time.perf_counter() - start
 

@@ -35,8 +35,16 @@ def _tile(img: torch.Tensor, size: int) -> np.ndarray:
     return arr
 
 
-def labelled_grid(images: torch.Tensor, *, rows: Sequence[str], cols: Sequence[str], tile: int = DEFAULT_TILE):
+def labelled_grid(images: torch.Tensor, *, cols: Sequence[str], rows: Sequence[str] = (), title: str = "",
+                  tile: int = DEFAULT_TILE):
     """A PIL image: ``images [R * C, 3, H, W]`` (row-major, in [-1, 1]) laid out R x C with labels.
+
+    Args:
+        images: ``[R * C, C, H, W]`` in [-1, 1], row-major.
+        cols: one label per column (drawn above).
+        rows: one label per row (drawn on the left); empty: no label column, ``R = N / len(cols)``.
+        title: a line above the column labels.
+        tile: the largest side of each image; larger images are area-downscaled, never upscaled.
 
     Raises:
         ShapeError: ``images`` is not ``len(rows) * len(cols)`` images.
@@ -44,6 +52,8 @@ def labelled_grid(images: torch.Tensor, *, rows: Sequence[str], cols: Sequence[s
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    if not rows and isinstance(images, torch.Tensor) and cols and images.shape[0] % len(cols) == 0:
+        rows = [""] * (images.shape[0] // len(cols))
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != len(rows) * len(cols):
         shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ShapeError(f"images must be [{len(rows)} * {len(cols)}, C, H, W] (rows x columns), got {shape}")
@@ -59,12 +69,15 @@ def labelled_grid(images: torch.Tensor, *, rows: Sequence[str], cols: Sequence[s
         return right - left, bottom - top
 
     label_w = max([size(r)[0] for r in rows] + [0]) + 2 * _PAD
-    label_h = max([size(c)[1] for c in cols] + [0]) + 2 * _PAD
+    title_h = size(title)[1] + 2 * _PAD if title else 0
+    label_h = max([size(c)[1] for c in cols] + [0]) + 2 * _PAD + title_h
     canvas = Image.new("RGB", (label_w + len(cols) * (tw + _PAD), label_h + len(rows) * (th + _PAD)), "white")
     draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((label_w, _PAD), title, fill="black", font=font)
     for j, text in enumerate(cols):
         w, _ = size(text)
-        draw.text((label_w + j * (tw + _PAD) + (tw - w) // 2, _PAD), text, fill="black", font=font)
+        draw.text((label_w + j * (tw + _PAD) + (tw - w) // 2, title_h + _PAD), text, fill="black", font=font)
     for i, text in enumerate(rows):
         _, h = size(text)
         draw.text((_PAD, label_h + i * (th + _PAD) + (th - h) // 2), text, fill="black", font=font)
@@ -73,13 +86,13 @@ def labelled_grid(images: torch.Tensor, *, rows: Sequence[str], cols: Sequence[s
     return canvas
 
 
-def save_labelled_grid(path: str | os.PathLike, images: torch.Tensor, *, rows: Sequence[str], cols: Sequence[str],
-                       tile: int = DEFAULT_TILE) -> Path:
+def save_labelled_grid(path: str | os.PathLike, images: torch.Tensor, *, cols: Sequence[str], rows: Sequence[str] = (),
+                       title: str = "", tile: int = DEFAULT_TILE) -> Path:
     """Write :func:`labelled_grid` as PNG (or JPEG by suffix), atomically; returns the path."""
     from latentkit.io import atomic_path
 
     path = Path(path)
-    grid = labelled_grid(images, rows=rows, cols=cols, tile=tile)
+    grid = labelled_grid(images, rows=rows, cols=cols, title=title, tile=tile)
     with atomic_path(path) as tmp:
         grid.save(tmp, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
     return path

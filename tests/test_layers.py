@@ -18,6 +18,7 @@ RANKS = {
     "latentkit.io": 0,
     "latentkit.hub": 0,
     "latentkit.video": 0,
+    "latentkit.grid": 0,
     "latentkit.nets": 1,
     "latentkit.load": 2,
     "latentkit.latent": 3,

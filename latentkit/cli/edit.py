@@ -37,7 +37,9 @@ def load_prior(prior_path: str | None, G, *, n_samples: int = _PRIOR_SAMPLES):
 
     if prior_path is None:
         say("no --prior given: using the cached prior of this network (fitted on first use)")
-        return GaussianPrior.cached(G, n_samples=n_samples)
+        from latentkit.latent.prior_cache import cached_prior
+
+        return cached_prior(G, n_samples=n_samples)
     prior = GaussianPrior.load(prior_path)
     if prior.w_dim != G.w_dim:
         raise InputError(f"--prior {prior_path} has w_dim {prior.w_dim}, the network has {G.w_dim}: "
@@ -89,7 +91,8 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
     (input latent major, amount minor) and a labelled grid (one row per latent, one column per amount)."""
     from latentkit import io
     from latentkit.latent.directions import Directions, prior_directions
-    from latentkit.latent.edit import parse_amounts, ramp_amounts, render_edits, save_labelled_grid
+    from latentkit.latent.edit import parse_amounts, ramp_amounts, render_edits
+    from latentkit.grid import save_labelled_grid
 
     if (component is None) == (direction_path is None):
         raise click.UsageError("give exactly one of --component K or --direction FILE")
@@ -109,8 +112,8 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
     io.save_latents(outdir / "edited_w.npz", result.ws)
     stem = Path(latents).stem
     grid = save_labelled_grid(
-        outdir / "grid.png", result.images, cols=len(amount_list), col_labels=[f"{a:+g} sd" for a in amount_list],
-        row_labels=[f"{stem}-{i}" for i in range(ws.shape[0])], cell=cell,
+        outdir / "grid.png", result.images, cols=[f"{a:+g} sd" for a in amount_list],
+        rows=[f"{stem}-{i}" for i in range(ws.shape[0])], tile=cell,
         title=f"{direction.names[0]} ({space or direction.space}), layers {layers or 'all'}")
     written = {"latents": str(outdir / "edited_w.npz"), "grid": str(grid)}
     if video:

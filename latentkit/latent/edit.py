@@ -6,16 +6,14 @@ re-apply it) or in W, on all layers or on a layer range as GANSpace's ``start..e
 the range are returned bit for bit, and ``amount = 0`` returns a copy of ``ws``.
 
 :func:`edit_sweep` stacks several amounts (input latent major, amount minor), :func:`render_edits`
-renders them, and :func:`save_labelled_grid` writes a grid with row and column labels.
+renders them (grids: :func:`latentkit.grid.save_labelled_grid`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +27,7 @@ from latentkit.latent.prior import v_to_w, w_to_v
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
 
-__all__ = ["edit", "edit_sweep", "parse_layers", "parse_amounts", "render_edits", "ramp_amounts", "EditResult", "save_labelled_grid",
+__all__ = ["edit", "edit_sweep", "parse_layers", "parse_amounts", "render_edits", "ramp_amounts", "EditResult",
            "DEFAULT_AMOUNTS"]
 
 DEFAULT_AMOUNTS = (-3.0, -1.5, 0.0, 1.5, 3.0)
@@ -219,56 +217,3 @@ def render_edits(
     return EditResult(edited, torch.cat(images), [float(a) for a in amounts], parse_layers(layers, G.num_ws))
 
 
-def save_labelled_grid(
-    path: str | os.PathLike,
-    imgs: torch.Tensor,
-    *,
-    cols: int,
-    col_labels: Sequence[str] = (),
-    row_labels: Sequence[str] = (),
-    title: str = "",
-    cell: int | None = None,
-) -> Path:
-    """Write images ``[N, C, H, W]`` in [-1, 1] as a grid with a header row and a label column (PNG).
-
-    Args:
-        path: the output file.
-        imgs: ``[N, C, H, W]``, row-major, ``cols`` per row.
-        cols: images per row.
-        col_labels: one label per column (drawn above the grid).
-        row_labels: one label per row (drawn on the left).
-        title: a line above the column labels.
-        cell: resize every image to ``cell`` px first (None: as they are).
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    from latentkit.io import atomic_path, to_uint8
-
-    imgs = imgs.detach().float().cpu()
-    if cell is not None and imgs.shape[-1] != cell:
-        mode = "area" if imgs.shape[-1] > cell else "nearest"
-        imgs = torch.nn.functional.interpolate(imgs, size=(cell, cell), mode=mode)
-    array = to_uint8(imgs)  # [N, H, W, C]
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    n, h, w, _ = array.shape
-    rows = -(-n // cols)
-    font = ImageFont.load_default()
-    line = 14
-    top = line * (bool(title) + bool(col_labels)) + (4 if (title or col_labels) else 0)
-    left = (max((len(s) for s in row_labels), default=0) * 7 + 8) if row_labels else 0
-    canvas = Image.new("RGB", (left + cols * w, top + rows * h), (255, 255, 255))
-    for i in range(n):
-        r, c = divmod(i, cols)
-        canvas.paste(Image.fromarray(array[i]), (left + c * w, top + r * h))
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((left + 2, 2), title, fill=(0, 0, 0), font=font)
-    for c, label in enumerate(col_labels[:cols]):
-        draw.text((left + c * w + 2, top - line - 2), str(label), fill=(0, 0, 0), font=font)
-    for r, label in enumerate(row_labels[:rows]):
-        draw.text((2, top + r * h + h // 2 - 6), str(label), fill=(0, 0, 0), font=font)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
-    return path

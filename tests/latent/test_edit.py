@@ -11,7 +11,8 @@ from PIL import Image
 from latentkit.errors import InputError, ShapeError
 from latentkit.latent.boundaries import fit_direction
 from latentkit.latent.directions import pca_directions, prior_directions
-from latentkit.latent.edit import edit, edit_sweep, parse_amounts, parse_layers, render_edits, save_labelled_grid
+from latentkit.latent.edit import edit, edit_sweep, parse_amounts, parse_layers, render_edits
+from latentkit.grid import save_labelled_grid
 from latentkit.latent.prior import GaussianPrior, v_to_w
 
 W_DIM, NUM_WS = 6, 5
@@ -152,7 +153,7 @@ def test_render_edits_and_labelled_grid(toy_generator, tmp_path):
     assert result.ws.shape == (6, G.num_ws, G.w_dim) and result.images.shape == (6, 3, 16, 16)
     assert result.layers == [0, 1] and result.amounts == [-2.0, 0.0, 2.0]
     torch.testing.assert_close(result.images[1], G.synthesis(ws[:1])[0], rtol=0, atol=0)
-    path = save_labelled_grid(tmp_path / "grid.png", result.images, cols=3, col_labels=["-2", "0", "+2"],
-                              row_labels=["a", "b"], title="pc0, layers 0-1", cell=32)
+    path = save_labelled_grid(tmp_path / "grid.png", result.images, cols=["-2", "0", "+2"],
+                              rows=["a", "b"], title="pc0, layers 0-1", tile=32)
     with Image.open(path) as im:
-        assert im.width > 3 * 32 and im.height > 2 * 32
+        assert im.width > 3 * 16 and im.height > 2 * 16  # 16 px tiles (never upscaled) plus labels and title
