@@ -2,7 +2,8 @@
 
 Each command lives in a module of this package and is imported only when it runs, so
 ``latentkit --help`` does not import torch. A :class:`~latentkit.errors.LatentkitError` becomes a
-one-line error and exit status 1; any other exception is a bug and keeps its traceback.
+one-line error and exit status 1; a usage error (a bad option or argument) is one line and exit status 2
+(click's convention); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _OneLineUsageError(click.UsageError):
+    """A usage error shown as one line (click's usage block trimmed), exit status 2 as click's convention."""
+
+    def show(self, file=None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", err=True)
+
+
 class _LazyGroup(click.Group):
     """A group that imports each command's module on first use and turns toolkit errors into one line."""
 
@@ -67,6 +76,10 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            if isinstance(err, _OneLineUsageError):
+                raise
+            raise _OneLineUsageError(err.format_message(), err.ctx) from err
         except LatentkitError as err:
             # one line, but nothing dropped: an offline error names the URL, the sha256 and the path
             message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
