@@ -67,8 +67,8 @@ def _prior(path: str | None, G):
 @click.argument("b", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--pairs", nargs=2, type=click.Path(exists=True, file_okay=False), default=None,
               metavar="DIR_A DIR_B", help="Compare every image of DIR_A with the file of the same name in DIR_B.")
-@click.option("--backend", type=click.Choice(["facenet", "dlib"]), default="facenet", show_default=True,
-              help="facenet (needs its weights) or dlib (offline; pip install 'latentkit[dlib]').")
+@click.option("--backend", type=click.Choice(["auto", "facenet", "dlib"]), default="auto", show_default=True,
+              help="auto: facenet when its weights are cached or given (--face-weights), else dlib (offline).")
 @click.option("--face-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local InceptionResnetV1 (vggface2) weights for the facenet backend.")
 @click.option("--detect/--no-detect", default=True, show_default=True,
@@ -79,7 +79,7 @@ def _prior(path: str | None, G):
 def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> None:
     """Face identity similarity (cosine of face embeddings) of A and B, or of pairs of files; JSON on stdout."""
     from latentkit.io import IMAGE_SUFFIXES
-    from latentkit.metrics.identity import identity_similarity
+    from latentkit.metrics.identity import choose_backend, compare_faces
 
     if (pairs is not None and (a is not None or b is not None)) or (pairs is None and (a is None or b is None)):
         raise click.UsageError("give two images A B, or --pairs DIR_A DIR_B (not both)")
@@ -94,17 +94,33 @@ def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> 
         files_a, files_b = [str(dir_a / n) for n in matched], [str(dir_b / n) for n in matched]
     else:
         matched, files_a, files_b = [Path(a).name], [a], [b]
-    sims = identity_similarity(files_a, files_b, backend=backend, detect=detect, on_missing=on_missing,
-                               face_weights=face_weights, device=resolve_device(device)).tolist()
-    found = [s for s in sims if math.isfinite(s)]
+    dev = resolve_device(device)
+    chosen = choose_backend(face_weights) if backend == "auto" else backend
+    if backend == "auto":
+        say(f"identity backend: {chosen} ("
+            + ("facenet weights found" if chosen == "facenet" else "facenet weights not cached; --face-weights FILE to use them")
+            + ")")
+    result = compare_faces(files_a, files_b, backend=chosen, detect=detect, face_weights=face_weights, device=dev)
+    sims, dists, same = result.similarity.tolist(), result.distance.tolist(), result.same_person.tolist()
+    missing = [(fa, fb) for fa, fb, x in zip(files_a, files_b, sims) if not math.isfinite(x)]
+    if missing and on_missing == "raise":
+        from latentkit.errors import InputError
+
+        raise InputError(f"no face found in {missing[0][0]} or {missing[0][1]} ({len(missing)} of {len(sims)} pairs, "
+                         f"backend {chosen!r}); pass --on-missing nan to report null for those pairs, or --no-detect "
+                         "for aligned face crops")
+    found = [x for x in sims if math.isfinite(x)]
     out = {
-        "backend": backend,
-        "pairs": [{"a": fa, "b": fb, "similarity": s} for fa, fb, s in zip(files_a, files_b, sims)],
+        "backend": result.backend,
+        "operating_point": result.operating_point,
+        "threshold": result.threshold,
+        "pairs": [{"a": fa, "b": fb, "similarity": x, "distance": d, "same_person": bool(v) if math.isfinite(x) else None}
+                  for fa, fb, x, d, v in zip(files_a, files_b, sims, dists, same)],
         "mean": sum(found) / len(found) if found else None,
         "faces_missing": len(sims) - len(found),
     }
     if pairs is None:
-        out["similarity"] = sims[0]
+        out.update(similarity=sims[0], distance=dists[0], same_person=out["pairs"][0]["same_person"])
     click.echo(_json(out))
 
 

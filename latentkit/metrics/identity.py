@@ -20,6 +20,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,19 @@ import torch
 
 from latentkit.errors import InputError, ShapeError, WeightsUnavailableError
 
-__all__ = ["BACKENDS", "FACENET_URL", "FaceEmbedder", "face_embeddings", "identity_similarity"]
+__all__ = ["BACKENDS", "FACENET_URL", "OPERATING_POINTS", "FaceComparison", "FaceEmbedder", "choose_backend",
+           "compare_faces", "face_embeddings", "identity_similarity"]
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("facenet", "dlib")
+#: Published "same person" operating points, per backend: (distance, threshold, where it comes from).
+OPERATING_POINTS = {
+    "dlib": ("euclidean distance of dlib's raw 128-d descriptors", 0.6,
+             "dlib's face recognition model: distance < 0.6 means the same person (99.38 % on LFW)"),
+    "facenet": ("squared euclidean distance of unit-length embeddings", 1.1,
+                "FaceNet (Schroff et al. 2015): squared L2 distance < 1.1 means the same person on LFW"),
+}
 FACENET_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 
 ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
@@ -207,11 +216,12 @@ class FaceEmbedder:
 
     # -- both --------------------------------------------------------------------------------------
 
-    def embed(self, images: list[np.ndarray], *, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, images: list[np.ndarray], *, batch_size: int = 32, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed uint8 ``[H, W, 3]`` images.
 
         Returns:
-            ``(embeddings [N, D] float32, unit length, NaN rows where no face was found; found [N] bool)``.
+            ``(embeddings [N, D] float32, unit length (raw descriptors with ``normalize=False``), NaN rows
+            where no face was found; found [N] bool)``.
         """
         dim = 512 if self.backend == "facenet" else 128
         out = torch.full((len(images), dim), math.nan)
@@ -236,7 +246,8 @@ class FaceEmbedder:
                 for (i, _), e in zip(chunk, emb):
                     out[i] = e
                     found[i] = True
-        out = torch.nn.functional.normalize(out, dim=1)
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=1)
         return out, found
 
 
@@ -325,3 +336,75 @@ def identity_similarity(
                     f"detect=False for aligned face crops"
                 )
     return (emb_a * emb_b).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class FaceComparison:
+    """What :func:`compare_faces` found, per pair: ``[N]`` tensors on the CPU (NaN where no face was found).
+
+    Attributes:
+        similarity: cosine similarity of the unit-length embeddings (as :func:`identity_similarity`).
+        distance: the backend's own distance (:data:`OPERATING_POINTS`).
+        same_person: ``distance < threshold`` (False where a face is missing).
+        threshold, backend, operating_point: the published operating point used.
+    """
+
+    similarity: torch.Tensor
+    distance: torch.Tensor
+    same_person: torch.Tensor
+    threshold: float
+    backend: str
+    operating_point: str
+
+
+def choose_backend(face_weights: str | os.PathLike | None = None) -> str:
+    """``'facenet'`` when its weights are given or cached and facenet-pytorch imports, else ``'dlib'``."""
+    if face_weights is not None:
+        return "facenet"
+    try:
+        from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
+    except ImportError:
+        return "dlib"
+    cached = Path(get_torch_home()) / "checkpoints" / Path(FACENET_URL).name
+    return "facenet" if cached.is_file() else "dlib"
+
+
+def compare_faces(
+    a: Images,
+    b: Images,
+    *,
+    backend: str = "auto",
+    detect: bool = True,
+    face_weights: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+) -> FaceComparison:
+    """Same person or not, by the backend's published operating point, with the raw similarity beside it.
+
+    Args:
+        a, b: images as in :func:`identity_similarity` (missing faces give NaN and ``same_person`` False).
+        backend: ``'auto'`` (:func:`choose_backend`: facenet if its weights are available, else dlib),
+            ``'facenet'`` or ``'dlib'``.
+        detect, face_weights, device: as in :func:`identity_similarity`.
+
+    Returns:
+        :class:`FaceComparison`.
+
+    Raises:
+        InputError, ShapeError, WeightsUnavailableError: as :func:`identity_similarity`.
+    """
+    chosen = choose_backend(face_weights) if backend == "auto" else backend
+    embedder = FaceEmbedder(chosen, detect=detect, face_weights=face_weights, device=device)
+    images_a, images_b = _to_uint8_list(a, "a"), _to_uint8_list(b, "b")
+    if len(images_a) != len(images_b) and 1 not in (len(images_a), len(images_b)):
+        raise ShapeError(f"a and b must hold the same number of images (or one of them 1), got {len(images_a)} and {len(images_b)}")
+    raw_a, _ = embedder.embed(images_a, normalize=False)
+    raw_b, _ = embedder.embed(images_b, normalize=False)
+    unit_a, unit_b = torch.nn.functional.normalize(raw_a, dim=1), torch.nn.functional.normalize(raw_b, dim=1)
+    similarity = (unit_a * unit_b).sum(dim=1)
+    if chosen == "dlib":
+        distance = (raw_a - raw_b).norm(dim=1)
+    else:
+        distance = (unit_a - unit_b).square().sum(dim=1)
+    what, threshold, source = OPERATING_POINTS[chosen]
+    same = torch.nan_to_num(distance, nan=math.inf) < threshold
+    return FaceComparison(similarity, distance, same, float(threshold), chosen, f"{what} < {threshold:g} ({source})")

@@ -97,7 +97,7 @@ def test_identity_missing_face_nan_is_null(tmp_path):
     grey = tmp_path / "grey.png"
     Image.new("RGB", (96, 96), (128, 128, 128)).save(grey)
     failed = run(["identity", ASTRONAUT, grey, "--backend", "dlib"])
-    assert failed.exit_code == 1 and "no face found in b[0]" in failed.output
+    assert failed.exit_code == 1 and "no face found in" in failed.output and "--on-missing nan" in failed.output
     result = run(["identity", ASTRONAUT, grey, "--backend", "dlib", "--on-missing", "nan"])
     assert result.exit_code == 0
     out = json.loads(result.stdout)
@@ -113,9 +113,15 @@ def test_identity_usage_errors(tmp_path):
 
 
 def test_identity_facenet_offline_and_random_local_weights(tmp_path):
-    result = run(["identity", ASTRONAUT, HOPPER])
+    result = run(["identity", ASTRONAUT, HOPPER, "--backend", "facenet"])
     assert result.exit_code == 1
     assert "Error: facenet weights" in result.output and "--face-weights" in result.output
+    auto = run(["identity", ASTRONAUT, HOPPER])  # offline default: dlib, said on stderr, with a verdict
+    assert auto.exit_code == 0, auto.output
+    assert "identity backend: dlib" in auto.stderr
+    verdict = json.loads(auto.stdout)
+    assert verdict["backend"] == "dlib" and verdict["threshold"] == 0.6 and verdict["same_person"] is False
+    assert verdict["distance"] > 0.6  # two different people, by dlib's published operating point
     from facenet_pytorch import InceptionResnetV1
 
     weights = tmp_path / "RANDOM-facenet.pt"  # random weights: tests the plumbing only

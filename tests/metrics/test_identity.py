@@ -188,3 +188,24 @@ def test_facenet_bad_weight_files(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read facenet weights"):
         FaceEmbedder("facenet", face_weights=junk)
+
+
+def test_compare_faces_uses_the_published_operating_point():
+    pytest.importorskip("dlib")
+    from latentkit.metrics.identity import OPERATING_POINTS, compare_faces
+
+    result = compare_faces([PHOTOS / "astronaut.jpg", PHOTOS / "astronaut.jpg"],
+                           [PHOTOS / "astronaut.jpg", PHOTOS / "grace_hopper.jpg"], backend="dlib")
+    assert result.backend == "dlib" and result.threshold == OPERATING_POINTS["dlib"][1] == 0.6
+    assert result.same_person.tolist() == [True, False]
+    assert float(result.distance[0]) < 1e-6 and float(result.distance[1]) > 0.6
+    assert float(result.similarity[0]) == pytest.approx(1.0, abs=1e-6)
+    # dlib's raw descriptors are not unit length: the verdict uses their distance, not the cosine's
+    assert float(result.distance[1]) ** 2 != pytest.approx(2 - 2 * float(result.similarity[1]), rel=1e-3)
+
+
+def test_choose_backend_prefers_given_facenet_weights(tmp_path):
+    from latentkit.metrics.identity import choose_backend
+
+    assert choose_backend(tmp_path / "w.pt") == "facenet"
+    assert choose_backend() == "dlib"  # the tests' private torch home holds no facenet weights
