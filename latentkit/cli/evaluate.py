@@ -18,7 +18,7 @@ from latentkit.cli._common import device_option, resolve_device, resolve_network
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
 
 _METRICS = "fid,kid,precision,recall,density,coverage"  # latentkit.metrics.quality.METRICS
-_FEATURES = ["inception", "pixels", "dlib_face"]  # quality.FEATURES without 'precomputed'
+_FEATURES = ["auto", "inception", "pixels", "dlib_face"]  # quality.FEATURES without 'precomputed', plus auto
 _NEAREST_K = 5  # evaluate(nearest_k=...)
 _PPL_SAMPLES = 50_000  # perceptual_path_length(num_samples=...)
 _PPL_EPSILON = 1e-4  # latentkit.metrics.ppl.EPSILON
@@ -231,7 +231,8 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
 @click.option("--out", "outdir", type=click.Path(file_okay=False), default="tradeoff", show_default=True,
               help="Folder for tradeoff.csv, tradeoff.json and tradeoff.png.")
 @click.option("--features", type=click.Choice(_FEATURES), default="inception", show_default=True)
-@click.option("--identity-backend", type=click.Choice(["facenet", "dlib"]), default="facenet", show_default=True)
+@click.option("--identity-backend", type=click.Choice(["auto", "facenet", "dlib"]), default="auto", show_default=True,
+              help="auto: facenet when its weights are cached or given (--face-weights), else dlib (offline).")
 @click.option("--detect-faces/--no-detect-faces", default=False, show_default=True,
               help="Detect faces before embedding (off: generator output is already aligned).")
 @click.option("--face-weights", type=click.Path(exists=True, dir_okay=False), default=None)
@@ -253,6 +254,10 @@ def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, feature
         features=features, identity_backend=identity_backend, detect_faces=detect_faces, face_weights=face_weights,
         inception_weights=inception_weights, prior_samples=prior_samples, batch_size=batch_size,
     )
+    try:  # the plot is written last: check its dependency before minutes of work
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException("tradeoff writes tradeoff.png and needs matplotlib: pip install 'latentkit[plot]'") from None
     G = _load(network, resolve_device(device))
     prior = GaussianPrior.load(prior_path) if prior_path is not None else None
     result = run(G, prior=prior, real=real, settings=settings)

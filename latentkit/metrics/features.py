@@ -21,9 +21,10 @@ from latentkit.errors import InputError, ShapeError, WeightsUnavailableError
 from latentkit.metrics.image_sources import image_batches
 
 __all__ = ["FEATURES", "INCEPTION_URL", "PIXEL_SIZE", "as_features", "extract_features", "feature_extractor",
-           "inception_cache_path", "run_extractor"]
+           "inception_cache_path", "resolve_features", "run_extractor"]
 
 FEATURES = ("inception", "pixels", "dlib_face", "precomputed")
+OFFLINE_FALLBACK = "pixels"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 PIXEL_SIZE = 16
 
@@ -65,8 +66,9 @@ def _inception_extractor(weights: str | os.PathLike | None, device: torch.device
         raise WeightsUnavailableError(
             f"the FID Inception-v3 weights are not cached and cannot be downloaded ({type(err).__name__}: {err}). "
             f"Download {INCEPTION_URL} and put it at {path} (the torch hub cache; set TORCH_HOME to move it), "
-            f"or pass inception_weights= (--inception-weights). Offline, features='pixels' or 'dlib_face' give "
-            f"stand-in distances named fd_<features>, not FID."
+            f"or pass inception_weights= (--inception-weights FILE). Offline, features='pixels' or 'dlib_face' "
+            f"(--features pixels|dlib_face, or --features auto to fall back by itself) give stand-in distances "
+            f"named fd_<features>, not FID."
         ) from err
     net = net.to(device)
 
@@ -92,6 +94,21 @@ def _dlib_extractor() -> Callable[[torch.Tensor], torch.Tensor]:
         return embedder.embed(arrays)[0].double()
 
     return run
+
+
+def resolve_features(features: str, inception_weights: str | os.PathLike | None = None) -> str:
+    """``'auto'`` -> ``'inception'`` when its weights are given or cached, else the offline stand-in
+    ``'pixels'`` (logged, and the result's keys say ``fd_pixels``, never ``fid``); other names unchanged."""
+    import logging
+
+    if features != "auto":
+        return features
+    if inception_weights is not None or inception_cache_path().is_file():
+        return "inception"
+    logging.getLogger(__name__).warning(
+        "features='auto': no Inception-v3 weights cached at %s, measuring in the offline '%s' space instead "
+        "(fd_%s, not FID; --inception-weights FILE for FID)", inception_cache_path(), OFFLINE_FALLBACK, OFFLINE_FALLBACK)
+    return OFFLINE_FALLBACK
 
 
 def feature_extractor(

@@ -33,6 +33,7 @@ from latentkit.metrics.features import (
     extract_features,
     feature_extractor,
     inception_cache_path,
+    resolve_features,
     run_extractor,
 )
 
@@ -257,8 +258,9 @@ def evaluate(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise InputError(f"metrics must be a non-empty subset of {METRICS}, got {list(metrics)}")
+    features = resolve_features(features, inception_weights)
     if features not in FEATURES:
-        raise InputError(f"features must be one of {FEATURES}, got {features!r}")
+        raise InputError(f"features must be one of {FEATURES} or 'auto', got {features!r}")
     if features == "precomputed":
         feats_real, feats_fake = as_features(real, "real"), as_features(fake, "fake")
     else:

@@ -53,7 +53,7 @@ class TradeoffSettings:
         seed: first seed; samples use ``seed .. seed + N - 1``, the generated reference the next N.
         features: feature space of the distances, as in :func:`latentkit.metrics.quality.evaluate`
             (``'inception'`` gives FID/KID; ``'pixels'``/``'dlib_face'`` are offline stand-ins named as such).
-        identity_backend: ``'facenet'`` or ``'dlib'``.
+        identity_backend: ``'auto'`` (facenet when its weights are cached or given, else dlib), ``'facenet'`` or ``'dlib'``.
         detect_faces: find faces before embedding; False (default) embeds the whole image, right for
             generators trained on aligned faces.
         face_weights: local facenet weights file (facenet backend).
@@ -67,7 +67,7 @@ class TradeoffSettings:
     num_samples: int = 1000
     seed: int = 0
     features: str = "inception"
-    identity_backend: str = "facenet"
+    identity_backend: str = "auto"
     detect_faces: bool = False
     face_weights: str | None = None
     inception_weights: str | None = None
@@ -195,8 +195,8 @@ def tradeoff(
     from tqdm import tqdm
 
     from latentkit.latent.compress import compress, truncate
-    from latentkit.metrics.identity import FaceEmbedder
-    from latentkit.metrics.features import feature_extractor, run_extractor
+    from latentkit.metrics.identity import FaceEmbedder, choose_backend
+    from latentkit.metrics.features import feature_extractor, resolve_features, run_extractor
     from latentkit.metrics.quality import (
         frechet_distance,
         kernel_distance,
@@ -210,9 +210,12 @@ def tradeoff(
         prior_info = {"fitted_here": True, "n_samples": s.prior_samples}
     else:
         prior_info = {"fitted_here": False, "n_samples": int(getattr(prior, "n_samples_", 0))}
-    embedder = FaceEmbedder(s.identity_backend, detect=s.detect_faces, face_weights=s.face_weights, device=G.w_avg.device)
-    extract = feature_extractor(s.features, inception_weights=s.inception_weights, device=G.w_avg.device)
-    fd_key, kd_key = metric_keys(s.features)
+    backend = choose_backend(s.face_weights) if s.identity_backend == "auto" else s.identity_backend
+    logger.info("tradeoff: identity by %s, distances in the %s feature space", backend, resolve_features(s.features, s.inception_weights))
+    embedder = FaceEmbedder(backend, detect=s.detect_faces, face_weights=s.face_weights, device=G.w_avg.device)
+    features = resolve_features(s.features, s.inception_weights)
+    extract = feature_extractor(features, inception_weights=s.inception_weights, device=G.w_avg.device)
+    fd_key, kd_key = metric_keys(features)
 
     def features_of(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, embs = [], []
@@ -222,12 +225,14 @@ def tradeoff(
         return torch.cat(feats), torch.cat(embs)
 
     if real is not None:
-        ref_feats = run_extractor(extract, real, "real", features=s.features, num_samples=None, seed=s.seed,
+        ref_feats = run_extractor(extract, real, "real", features=features, num_samples=None, seed=s.seed,
                                    batch_size=s.batch_size, progress=progress)
         reference = f"real images ({real if not isinstance(real, torch.Tensor) else 'tensor'}, {len(ref_feats)} images)"
     else:
         ref_ws, _ = _mapped(G, range(s.seed + n, s.seed + 2 * n))
-        ref_feats = torch.cat([extract(b) for b in _render(G, ref_ws, s.batch_size)])
+        batches = tqdm(_render(G, ref_ws, s.batch_size), total=-(-n // s.batch_size), disable=not progress,
+                       desc="reference images", unit="batch", leave=False)
+        ref_feats = torch.cat([extract(b) for b in batches])
         reference = f"generator's untruncated samples, seeds {s.seed + n}..{s.seed + 2 * n - 1}"
 
     ws, c = _mapped(G, range(s.seed, s.seed + n))
@@ -250,7 +255,7 @@ def tradeoff(
             ok = ~torch.isnan(sims)
             if not bool(ok.any()):
                 raise InputError(
-                    f"no face found in any sample for {method}={value} (backend {s.identity_backend!r}); "
+                    f"no face found in any sample for {method}={value} (backend {backend!r}); "
                     "use detect_faces=False (--no-detect-faces) for aligned generator output"
                 )
             kd, kd_std = kernel_distance(ref_feats, feats, seed=s.seed)

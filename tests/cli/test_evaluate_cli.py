@@ -51,7 +51,7 @@ def test_cli_defaults_match_the_api():
     from latentkit.metrics.tradeoff import TradeoffSettings
 
     assert cli_eval._METRICS == ",".join(METRICS)
-    assert cli_eval._FEATURES == [f for f in FEATURES if f != "precomputed"]
+    assert cli_eval._FEATURES == ["auto"] + [f for f in FEATURES if f != "precomputed"]
     assert cli_eval._NEAREST_K == inspect.signature(evaluate).parameters["nearest_k"].default
     ppl_params = inspect.signature(perceptual_path_length).parameters
     assert cli_eval._PPL_SAMPLES == ppl_params["num_samples"].default

@@ -240,3 +240,15 @@ def test_errors(tmp_path, toy_generator):
         kernel_distance(a, a, subset_size=11)
     with pytest.raises(ShapeError, match=r"N > nearest_k \+ 1"):
         prdc_metrics(a, a, nearest_k=9)
+
+
+def test_auto_features_fall_back_offline_and_say_so(caplog):
+    from latentkit.metrics.features import resolve_features
+
+    with caplog.at_level("WARNING", logger="latentkit.metrics.features"):
+        assert resolve_features("auto") == "pixels"  # the tests' torch home holds no Inception weights
+    assert "not FID" in caplog.text and "--inception-weights" in caplog.text
+    assert resolve_features("auto", "local.pth") == "inception" and resolve_features("dlib_face") == "dlib_face"
+    real = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    result = evaluate(real, real, metrics=("fid",), features="auto", progress=False)
+    assert result.features == "pixels" and "fd_pixels" in result.metrics and "fid" not in result.metrics
