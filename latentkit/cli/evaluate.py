@@ -127,7 +127,7 @@ def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> 
 @click.command("evaluate")
 @click.option("--real", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of real images.")
 @click.option("--fake", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of generated images.")
-@click.option("--network", default=None, help="Or sample a generator (file or registry name) instead of --fake.")
+@click.option("--network", default=None, help="Sample this generator instead of --fake (default: the default network).")
 @click.option("-n", "--num-samples", type=click.IntRange(min=2), default=None,
               help="Samples drawn from --network (required with it); caps images read from folders.")
 @click.option("--metrics", default=_METRICS, show_default=True, help="Comma-separated subset.")
@@ -143,8 +143,8 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
     """FID, KID, precision, recall, density, coverage of --fake (or --network samples) against --real; JSON on stdout."""
     from latentkit.metrics.quality import evaluate as run
 
-    if (fake is None) == (network is None):
-        raise click.UsageError("give exactly one of --fake DIR and --network SOURCE")
+    if fake is not None and network is not None:
+        raise click.UsageError("give either --fake DIR or --network SOURCE (default: samples of the default network)")
     dev = resolve_device(device)
     source = fake if fake is not None else _load(network, dev)
     result = run(real, source, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
