@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 
 import click
 
@@ -50,6 +51,10 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
         pass
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
 class _OneLineUsageError(click.UsageError):
@@ -97,6 +102,8 @@ def main(verbose: int, quiet: bool) -> None:
     """latentkit: project images into StyleGAN latent spaces, keep latents well-behaved
     (Gaussianized-W prior), compress instead of truncate, and measure the results."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    if not quiet:  # the library's warnings.warn, as one line without Python's file/line/source decoration
+        warnings.showwarning = _one_line_warning
     root = logging.getLogger("latentkit")
     root.setLevel(level)
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):

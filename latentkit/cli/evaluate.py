@@ -170,21 +170,37 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
               help="Also write the first pair's path as a video (.mp4 needs latentkit[video]; .gif needs imageio).")
 @click.option("--fps", type=float, default=24.0, show_default=True)
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--row-a", type=click.IntRange(min=0), default=None, help="Use only this latent of A (0-based).")
+@click.option("--row-b", type=click.IntRange(min=0), default=None, help="Use only this latent of B (0-based).")
 @device_option
-def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, device) -> None:
+def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, row_a, row_b, device) -> None:
     """Interpolate between the latents of A.npz and B.npz (NVIDIA's key 'w'; 'z' for --space z) and render."""
+    from latentkit.errors import InputError
+    from latentkit.grid import save_labelled_grid
+    from latentkit.io import load_latents
     from latentkit.latent.interpolate import render_interpolation, save_video
-    from latentkit.io import load_latents, save_grid
 
     dev = resolve_device(device)
     G = _load(network, dev)
     key = "z" if space == "z" else "w"
     la, lb = load_latents(a, key=key), load_latents(b, key=key)
+    for name, latents, row in (("A", la, row_a), ("B", lb, row_b)):
+        if row is not None and row >= latents.shape[0]:
+            raise InputError(f"--row-{name.lower()} {row} is out of range: {name} holds {latents.shape[0]} latents")
+    la = la if row_a is None else la[row_a : row_a + 1]
+    lb = lb if row_b is None else lb[row_b : row_b + 1]
+    if la.shape[0] != lb.shape[0] and 1 in (la.shape[0], lb.shape[0]):  # one latent against each of the others
+        n = max(la.shape[0], lb.shape[0])
+        la, lb = la.expand(n, *la.shape[1:]), lb.expand(n, *lb.shape[1:])
+    if la.shape[0] != lb.shape[0]:
+        raise InputError(f"A holds {la.shape[0]} latents and B {lb.shape[0]}: pick one of each with --row-a K --row-b K")
     if space == "z":
         la, lb = la[:, 0], lb[:, 0]  # [N, z_dim]
     prior = _prior(prior_path, G) if space == "v" else None
     frames = render_interpolation(G, la, lb, steps, space=space, prior=prior, noise_mode=noise_mode)  # [S, N, C, H, W]
-    save_grid(out, frames.transpose(0, 1).flatten(0, 1), cols=steps)
+    cols = [f"t={k / (steps - 1):.2f}" for k in range(steps)]
+    save_labelled_grid(out, frames.transpose(0, 1).flatten(0, 1), cols=cols,
+                       rows=[f"pair {i}" for i in range(frames.shape[1])], title=f"interpolation in {space}")
     say(f"wrote {out}")
     written = {"grid": str(out)}
     if video is not None:

@@ -187,11 +187,17 @@ def test_interpolate_v_grid_and_video(G, prior_file, tmp_path):
     assert json.loads(result.stdout) == {"grid": str(tmp_path / "grid.png"), "video": str(tmp_path / "path.gif"),
                                          "steps": 4, "space": "v", "pairs": 2}
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert grid.shape == (2 * 32, 4 * 32, 3)
+    # The labelled grid of the rendered path: rows = pairs, columns = t; ends are the given latents exactly.
+    from latentkit.grid import labelled_grid
+    from latentkit.latent.interpolate import render_interpolation
+    from latentkit.latent.prior import GaussianPrior
+
+    frames = render_interpolation(G, ws[:2], ws[2:], 4, space="v", prior=GaussianPrior.load(prior_file))
+    expected = labelled_grid(frames.transpose(0, 1).flatten(0, 1), cols=[f"t={k / 3:.2f}" for k in range(4)],
+                             rows=["pair 0", "pair 1"], title="interpolation in v")
+    np.testing.assert_array_equal(grid, np.asarray(expected))
     first = io.to_uint8(G.synthesis(ws[:1], noise_mode="const"))[0]
-    last = io.to_uint8(G.synthesis(ws[3:4], noise_mode="const"))[0]
-    np.testing.assert_array_equal(grid[:32, :32], first)  # row 0 starts at a[0]
-    np.testing.assert_array_equal(grid[32:, 96:], last)  # row 1 ends at b[1]
+    np.testing.assert_array_equal(io.to_uint8(frames[0, 0:1])[0], first)  # row 0 starts at a[0]
     import imageio.v3 as iio
 
     assert iio.imread(tmp_path / "path.gif", index=None).shape[0] == 4
@@ -204,16 +210,34 @@ def test_interpolate_w_and_z(G, tmp_path):
     result = run(["interpolate", tmp_path / "a.npy", tmp_path / "b.npy", "--steps", 3, "--network", NET,
                   "--out", tmp_path / "w.png"])
     assert result.exit_code == 0, result.output
-    assert np.asarray(Image.open(tmp_path / "w.png")).shape == (32, 96, 3)
+    height, width, _ = np.asarray(Image.open(tmp_path / "w.png")).shape  # 1 row x 3 tiles of 32 px, labelled
+    assert 3 * 32 < width < 3 * 36 + 100 and 32 < height < 36 + 60
     z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(2)).numpy()
     np.savez(tmp_path / "za.npz", z=z[:1])
     np.savez(tmp_path / "zb.npz", z=z[1:])
     zres = run(["interpolate", tmp_path / "za.npz", tmp_path / "zb.npz", "--space", "z", "--steps", 5, "--network", NET,
                 "--out", tmp_path / "z.png"])
     assert zres.exit_code == 0, zres.output
-    assert np.asarray(Image.open(tmp_path / "z.png")).shape == (32, 160, 3)
+    height, width, _ = np.asarray(Image.open(tmp_path / "z.png")).shape  # 1 row x 5 tiles, labelled
+    assert 5 * 32 < width < 5 * 36 + 100 and 32 < height < 36 + 60
     wrong_key = run(["interpolate", tmp_path / "za.npz", tmp_path / "zb.npz", "--network", NET, "--out", tmp_path / "x.png"])
     assert wrong_key.exit_code == 1 and "has no array 'w'" in wrong_key.output
+
+
+def test_interpolate_picks_rows_and_broadcasts_one(G, tmp_path):
+    ws = G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(3)))
+    io.save_latents(tmp_path / "eight.npz", ws)
+    io.save_latents(tmp_path / "one.npz", ws[:1])
+    io.save_latents(tmp_path / "three.npz", ws[:3])
+    base = ["interpolate", "--steps", 2, "--network", NET, "--out", tmp_path / "g.png"]
+    refused = run([*base[:1], tmp_path / "eight.npz", tmp_path / "three.npz", *base[1:]])
+    assert refused.exit_code == 1 and "--row-a K --row-b K" in refused.output
+    picked = run([*base[:1], tmp_path / "eight.npz", tmp_path / "three.npz", *base[1:], "--row-a", 5, "--row-b", 2])
+    assert picked.exit_code == 0 and json.loads(picked.stdout)["pairs"] == 1
+    fan = run([*base[:1], tmp_path / "one.npz", tmp_path / "eight.npz", *base[1:]])
+    assert fan.exit_code == 0 and json.loads(fan.stdout)["pairs"] == 8
+    out_of_range = run([*base[:1], tmp_path / "one.npz", tmp_path / "eight.npz", *base[1:], "--row-a", 3])
+    assert out_of_range.exit_code == 1 and "A holds 1 latents" in out_of_range.output
 
 
 # --------------------------------------------------------------------------------------------------
