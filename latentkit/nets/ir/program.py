@@ -325,7 +325,9 @@ class IRProgram(torch.nn.Module):
         for i, (_, _, _, refs, _) in enumerate(self._steps):
             for ref in refs:
                 last_use[ref] = i
-        self._release = [[r for r, j in last_use.items() if j == i] for i in range(len(self._steps))]
+        self._release: list[list[_Ref]] = [[] for _ in self._steps]
+        for ref, j in last_use.items():
+            self._release[j].append(ref)
 
     def constant(self, layer_id: int) -> torch.Tensor:
         """The value of a ``Const`` layer (float constants on the module's device, integers on the CPU)."""
