@@ -25,6 +25,8 @@ import logging
 import math
 import os
 import warnings
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -501,7 +503,7 @@ class GaussianPrior:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, AttributeError) as err:
+        except (OSError, ValueError, AttributeError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
             if "pickled" in str(err) or isinstance(err, AttributeError):
                 err = f"it is not an .npz file (starts with {path.read_bytes()[:8]!r}); write one with `latentkit fit-prior`"
             raise InputError(f"cannot read {path} as a prior .npz: {err}") from None
@@ -511,6 +513,8 @@ class GaussianPrior:
             meta = json.loads(str(arrays["metadata"]))
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: the prior's metadata is not valid JSON: {err}") from err
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: the prior's metadata must be a JSON object, got {type(meta).__name__}")
         if meta.get("format") != PRIOR_FORMAT:
             raise InputError(f"{path} is not a latentkit prior (format {meta.get('format')!r}, expected {PRIOR_FORMAT!r})")
         if meta.get("format_version") != PRIOR_FORMAT_VERSION:
@@ -519,10 +523,7 @@ class GaussianPrior:
                 f"{PRIOR_FORMAT_VERSION}: refit it with `latentkit fit-prior`"
             )
         mean, cov = arrays.get("mean"), arrays.get("covariance")
-        if mean is None or cov is None or mean.ndim != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
-            raise InputError(f"{path}: expected 'mean' [w_dim] and 'covariance' [w_dim, w_dim] arrays")
-        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
-            raise InputError(f"{path}: the prior's mean or covariance holds NaN or inf; refit it with `latentkit fit-prior`")
+        _check_loaded_prior(meta, mean, cov, path)
         params = meta.get("params", {})
         prior = cls(slope=params.get("slope"), gain=params.get("gain"))
         prior._set_state(
@@ -586,3 +587,30 @@ def _cache_name(G: Generator, n_samples: int, seed: int, classes: list[int] | No
         key = "par-" + digest.hexdigest()[:16]
     cls_part = "" if classes is None or len(classes) == G.c_dim else "_c" + "-".join(map(str, classes))
     return f"{key}_n{int(n_samples)}_s{int(seed)}{cls_part}_v{PRIOR_FORMAT_VERSION}.npz"
+
+
+def _check_loaded_prior(meta: dict, mean: Any, cov: Any, path: Path) -> None:
+    """Refuse a prior file whose arrays or metadata cannot describe a Gaussian (one line each)."""
+    if not isinstance(mean, np.ndarray) or not isinstance(cov, np.ndarray) or mean.ndim != 1 or mean.shape[0] < 1 \
+            or cov.shape != (mean.shape[0], mean.shape[0]) or mean.dtype.kind != "f" or cov.dtype.kind != "f":
+        raise InputError(f"{path}: expected float arrays 'mean' [w_dim] (w_dim >= 1) and 'covariance' [w_dim, w_dim]")
+    if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+        raise InputError(f"{path}: the prior's mean or covariance holds NaN or inf; refit it with `latentkit fit-prior`")
+    n, slope, gain, params = meta.get("n_samples"), meta.get("slope"), meta.get("gain"), meta.get("params", {})
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise InputError(f"{path}: the prior's metadata needs an integer n_samples >= 2, got {n!r:.40}")
+    for name, value in (("slope", slope), ("gain", gain)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InputError(f"{path}: the prior's metadata needs a finite {name} > 0, got {value!r:.40}")
+    if not isinstance(params, dict) or not isinstance(meta.get("generator", {}), dict):
+        raise InputError(f"{path}: the prior's metadata 'params' and 'generator' must be JSON objects")
+    # A covariance is symmetric positive semi-definite; rounding may make its smallest eigenvalues slightly
+    # negative, by at most about w_dim * eps * the largest one (Weyl's bound for the storage rounding).
+    eigenvalues = np.linalg.eigvalsh((cov.astype(np.float64) + cov.astype(np.float64).T) / 2)
+    tolerance = mean.shape[0] * np.finfo(cov.dtype).eps * max(float(np.abs(eigenvalues).max()), 0.0)
+    asymmetric = float(np.abs(cov - cov.T).max()) > tolerance
+    if asymmetric or eigenvalues.max() <= 0 or eigenvalues.min() < -tolerance:
+        raise InputError(
+            f"{path}: the prior's covariance is not a covariance (smallest eigenvalue {eigenvalues.min():.3g}, "
+            f"largest {eigenvalues.max():.3g}{', not symmetric' if asymmetric else ''}); refit it with `latentkit fit-prior`"
+        )

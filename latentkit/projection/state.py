@@ -107,9 +107,13 @@ class ProjectionSettings:
             raise InputError(f"perceptual must be 'vgg' or None, got {self.perceptual!r}")
         if self.perceptual is None and self.mse_weight <= 0:
             raise InputError("perceptual=None needs mse_weight > 0 (otherwise nothing is fitted to the target)")
-        for name in ("learning_rate", "prior_weight", "mse_weight", "regularize_noise_weight", "w_avg_samples"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("learning_rate", "prior_weight", "mse_weight", "regularize_noise_weight", "w_avg_samples",
+                     "lr_rampup_length", "lr_rampdown_length", "initial_noise_factor", "noise_ramp_length"):
+            value = getattr(self, name)  # NaN and inf refused: they would run and save NaN latents
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.w_avg_samples < 2:
             raise InputError(f"w_avg_samples must be >= 2, got {self.w_avg_samples}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
