@@ -89,3 +89,19 @@ def test_compress_refuses_non_finite_latents(saved, bad):
 def test_compress_refuses_complex_latents(saved):
     with pytest.raises(ShapeError, match="complex"):
         compress(torch.zeros(1, 2, 4, dtype=torch.complex64), GaussianPrior.load(saved))
+
+
+@pytest.mark.parametrize("damage", [lambda p: p.write_bytes(b""), lambda p: p.write_bytes(p.read_bytes()[:40])],
+                         ids=["empty", "truncated"])
+def test_a_damaged_cached_prior_is_refitted(damage):
+    from conftest import make_toy_generator
+
+    from latentkit import hub
+
+    G = make_toy_generator()
+    first = GaussianPrior.cached(G, n_samples=300, batch_size=100, progress=False)
+    (path,) = hub.cache_dir("priors").glob("*.npz")
+    damage(path)
+    again = GaussianPrior.cached(G, n_samples=300, batch_size=100, progress=False)
+    torch.testing.assert_close(again.mean_, first.mean_, rtol=0, atol=0)
+    assert GaussianPrior.load(path).w_dim == G.w_dim  # healed on disk
