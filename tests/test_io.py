@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 import struct
 import subprocess
 import sys
@@ -17,6 +18,9 @@ import torch
 
 from latentkit.errors import InputError
 from latentkit.io import load_image, load_latents, save_latents
+
+# The worktree's package (not an installed one, whatever the current directory), single-threaded.
+_SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
 
 def _png_header_only(path, width, height):
@@ -63,7 +67,7 @@ def test_large_image_downscales_with_bounded_memory(tmp_path):
         print(tuple(img.shape), float(img[0, 1].mean()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         env=_SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     green, rss = float(out.stdout.split()[-2]), int(out.stdout.split()[-1])
     assert "(1, 3, 64, 64)" in out.stdout

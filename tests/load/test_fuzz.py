@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 import pickletools
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from latentkit.nets.ir.program import IRProgram
 
 from conftest import REFERENCE_NETS
 from test_mobilestylegan import tiny_synthesis
+
+# The worktree's package (not an installed one, whatever the current directory), single-threaded.
+_SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
 
 PICKLE = (REFERENCE_NETS / "sg2ada_cond_map2_res32.pkl").read_bytes()
 LEGACY_PT = (REFERENCE_NETS / "rosinality_convert_res16.pt").read_bytes()
@@ -120,7 +124,7 @@ _RSS_SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("name", ["sg3t_uncond_res32.pkl", "rosinality_convert_res16.pt"])
 def test_fuzzed_loads_stay_under_a_memory_bound(name):
     out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(REFERENCE_NETS / name), "0", "60"],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         capture_output=True, text=True, timeout=600, env=_SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     loaded, refused, rss_kb = map(int, out.stdout.split())
     assert loaded + refused == 60

@@ -4,6 +4,7 @@ memory, and a large IR is indexed in linear time."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,9 @@ from latentkit.load.openvino_ir import read_ir
 from latentkit.nets.ir.program import IRProgram
 
 from test_mobilestylegan import TinyIR, _write_wheel
+
+# The worktree's package (not an installed one, whatever the current directory), single-threaded.
+_SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
 
 
 def _chain_ir(n: int, *, dim: int = 4) -> tuple[bytes, bytes]:
@@ -124,7 +128,7 @@ def test_wheel_metadata_zip_bomb_is_never_inflated(tmp_path):
                     fh.write(chunk)
     assert wheel.stat().st_size < 20 << 20
     out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(wheel)], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         timeout=300, env=_SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) < 1_000_000  # KiB: far below one inflated member
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copyreg
 import io
 import os
+from pathlib import Path
 import pickle
 import struct
 import subprocess
@@ -23,6 +24,9 @@ from latentkit.errors import CheckpointError
 from latentkit.load.safe_pickle import loads_network_pickle, read_network_pickle
 
 from conftest import REFERENCE_NETS
+
+# The worktree's package (not an installed one, whatever the current directory), single-threaded.
+_SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
 
 REFERENCE = REFERENCE_NETS / "sg2ada_cond_map2_res32.pkl"
 
@@ -276,8 +280,7 @@ def test_allocation_bombs_stay_under_a_memory_bound(tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, *[str(tmp_path / n) for n in files]],
-                         capture_output=True, text=True, timeout=300, cwd=os.getcwd(),
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         capture_output=True, text=True, timeout=300, env=_SUBPROCESS_ENV)
     assert out.returncode == 0, out.stderr
     outcomes, rss_kb = out.stdout.split()
     assert outcomes.split(",") == ["refused", "loaded", "refused", "refused"]
