@@ -19,6 +19,8 @@ import torch
 from latentkit.errors import InputError
 from latentkit.io import load_image, load_latents, save_latents
 
+from conftest import PEAK_RSS_KIB
+
 # The worktree's package (not an installed one, whatever the current directory), single-threaded.
 _SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
@@ -60,11 +62,11 @@ def test_large_image_downscales_with_bounded_memory(tmp_path):
 
     path = tmp_path / "big.jpg"
     Image.new("RGB", (7000, 6000), (10, 200, 30)).save(path, quality=90)
-    script = textwrap.dedent(f"""
+    script = PEAK_RSS_KIB + textwrap.dedent(f"""
         import resource
         from latentkit.io import load_image
         img = load_image({str(path)!r}, resolution=64)
-        print(tuple(img.shape), float(img[0, 1].mean()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(tuple(img.shape), float(img[0, 1].mean()), peak_rss_kib())
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                          env=_SUBPROCESS_ENV)

@@ -21,7 +21,7 @@ from latentkit.errors import LatentkitError
 from latentkit.load.openvino_ir import read_ir
 from latentkit.nets.ir.program import IRProgram
 
-from conftest import REFERENCE_NETS
+from conftest import PEAK_RSS_KIB, REFERENCE_NETS
 from test_mobilestylegan import tiny_synthesis
 
 # The worktree's package (not an installed one, whatever the current directory), single-threaded.
@@ -96,7 +96,7 @@ def test_mutated_ir_xml(edits, cut):
         pass
 
 
-_RSS_SCRIPT = textwrap.dedent("""
+_RSS_SCRIPT = PEAK_RSS_KIB + textwrap.dedent("""
     import random, resource, sys, warnings, tempfile, os
     warnings.simplefilter("ignore")
     from latentkit import load_generator
@@ -117,7 +117,7 @@ _RSS_SCRIPT = textwrap.dedent("""
                 outcomes["loaded"] += 1
             except LatentkitError:
                 outcomes["refused"] += 1
-    print(outcomes["loaded"], outcomes["refused"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(outcomes["loaded"], outcomes["refused"], peak_rss_kib())
 """)
 
 

@@ -19,6 +19,7 @@ from latentkit.errors import CheckpointError
 from latentkit.load.openvino_ir import read_ir
 from latentkit.nets.ir.program import IRProgram
 
+from conftest import PEAK_RSS_KIB
 from test_mobilestylegan import TinyIR, _write_wheel
 
 # The worktree's package (not an installed one, whatever the current directory), single-threaded.
@@ -109,12 +110,12 @@ def test_run_errors_name_the_layer():
         program(torch.zeros(1, 4))
 
 
-_RSS_SCRIPT = textwrap.dedent("""
+_RSS_SCRIPT = PEAK_RSS_KIB + textwrap.dedent("""
     import resource, sys, warnings
     warnings.simplefilter("ignore")
     from latentkit.load.mobilestylegan import load_mobilestylegan
     G = load_mobilestylegan(sys.argv[1])
-    print(G.provenance["license"][-80:].replace(" ", "_"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(G.provenance["license"][-80:].replace(" ", "_"), peak_rss_kib())
 """)
 
 

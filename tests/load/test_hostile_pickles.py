@@ -23,7 +23,7 @@ from latentkit import load_generator
 from latentkit.errors import CheckpointError
 from latentkit.load.safe_pickle import loads_network_pickle, read_network_pickle
 
-from conftest import REFERENCE_NETS
+from conftest import PEAK_RSS_KIB, REFERENCE_NETS
 
 # The worktree's package (not an installed one, whatever the current directory), single-threaded.
 _SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
@@ -253,7 +253,7 @@ def test_rewritten_reference_still_loads_exactly(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-_RSS_SCRIPT = textwrap.dedent("""
+_RSS_SCRIPT = PEAK_RSS_KIB + textwrap.dedent("""
     import resource, sys
     from latentkit.errors import CheckpointError
     from latentkit.load.safe_pickle import loads_network_pickle
@@ -264,7 +264,7 @@ _RSS_SCRIPT = textwrap.dedent("""
             outcomes.append("loaded")
         except CheckpointError:
             outcomes.append("refused")
-    print(",".join(outcomes), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(",".join(outcomes), peak_rss_kib())
 """)
 
 
