@@ -4,7 +4,8 @@
   refuses, before any object is built: EXT1/2/4 (served by CPython from ``copyreg``'s extension cache
   without ``find_class``), persistent ids where none are expected, INST/OBJ/NEWOBJ_EX, out-of-band buffers,
   memo indices larger than the number of opcodes read so far (a 9-byte pickle must not size a memo of
-  2^28 entries) and ``GLOBAL`` names outside the caller's allow-list.
+  2^28 entries), stacks deeper than :data:`MAX_STACK` (nesting bombs, tracked from each opcode's documented
+  stack effect) and ``GLOBAL`` names outside the caller's allow-list.
 * :class:`LoadBudget` is one memory budget for a whole load: every tensor or array that would be
   materialised is charged *before* it is allocated, so claimed element counts cannot exceed the bytes
   actually in the file by more than a fixed factor.
@@ -21,10 +22,13 @@ from typing import Any
 
 from latentkit.errors import CheckpointError
 
-__all__ = ["scan_opcodes", "LoadBudget", "check_tree", "DATA_OPCODES", "MAX_DEPTH", "MAX_OPCODES"]
+__all__ = ["scan_opcodes", "LoadBudget", "check_tree", "DATA_OPCODES", "MAX_DEPTH", "MAX_OPCODES", "MAX_STACK"]
 
 MAX_DEPTH = 100
 """Deepest container nesting accepted in a checkpoint (NVIDIA's pickles nest about 25 deep)."""
+
+MAX_STACK = 50_000
+"""Deepest unpickling stack accepted (NVIDIA's pickles stay under 300 entries; 1000-item batches need 2000)."""
 
 MAX_OPCODES = 20_000_000
 """Opcodes accepted in one pickle (a 380 MB FFHQ snapshot has well under a million)."""
@@ -66,7 +70,8 @@ def scan_opcodes(
         CheckpointError: naming the opcode and its offset, or whatever ``check_global`` raises.
     """
     allowed = frozenset(allowed)
-    count = 0
+    count = depth = 0
+    marks: list[int] = []
     try:
         stream = io.BytesIO(data)
         stream.seek(start)
@@ -80,6 +85,21 @@ def scan_opcodes(
                 )
             if op.name in _MEMO_OPCODES and (not isinstance(arg, int) or not 0 <= arg <= count):
                 raise CheckpointError(f"{name}: pickle memo index {arg!r:.20} at byte {pos} is out of range")
+            if op.name == "MARK":
+                marks.append(depth)
+            else:  # the opcode's stack effect, as pickletools documents it
+                if pickletools.markobject in op.stack_before:
+                    if not marks:
+                        raise CheckpointError(f"{name}: pickle opcode {op.name} at byte {pos} has no MARK")
+                    depth = marks.pop() - op.stack_before.index(pickletools.markobject)
+                else:
+                    depth -= len(op.stack_before)
+                depth += len(op.stack_after)
+            if depth > MAX_STACK or len(marks) > MAX_STACK:
+                raise CheckpointError(
+                    f"{name}: the pickle stack grows past {MAX_STACK:,} entries at byte {pos} (nesting bomb); "
+                    "refused as hostile"
+                )
             if op.name == "GLOBAL" and check_global is not None:
                 module, _, attr = str(arg).partition(" ")
                 check_global(module, attr)

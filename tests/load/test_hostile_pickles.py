@@ -164,6 +164,13 @@ def test_opcodes_outside_the_set_are_refused(opcode):
 def test_deep_nesting_and_cycles_are_refused():
     depth = 200_000
     deep = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+    with pytest.raises(CheckpointError, match="stack grows past 50,000"):
+        loads_network_pickle(deep)
+    marks = b"\x80\x02" + b"(" * depth + b"1" * depth + b"N."
+    with pytest.raises(CheckpointError, match="stack grows past"):
+        loads_network_pickle(marks)
+    depth = 5_000  # within the stack bound, past the nesting bound
+    deep = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
     with pytest.raises(CheckpointError, match="nested more than"):
         loads_network_pickle(deep)
     cycle = b"\x80\x02]q\x00h\x00a."
