@@ -140,8 +140,9 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
 
     Args:
         source: a checkpoint path (``.pkl`` NVIDIA-family pickle, ``.pt``/``.pth`` rosinality, the
-            MobileStyleGAN wheel), a registry name (``latentkit.hub.list_models()``), or a URL
-            (downloaded to the cache once).
+            MobileStyleGAN wheel), a registry name (``latentkit.hub.list_models()``; a registry name always
+            means the registry, so pass ``./name`` for a local file of that name), or an ``https://`` URL
+            (downloaded to the cache once; ``http://`` is refused).
         device: where to put the network (default: CPU).
 
     Returns:
@@ -149,8 +150,9 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
         ``source`` and ``sha256`` (of the checkpoint file; '' for a folder) set.
 
     Raises:
-        InputError: missing file or unknown registry name (the message lists the closest names).
-        CheckpointError: unreadable, truncated or hostile file (naming the global that was refused).
+        InputError: missing file, unknown registry name (the message lists the closest names), ``http://``.
+        CheckpointError: unreadable, truncated or hostile file (naming the global, opcode or size refused),
+            or a cached registry file whose architecture, resolution or classes differ from its entry.
         WeightsUnavailableError: a registry model that is not cached and cannot be downloaded.
 
     Example:
