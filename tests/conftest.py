@@ -108,3 +108,18 @@ def toy_generator():
 def toy_conditional_generator():
     """A conditional toy Generator (c_dim = 3)."""
     return make_toy_generator(c_dim=3)
+
+
+# Peak RSS of a test subprocess, in KiB: VmHWM belongs to the process image, so unlike getrusage's
+# ru_maxrss it does not carry over the (large) pytest parent's peak through fork and exec.
+PEAK_RSS_KIB = (
+    "def peak_rss_kib():\n"
+    "    import resource\n"
+    "    try:\n"
+    "        for line in open('/proc/self/status'):\n"
+    "            if line.startswith('VmHWM:'):\n"
+    "                return int(line.split()[1])\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latentkit.checks import check_shape
+from latentkit.checks import check_finite, check_shape
 from latentkit.errors import InputError, ShapeError
 
 if TYPE_CHECKING:
@@ -57,13 +57,14 @@ def compress(ws: torch.Tensor, prior: GaussianPrior, *, tau: float = DEFAULT_TAU
 
     Raises:
         InputError: ``tau`` not a positive finite number.
-        ShapeError: last dimension differs from the prior's ``w_dim``.
+        ShapeError: last dimension differs from the prior's ``w_dim``, or ``ws`` holds NaN, inf or complex values.
         NotFittedError: the prior is not fitted.
 
     Example:
         >>> ws_c = compress(ws, prior, tau=3.0)   # doctest: +SKIP
     """
     _check_tau(tau)
+    check_finite(ws, "ws")  # NaN/inf or complex latents would be rendered as garbage
     u = prior.coefficients(ws)  # [..., w_dim]
     u_c = compress_coefficients(u, tau)
     moved = (u.abs() > tau).any(-1, keepdim=True)  # [..., 1]

@@ -92,11 +92,18 @@ def read_prior_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
     if mean is None or cov is None or mean.dtype.kind != "f" or cov.dtype.kind != "f":
         raise _fail(path, "expected float arrays 'mean' [w_dim] and 'covariance' [w_dim, w_dim]")
     if mean.ndim != 1 or not 1 <= mean.shape[0] <= MAX_W_DIM or cov.shape != (mean.shape[0], mean.shape[0]):
-        raise _fail(path, f"expected 'mean' [w_dim] and 'covariance' [w_dim, w_dim], got {list(mean.shape)} and {list(cov.shape)}")
+        raise _fail(path, f"expected 'mean' [w_dim] (w_dim >= 1) and 'covariance' [w_dim, w_dim], got {list(mean.shape)} and {list(cov.shape)}")
     if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
         raise _fail(path, "the prior's mean or covariance holds NaN or inf")
-    if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * float(np.abs(cov).max() or 1.0)):
-        raise _fail(path, "the covariance is not symmetric")
+    # A covariance is symmetric positive semi-definite; rounding may make its smallest eigenvalues slightly
+    # negative, by at most about w_dim * eps * the largest one (Weyl's bound for the storage rounding).
+    cov64 = cov.astype(np.float64)
+    eigenvalues = np.linalg.eigvalsh((cov64 + cov64.T) / 2)
+    tolerance = mean.shape[0] * np.finfo(cov.dtype).eps * float(np.abs(eigenvalues).max())
+    asymmetric = float(np.abs(cov64 - cov64.T).max()) > tolerance
+    if asymmetric or eigenvalues.max() <= 0 or eigenvalues.min() < -tolerance:
+        raise _fail(path, f"the prior's covariance is not a covariance (smallest eigenvalue {eigenvalues.min():.3g}, "
+                          f"largest {eigenvalues.max():.3g}{', not symmetric' if asymmetric else ''})")
     n = meta.get("n_samples")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise _fail(path, f"the prior's metadata field 'n_samples' must be an integer >= 2, got {n!r}")

@@ -40,13 +40,24 @@ def z_from_seed(seed: int, z_dim: int, *, device: torch.device | str | None = No
     return torch.from_numpy(z).to(torch.float32).to(device or "cpu")
 
 
-def parse_seeds(text: str) -> list[int]:
+MAX_SEEDS = 100_000
+"""Most seeds one ``parse_seeds`` accepts (pass ``limit=`` to change it)."""
+
+
+def parse_seeds(text: str, *, limit: int = MAX_SEEDS) -> list[int]:
     """Parse ``'0-7'``, ``'1,5,9'`` or ``'0-3,10'`` into a list of ints (ranges inclusive, as NVIDIA's).
 
+    Args:
+        text: the seed list.
+        limit: the most seeds accepted (checked before any list is built).
+
     Raises:
-        InputError: on anything else.
+        InputError: on anything else, seeds above 2**32 - 1, or more than ``limit`` seeds.
     """
     seeds: list[int] = []
+    if len(text) > 100_000:
+        raise InputError(f"seed list of {len(text):,} characters is too long")
+    count = 0
     for part in text.split(","):
         part = part.strip()
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -56,6 +67,14 @@ def parse_seeds(text: str) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise InputError(f"cannot parse seeds {text!r}: range {part!r} is empty")
+        if hi > 2**32 - 1:
+            raise InputError(f"seed {hi} is out of range: seeds are 0 ... {2**32 - 1} (NVIDIA's numpy RandomState)")
+        count += hi - lo + 1
+        if count > limit:
+            raise InputError(
+                f"seeds {text!r:.60} name {count:,}+ seeds, more than the limit of {limit:,}; "
+                "generate in smaller ranges (e.g. 0-9999, then 10000-19999)"
+            )
         seeds.extend(range(lo, hi + 1))
     return seeds
 

@@ -96,14 +96,18 @@ def _load_file(path: Path) -> Generator:
 def _resolve(source: str | os.PathLike) -> tuple[Path, str]:
     """Source -> (local file, sha256 if already known)."""
     text = os.fspath(source)
+    if isinstance(source, str) and source in hub.REGISTRY:
+        # A registry name is a registry name, even if a file of that name is in the working directory:
+        # a path must look like one (e.g. ./stylegan2-ffhq-1024).
+        local = hub.fetch(source)
+        return local, hub.recorded_sha256(local)
+    if isinstance(source, str) and source.startswith("http://"):
+        raise InputError(f"refusing {source}: plain http:// downloads can be replaced in transit; use https://")
     path = Path(text).expanduser()
     if path.exists():
         return path, ""
     if isinstance(source, str):
-        if source in hub.REGISTRY:
-            local = hub.fetch(source)
-            return local, hub.recorded_sha256(local)
-        if source.startswith(("http://", "https://", "file://")):
+        if source.startswith(("https://", "file://")):
             for info in hub.REGISTRY.values():
                 if info.url == source and info.kind == "url":
                     local = hub.fetch(info.name)
@@ -119,13 +123,26 @@ def _resolve(source: str | os.PathLike) -> tuple[Path, str]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _check_against_registry(generator: Generator, info: hub.ModelInfo) -> None:
+    """A registry entry's file must hold the network the registry describes (a planted file must not pass)."""
+    found = (generator.architecture, int(generator.img_resolution), int(generator.c_dim))
+    expected = (info.architecture, int(info.resolution), int(info.num_classes))
+    if found != expected:
+        raise CheckpointError(
+            f"{hub.weights_path(info.name)} is registered as {info.name!r} ({expected[0]}, {expected[1]}x{expected[1]}, "
+            f"{expected[2]} classes) but holds a {found[0]} network of {found[1]}x{found[1]} with {found[2]} classes: "
+            f"the cached file was replaced or is another model. Delete it to download {info.url} afresh"
+        )
+
+
 def load_generator(source: str | os.PathLike, *, device: torch.device | str | None = None) -> Generator:
     """Load a pretrained generator from a file or the registry, without executing anything from it.
 
     Args:
         source: a checkpoint path (``.pkl`` NVIDIA-family pickle, ``.pt``/``.pth`` rosinality, the
-            MobileStyleGAN wheel), a registry name (``latentkit.hub.list_models()``), or a URL
-            (downloaded to the cache once).
+            MobileStyleGAN wheel), a registry name (``latentkit.hub.list_models()``; a registry name always
+            means the registry, so pass ``./name`` for a local file of that name), or an ``https://`` URL
+            (downloaded to the cache once; ``http://`` is refused).
         device: where to put the network (default: CPU).
 
     Returns:
@@ -133,8 +150,9 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
         ``source`` and ``sha256`` (of the checkpoint file; '' for a folder) set.
 
     Raises:
-        InputError: missing file or unknown registry name (the message lists the closest names).
-        CheckpointError: unreadable, truncated or hostile file (naming the global that was refused).
+        InputError: missing file, unknown registry name (the message lists the closest names), ``http://``.
+        CheckpointError: unreadable, truncated or hostile file (naming the global, opcode or size refused),
+            or a cached registry file whose architecture, resolution or classes differ from its entry.
         WeightsUnavailableError: a registry model that is not cached and cannot be downloaded.
 
     Example:
@@ -153,6 +171,8 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
         generator = _load_file(path)
         if not sha256 and path.is_file():
             sha256 = hub.file_sha256(path)
+    if isinstance(source, str) and source in hub.REGISTRY:
+        _check_against_registry(generator, hub.REGISTRY[source])
     generator.source = os.fspath(source)
     generator.sha256 = sha256 or generator.sha256  # a folder source keeps the loader's own digest
     generator = generator.to(device=torch.device(device) if device is not None else "cpu", dtype=torch.float32)

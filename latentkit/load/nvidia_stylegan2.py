@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latentkit.errors import CheckpointError
+from latentkit.load.build import MAX_SIZE, as_bool, as_float, as_int, assign_tensors, build_on_meta
 from latentkit.nets.stylegan2 import BlockConfig, MappingConfig, StyleGAN2Generator
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def _param(record: ModuleRecord, name: str, path: str) -> torch.Tensor:
 
 def _mapping_config(g_ema: ModuleRecord) -> MappingConfig:
     mapping = g_ema["mapping"]
-    num_layers = int(_attr(mapping, "num_layers", mapping.init_kwargs))
+    num_layers = as_int(_attr(mapping, "num_layers", mapping.init_kwargs), "mapping.num_layers", lo=1, hi=64)
     fcs = [mapping[f"fc{i}"] for i in range(num_layers)]
     first = fcs[0]
     layer_features = int(_param(first, "weight", "mapping.fc0").shape[0]) if num_layers > 1 else None
@@ -83,8 +84,8 @@ def _mapping_config(g_ema: ModuleRecord) -> MappingConfig:
         num_layers=num_layers,
         layer_features=layer_features,
         embed_features=embed_features,
-        lr_multiplier=float(_attr(first, "bias_gain", first.init_kwargs)),
-        activation=str(_attr(first, "activation", first.init_kwargs)),
+        lr_multiplier=as_float(_attr(first, "bias_gain", first.init_kwargs), "mapping.fc0.bias_gain", lo=0),
+        activation=_text(_attr(first, "activation", first.init_kwargs), "mapping.fc0.activation"),
     )
 
 
@@ -96,19 +97,19 @@ def _block_config(block: ModuleRecord, name: str) -> BlockConfig:
     if fused == "inference_only":
         fused = True  # stylegan3 repo: fused whenever not training
     elif fused is not None:
-        fused = bool(fused)
+        fused = as_bool(fused, f"synthesis.{name}.fused_modconv_default")
     clamp = _attr(conv1, "conv_clamp", conv1.init_kwargs)
     return BlockConfig(
-        resolution=int(_attr(block, "resolution", kwargs)),
-        in_channels=int(_attr(block, "in_channels", dict(enumerate(block.init_args)))),
+        resolution=as_int(_attr(block, "resolution", kwargs), f"synthesis.{name}.resolution", lo=4, hi=8192),
+        in_channels=as_int(_attr(block, "in_channels", dict(enumerate(block.init_args))), f"synthesis.{name}.in_channels"),
         out_channels=int(weight.shape[0]),
-        is_last=bool(_attr(block, "is_last", kwargs)),
-        architecture=str(block.attr("architecture", kwargs.get("architecture", "skip"))),
-        use_fp16=bool(block.attr("use_fp16", kwargs.get("use_fp16", False))),
-        conv_clamp=None if clamp is None else float(clamp),
+        is_last=as_bool(_attr(block, "is_last", kwargs), f"synthesis.{name}.is_last"),
+        architecture=_text(block.attr("architecture", kwargs.get("architecture", "skip")), f"synthesis.{name}.architecture"),
+        use_fp16=as_bool(block.attr("use_fp16", kwargs.get("use_fp16", False)), f"synthesis.{name}.use_fp16"),
+        conv_clamp=None if clamp is None else as_float(clamp, f"synthesis.{name}.conv1.conv_clamp", lo=0),
         kernel_size=int(weight.shape[-1]),
-        use_noise=bool(conv1.attr("use_noise", True)),
-        activation=str(conv1.attr("activation", "lrelu")),
+        use_noise=as_bool(conv1.attr("use_noise", True), f"synthesis.{name}.conv1.use_noise"),
+        activation=_text(conv1.attr("activation", "lrelu"), f"synthesis.{name}.conv1.activation"),
         resample_filter_shape=tuple(_param(block, "resample_filter", f"synthesis.{name}").shape),
         fused_modconv=fused,
     )
@@ -125,7 +126,7 @@ def _copy_layer_attrs(generator: StyleGAN2Generator, g_ema: ModuleRecord) -> Non
         for attr in attrs:
             value = record.attr(attr, _ABSENT)
             if value is not _ABSENT:
-                setattr(module, attr, value)
+                setattr(module, attr, _checked_layer_attr(value, f"{name}.{attr}"))
 
 
 def build_stylegan2(g_ema: ModuleRecord) -> StyleGAN2Generator:
@@ -144,19 +145,22 @@ def build_stylegan2(g_ema: ModuleRecord) -> StyleGAN2Generator:
     """
     top = g_ema.init_kwargs
     synthesis = g_ema["synthesis"]
-    resolutions = [int(r) for r in _attr(synthesis, "block_resolutions")]
+    stored = _attr(synthesis, "block_resolutions")
+    if not isinstance(stored, (list, tuple)) or not 1 <= len(stored) <= 12:
+        raise CheckpointError(f"G_ema.synthesis.block_resolutions must be a list of 1 to 12 resolutions, got {stored!r:.60}")
+    resolutions = [as_int(r, "synthesis.block_resolutions", lo=4, hi=8192) for r in stored]
     blocks = [_block_config(synthesis[f"b{res}"], f"b{res}") for res in resolutions]
-    generator = StyleGAN2Generator(
-        z_dim=int(_attr(g_ema, "z_dim", top)),
-        c_dim=int(_attr(g_ema, "c_dim", top)),
-        w_dim=int(_attr(g_ema, "w_dim", top)),
-        img_resolution=int(_attr(g_ema, "img_resolution", top)),
-        img_channels=int(_attr(g_ema, "img_channels", top)),
-        mapping=_mapping_config(g_ema),
-        blocks=blocks,
-    )
+    sizes = {
+        "z_dim": as_int(_attr(g_ema, "z_dim", top), "G_ema.z_dim"),
+        "c_dim": as_int(_attr(g_ema, "c_dim", top), "G_ema.c_dim"),
+        "w_dim": as_int(_attr(g_ema, "w_dim", top), "G_ema.w_dim", lo=1),
+        "img_resolution": as_int(_attr(g_ema, "img_resolution", top), "G_ema.img_resolution", lo=4, hi=8192),
+        "img_channels": as_int(_attr(g_ema, "img_channels", top), "G_ema.img_channels", lo=1, hi=16),
+    }
+    mapping = _mapping_config(g_ema)
+    generator = build_on_meta(lambda: StyleGAN2Generator(**sizes, mapping=mapping, blocks=blocks), "G_ema")
     stored_num_ws = g_ema.attr("num_ws", None)
-    if stored_num_ws is not None and int(stored_num_ws) != generator.num_ws:
+    if stored_num_ws is not None and as_int(stored_num_ws, "G_ema.num_ws") != generator.num_ws:
         raise CheckpointError(
             f"G_ema says num_ws={stored_num_ws} but its synthesis blocks {resolutions} give {generator.num_ws}"
         )
@@ -169,18 +173,24 @@ def build_stylegan2(g_ema: ModuleRecord) -> StyleGAN2Generator:
 
 def _load_tensors(generator: torch.nn.Module, g_ema: ModuleRecord) -> None:
     stored = {translate_key(key): value for key, value in g_ema.state_dict().items()}
-    ours = generator.state_dict()
-    missing = [key for key in ours if key not in stored]
-    unexpected = [key for key in stored if key not in ours]
-    if missing or unexpected:
-        raise CheckpointError(
-            "G_ema tensors do not match the StyleGAN2 network built from its configuration: "
-            f"missing {missing or 'none'}, unexpected {unexpected or 'none'} (latentkit names; "
-            "'mapping_net.' / 'synthesis_net.' are the checkpoint's 'mapping.' / 'synthesis.')"
-        )
-    for key, value in stored.items():
-        if tuple(value.shape) != tuple(ours[key].shape):
-            raise CheckpointError(
-                f"G_ema tensor {key} has shape {list(value.shape)}, expected {list(ours[key].shape)}"
-            )
-    generator.load_state_dict({key: value.to(torch.float32) for key, value in stored.items()}, strict=True)
+    assign_tensors(generator, stored, where="G_ema (StyleGAN2; 'mapping_net.' / 'synthesis_net.' are the "
+                   "checkpoint's 'mapping.' / 'synthesis.')")
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > 64:
+        raise CheckpointError(f"{what} must be a short string, got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _checked_layer_attr(value: Any, what: str) -> Any:
+    """Per-layer values copied onto modules: finite numbers, short strings, None, booleans, int pairs."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _text(value, what)
+    if isinstance(value, (int, float)):
+        return as_float(value, what) if isinstance(value, float) else as_int(value, what, lo=-MAX_SIZE)
+    if isinstance(value, (list, tuple)) and len(value) <= 4:
+        return type(value)(as_int(v, what, lo=-MAX_SIZE) for v in value)
+    raise CheckpointError(f"{what} has an unsupported type {type(value).__name__}")

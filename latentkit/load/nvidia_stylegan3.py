@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from latentkit.errors import CheckpointError
+from latentkit.load.build import as_bool, as_float, as_int, assign_tensors, build_on_meta
 from latentkit.nets.stylegan3 import SynthesisInputSpec, SynthesisLayerSpec, StyleGAN3Generator
 from latentkit.nets.stylegan_xl import StyleGANXLGenerator
 
@@ -31,10 +32,14 @@ logger = logging.getLogger(__name__)
 
 def _pair(value: Any, what: str) -> tuple[int, int]:
     """``(width, height)`` from an int or a 2-element array/list (NVIDIA stores ``np.broadcast_to(size, [2])``)."""
-    arr = np.broadcast_to(np.asarray(value), [2])
-    if not np.all(np.equal(np.mod(arr, 1), 0)):
-        raise CheckpointError(f"{what} must be integer pixel sizes, got {value!r}")
-    return int(arr[0]), int(arr[1])
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf" and value.size in (1, 2) and value.ndim <= 1:
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    if len(value) not in (1, 2):
+        raise CheckpointError(f"{what} must be one or two integer pixel sizes, got {value!r:.60}")
+    pair = [as_int(v, what, lo=1, hi=8192) for v in value]
+    return pair[0], pair[-1]
 
 
 def _check_class(record: ModuleRecord, expected: str, where: str) -> None:
@@ -46,38 +51,43 @@ def _check_class(record: ModuleRecord, expected: str, where: str) -> None:
 
 
 def _input_spec(record: ModuleRecord) -> SynthesisInputSpec:
+    where = "input"
     _check_class(record, "SynthesisInput", "G_ema.synthesis.input")
     return SynthesisInputSpec(
-        channels=int(record.attr("channels")),
+        channels=as_int(record.attr("channels"), f"synthesis.{where}.channels"),
         size=_pair(record.attr("size"), "synthesis.input.size"),
-        sampling_rate=float(record.attr("sampling_rate")),
-        bandwidth=float(record.attr("bandwidth")),
+        sampling_rate=as_float(record.attr("sampling_rate"), f"synthesis.{where}.sampling_rate", lo=0),
+        bandwidth=as_float(record.attr("bandwidth"), f"synthesis.{where}.bandwidth", lo=0),
     )
 
 
 def _layer_spec(name: str, record: ModuleRecord) -> SynthesisLayerSpec:
     _check_class(record, "SynthesisLayer", f"G_ema.synthesis.{name}")
-    padding = [int(p) for p in record.attr("padding")]
+    where = name
+    stored = record.attr("padding")
+    if not isinstance(stored, (list, tuple, np.ndarray)) or len(stored) != 4:
+        raise CheckpointError(f"synthesis.{name}.padding must have 4 entries, got {stored!r:.60}")
+    padding = [as_int(p, f"synthesis.{name}.padding", lo=-4096, hi=4096) for p in stored]
     if len(padding) != 4:
         raise CheckpointError(f"synthesis.{name}.padding must have 4 entries, got {padding}")
     clamp = record.attr("conv_clamp", None)
     return SynthesisLayerSpec(
         name=name,
-        in_channels=int(record.attr("in_channels")),
-        out_channels=int(record.attr("out_channels")),
+        in_channels=as_int(record.attr("in_channels"), f"synthesis.{where}.in_channels"),
+        out_channels=as_int(record.attr("out_channels"), f"synthesis.{where}.out_channels"),
         in_size=_pair(record.attr("in_size"), f"synthesis.{name}.in_size"),
         out_size=_pair(record.attr("out_size"), f"synthesis.{name}.out_size"),
-        conv_kernel=int(record.attr("conv_kernel")),
-        up=int(record.attr("up_factor")),
-        down=int(record.attr("down_factor")),
-        up_taps=int(record.attr("up_taps")),
-        down_taps=int(record.attr("down_taps")),
-        down_radial=bool(record.attr("down_radial", False)),
+        conv_kernel=as_int(record.attr("conv_kernel"), f"synthesis.{where}.conv_kernel"),
+        up=as_int(record.attr("up_factor"), f"synthesis.{where}.up_factor"),
+        down=as_int(record.attr("down_factor"), f"synthesis.{where}.down_factor"),
+        up_taps=as_int(record.attr("up_taps"), f"synthesis.{where}.up_taps"),
+        down_taps=as_int(record.attr("down_taps"), f"synthesis.{where}.down_taps"),
+        down_radial=as_bool(record.attr("down_radial", False), f"synthesis.{where}.down_radial"),
         padding=(padding[0], padding[1], padding[2], padding[3]),
-        is_torgb=bool(record.attr("is_torgb")),
-        is_critically_sampled=bool(record.attr("is_critically_sampled", False)),
-        conv_clamp=None if clamp is None else float(clamp),
-        use_fp16=bool(record.attr("use_fp16", False)),
+        is_torgb=as_bool(record.attr("is_torgb"), f"synthesis.{where}.is_torgb"),
+        is_critically_sampled=as_bool(record.attr("is_critically_sampled", False), f"synthesis.{where}.is_critically_sampled"),
+        conv_clamp=None if clamp is None else as_float(clamp, f"synthesis.{name}.conv_clamp", lo=0),
+        use_fp16=as_bool(record.attr("use_fp16", False), f"synthesis.{where}.use_fp16"),
     )
 
 
@@ -85,7 +95,7 @@ def _synthesis_config(g_ema: ModuleRecord) -> dict[str, Any]:
     """Constructor arguments shared by both generators, read from the record tree."""
     synthesis = g_ema["synthesis"]
     names = synthesis.attr("layer_names")
-    if not isinstance(names, (list, tuple)) or not names:
+    if not isinstance(names, (list, tuple)) or not 0 < len(names) <= 64 or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"G_ema.synthesis.layer_names must be a non-empty list, got {names!r}")
     extra = set(synthesis.children) - {"input", *names}
     if extra:
@@ -94,22 +104,22 @@ def _synthesis_config(g_ema: ModuleRecord) -> dict[str, Any]:
             "the file does not follow the StyleGAN3 layout"
         )
     return {
-        "z_dim": int(g_ema.attr("z_dim")),
-        "c_dim": int(g_ema.attr("c_dim")),
-        "w_dim": int(g_ema.attr("w_dim")),
-        "img_resolution": int(g_ema.attr("img_resolution")),
-        "img_channels": int(g_ema.attr("img_channels")),
+        "z_dim": as_int(g_ema.attr("z_dim"), "G_ema.z_dim"),
+        "c_dim": as_int(g_ema.attr("c_dim"), "G_ema.c_dim"),
+        "w_dim": as_int(g_ema.attr("w_dim"), "G_ema.w_dim"),
+        "img_resolution": as_int(g_ema.attr("img_resolution"), "G_ema.img_resolution"),
+        "img_channels": as_int(g_ema.attr("img_channels"), "G_ema.img_channels"),
         "input_spec": _input_spec(synthesis["input"]),
         "layer_specs": [_layer_spec(name, synthesis[name]) for name in names],
-        "output_scale": float(synthesis.attr("output_scale", 1.0)),
+        "output_scale": as_float(synthesis.attr("output_scale", 1.0), "synthesis.output_scale"),
     }
 
 
 def _mapping_config(mapping: ModuleRecord) -> dict[str, Any]:
-    num_layers = int(mapping.attr("num_layers"))
+    num_layers = as_int(mapping.attr("num_layers"), "mapping.num_layers", lo=1, hi=64)
     if "fc0" not in mapping.children:
         raise CheckpointError(f"G_ema.mapping has no fc0 layer (children: {sorted(mapping.children)})")
-    return {"mapping_layers": num_layers, "mapping_lr_multiplier": float(mapping["fc0"].attr("bias_gain"))}
+    return {"mapping_layers": num_layers, "mapping_lr_multiplier": as_float(mapping["fc0"].attr("bias_gain"), "mapping.fc0.bias_gain", lo=0)}
 
 
 def translate_key(key: str) -> str:
@@ -164,12 +174,12 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
             f"{where}: missing tensor for {missing[0]!r} ({len(missing)} missing in all); the file lacks "
             "weights the configuration needs"
         )
-    module.load_state_dict(mapped, strict=True)
+    assign_tensors(module, mapped, where=where)
 
 
 def _finish(net: Generator, g_ema: ModuleRecord) -> Generator:
     stored = g_ema.attr("num_ws", net.num_ws)
-    if int(stored) != net.num_ws:
+    if as_int(stored, "G_ema.num_ws") != net.num_ws:
         raise CheckpointError(
             f"G_ema.num_ws is {stored} but its synthesis network has {net.num_ws - 1} layers "
             f"(num_ws = layers + 1 = {net.num_ws}); the file is inconsistent"
@@ -208,7 +218,8 @@ def build_stylegan3(g_ema: ModuleRecord) -> Generator:
     config.update(_mapping_config(mapping))
     features = [spec for spec in config["layer_specs"] if not spec.is_torgb]
     radial = any(spec.down_radial for spec in features) or any(spec.conv_kernel == 1 for spec in features)
-    net = StyleGAN3Generator(**config, architecture="stylegan3-r" if radial else "stylegan3-t")
+    architecture = "stylegan3-r" if radial else "stylegan3-t"
+    net = build_on_meta(lambda: StyleGAN3Generator(**config, architecture=architecture), "G_ema")
     logger.debug("StyleGAN3 %s: %d layers, %dx%d", net.architecture, len(config["layer_specs"]),
                  net.img_resolution, net.img_resolution)
     return _finish(net, g_ema)
@@ -238,10 +249,12 @@ def build_stylegan_xl(g_ema: ModuleRecord) -> Generator:
     if embedding is None or embedding.ndim != 2:
         raise CheckpointError("G_ema.mapping.embed has no 2-D 'weight' (the class embedding table)")
     head = g_ema.attr("head_layer_names", [])
-    net = StyleGANXLGenerator(
+    if not isinstance(head, (list, tuple)) or not all(isinstance(name, str) for name in head):
+        raise CheckpointError(f"G_ema.head_layer_names must be a list of layer names, got {head!r:.60}")
+    net = build_on_meta(lambda: StyleGANXLGenerator(
         **config, num_embeddings=int(embedding.shape[0]), embedding_dim=int(embedding.shape[1]),
-        head_layer_names=tuple(str(name) for name in head),
-    )
+        head_layer_names=tuple(head),
+    ), "G_ema")
     logger.debug("StyleGAN-XL: %d layers (%d super-resolution head layers), %dx%d",
                  len(config["layer_specs"]), len(head), net.img_resolution, net.img_resolution)
     return _finish(net, g_ema)

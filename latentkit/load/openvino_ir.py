@@ -45,6 +45,8 @@ ELEMENT_TYPES: dict[str, np.dtype] = {
 }
 
 _SUPPORTED_VERSIONS = ("10", "11")
+_MAX_RANK = 8
+_MAX_DIM = 1 << 24
 
 
 def _parse_xml(xml: bytes, where: str) -> ET.Element:
@@ -89,6 +91,8 @@ def _port(elem: ET.Element, where: str) -> IRPort:
         pid = int(elem.attrib["id"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{where}: a port has a missing or non-integer id or dim ({err})") from err
+    if len(dims) > _MAX_RANK or any(not -1 <= d <= _MAX_DIM for d in dims):
+        raise CheckpointError(f"{where}: port {pid} has dims {list(dims)[:8]}, outside [-1, {_MAX_DIM}] or rank > {_MAX_RANK}")
     names = tuple(n for n in elem.attrib.get("names", "").split(",") if n)
     return IRPort(id=pid, dims=dims, precision=elem.attrib.get("precision", ""), names=names)
 
@@ -106,8 +110,8 @@ def _constant(attrs: dict[str, str], blob: bytes, where: str) -> np.ndarray:
         offset, size = int(attrs["offset"]), int(attrs["size"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{where}: Const layer needs integer 'offset' and 'size' attributes ({err})") from err
-    if any(s < 0 for s in shape):
-        raise CheckpointError(f"{where}: Const shape {list(shape)} has a negative dimension")
+    if len(shape) > _MAX_RANK or any(s < 0 for s in shape):
+        raise CheckpointError(f"{where}: Const shape {list(shape)[:8]} has a negative dimension or rank > {_MAX_RANK}")
     expected = math.prod(shape) * dtype.itemsize
     if size != expected:
         raise CheckpointError(
@@ -118,8 +122,8 @@ def _constant(attrs: dict[str, str], blob: bytes, where: str) -> np.ndarray:
             f"{where}: Const bytes [{offset}, {offset + size}) lie outside the .bin file of {len(blob)} bytes; "
             "the .bin file is truncated or belongs to another .xml"
         )
-    value = np.frombuffer(blob, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
-    return value.astype(dtype.newbyteorder("="), copy=False)
+    # A view of the BIN bytes, never a copy: constants may overlap (OpenVINO shares identical ones).
+    return np.frombuffer(blob, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:
@@ -131,7 +135,8 @@ def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:
         name: a label for error messages (usually the file name).
 
     Returns:
-        The graph, with every ``Const`` layer's ``value`` filled in (read-only NumPy arrays).
+        The graph, with every ``Const`` layer's ``value`` filled in (read-only NumPy views of ``weights``,
+        little-endian as the BIN stores them).
 
     Raises:
         CheckpointError: if the XML is malformed, declares a DTD or entities, is not an IR ``<net>`` of
@@ -148,6 +153,9 @@ def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:
             "re-export the model with a recent OpenVINO model converter"
         )
     layers: dict[int, IRLayer] = {}
+    blob = weights if isinstance(weights, bytes) else bytes(weights)
+    ranges: set[tuple[str, str]] = set()
+    materialised = 0
     for elem in root.iterfind("layers/layer"):
         try:
             lid = int(elem.attrib["id"])
@@ -169,11 +177,21 @@ def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:
             outputs=tuple(_port(p, where) for p in elem.iterfind("output/port")),
         )
         if ltype == "Const":
-            value = _constant(attrs, weights, where)
+            value = _constant(attrs, blob, where)
+            key = (attrs["offset"], attrs["size"])
+            if key not in ranges:
+                ranges.add(key)
+                materialised += value.size * 8  # the program holds floats as float32, integers as int64
+                if materialised > 2 * len(blob) + (16 << 20):
+                    raise CheckpointError(
+                        f"{where}: the Const layers claim more than twice the .bin file's {len(blob):,} bytes "
+                        "(overlapping byte ranges); the model is corrupt or hostile"
+                    )
             value.flags.writeable = False
             layer.value = value
         layers[lid] = layer
     edges: list[IREdge] = []
+    ports = {lid: ({p.id for p in layer.outputs}, {p.id for p in layer.inputs}) for lid, layer in layers.items()}
     for elem in root.iterfind("edges/edge"):
         try:
             edge = IREdge(*(int(elem.attrib[k]) for k in ("from-layer", "from-port", "to-layer", "to-port")))
@@ -182,7 +200,7 @@ def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:
         src, dst = layers.get(edge.from_layer), layers.get(edge.to_layer)
         if src is None or dst is None:
             raise CheckpointError(f"{name}: edge {edge} refers to a layer that does not exist")
-        if edge.from_port not in {p.id for p in src.outputs} or edge.to_port not in {p.id for p in dst.inputs}:
+        if edge.from_port not in ports[src.id][0] or edge.to_port not in ports[dst.id][1]:
             raise CheckpointError(f"{name}: edge {edge} refers to a port that does not exist")
         edges.append(edge)
     fed = {(e.to_layer, e.to_port) for e in edges}

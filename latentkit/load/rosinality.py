@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 from latentkit.errors import CheckpointError
+from latentkit.load.build import as_int, assign_tensors, build_on_meta
+from latentkit.load.torch_file_guard import check_tensor_budget, check_torch_file
 from latentkit.nets.rosinality import W_AVG_SAMPLES, W_AVG_SEED, RosinalityGenerator
 
 __all__ = ["load_rosinality", "rosinality_config"]
@@ -42,6 +44,7 @@ _STATE_HINT = (
 
 def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed; every failure -> CheckpointError."""
+    check_torch_file(path)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -149,14 +152,16 @@ def rosinality_config(state: Mapping[str, torch.Tensor], path: str | os.PathLike
             f"{path}: a {size}x{size} generator has {2 * len(blocks) + 1} noise buffers noises.noise_i, "
             f"'g_ema' has {num_noise}"
         )
+    if len(blocks) > 11 or len(mlp) > 64:
+        raise CheckpointError(f"{path}: {len(blocks)} ToRGB layers / {len(mlp)} mapping layers is beyond any StyleGAN2")
     return {
         "size": size,
-        "style_dim": int(style_dim),
+        "style_dim": as_int(style_dim, f"{path}: style_dim", lo=1),
         "n_mlp": len(mlp),
-        "channels": {res: int(ch) for res, ch in channels.items()},
-        "kernel_size": int(conv1.shape[-1]),
-        "blur_taps": int(blur_taps),
-        "img_channels": int(_require(state, "to_rgb1.conv.weight", 5, path).shape[1]),
+        "channels": {res: as_int(ch, f"{path}: channels at {res}x{res}", lo=1) for res, ch in channels.items()},
+        "kernel_size": as_int(conv1.shape[-1], f"{path}: kernel_size", lo=1, hi=15),
+        "blur_taps": as_int(blur_taps, f"{path}: blur taps", lo=1, hi=15),
+        "img_channels": as_int(_require(state, "to_rgb1.conv.weight", 5, path).shape[1], f"{path}: img_channels", lo=1, hi=16),
     }
 
 
@@ -175,9 +180,7 @@ def _load_strict(net: RosinalityGenerator, state: Mapping[str, torch.Tensor], pa
              if state[k].shape != v.shape]
     if wrong:
         raise CheckpointError(f"{path}: 'g_ema' tensor shapes are inconsistent: {'; '.join(wrong[:5])}")
-    with torch.no_grad():
-        for key, target in expected.items():
-            target.copy_(state[key].to(torch.float32))
+    assign_tensors(net, {**{k: state[k] for k in expected}, "w_avg": torch.zeros(net.w_avg.shape)}, where=str(path))
 
 
 def load_rosinality(path: str | os.PathLike) -> RosinalityGenerator:
@@ -209,7 +212,8 @@ def load_rosinality(path: str | os.PathLike) -> RosinalityGenerator:
     state, latent_avg = _pick_generator(ckpt, path)
     config = rosinality_config(state, path)
     logger.debug("%s: rosinality generator %s", path, config)
-    net = RosinalityGenerator(**config)
+    check_tensor_budget(state.values(), path=path)
+    net = build_on_meta(lambda: RosinalityGenerator(**config), str(path))
     _load_strict(net, state, path)
     if latent_avg is not None:
         if latent_avg.numel() != net.style_dim:

@@ -1,16 +1,22 @@
 """A restricted unpickler for NVIDIA-style network pickles (stylegan2-ada-pytorch, stylegan3, StyleGAN-XL).
 
 Checkpoints are untrusted input. NVIDIA's own loader rebuilds every network object by executing the
-Python source stored inside the pickle. This module reads the same files as *data*:
+Python source stored inside the pickle. This module reads the same files as *data*, and can produce
+nothing but plain Python data, float/int/bool CPU tensors, non-object numpy arrays and scalars, and
+:class:`~latentkit.load.records.ModuleRecord` objects:
 
-* only an explicit allow-list of globals can be resolved; anything else raises
-  :class:`~latentkit.errors.CheckpointError` naming the refused global;
-* each persistence record (class name, constructor arguments, parameters, buffers, stored source) becomes
-  a :class:`ModuleRecord`; its source text is never looked at, let alone executed;
-* tensor storages, which NVIDIA's files store as nested legacy ``torch.save`` streams handed to
-  ``torch.storage._load_from_bytes`` (a function that calls ``torch.load(weights_only=False)``), are
-  parsed here by a second, even smaller unpickler that knows only the ``torch.<Type>Storage`` classes;
-* numpy scalars and arrays are accepted only for non-object dtypes.
+* before anything is unpickled, :func:`~latentkit.load.pickle_guard.scan_opcodes` refuses EXT opcodes,
+  persistent ids, INST/OBJ and any other opcode outside a small set, and out-of-range memo indices;
+* only an explicit allow-list of globals can be resolved, and each resolves to a frozen stand-in (never the
+  real class or function): REDUCE and NEWOBJ accept only those stand-ins, BUILD only our own record types,
+  APPEND/SETITEM only real lists, dicts and sets; anything else raises
+  :class:`~latentkit.errors.CheckpointError` naming what was refused;
+* each persistence record becomes a ``ModuleRecord``; its source text is never looked at;
+* tensor storages, stored as nested legacy ``torch.save`` streams for ``torch.storage._load_from_bytes``
+  (which would call ``torch.load(weights_only=False)``), are parsed by :mod:`latentkit.load.legacy_storage`;
+* numpy arrays are rebuilt from their raw bytes for numeric dtypes only: no object array by any route;
+* every tensor or array is charged to one :class:`~latentkit.load.pickle_guard.LoadBudget` before it is
+  allocated, and the object graph's depth is bounded and cycles are refused.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import logging
+import math
 import os
 import pickle
-import struct
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +38,25 @@ import numpy as np
 import torch
 
 from latentkit.errors import CheckpointError
+from latentkit.load.legacy_storage import load_storage_from_bytes
+from latentkit.load.pickle_guard import LoadBudget, check_tree, scan_opcodes
+from latentkit.load.pickle_standins import (
+    ArrayStandIn,
+    DTypeStandIn,
+    EasyDictStandIn,
+    Global,
+    check_sizes,
+)
+from latentkit.load.records import ModuleRecord
 
 __all__ = ["ModuleRecord", "read_network_pickle", "loads_network_pickle"]
 
 logger = logging.getLogger(__name__)
 
-_MISSING = object()
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
+_TENSOR_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+                  torch.int16, torch.int32, torch.int64, torch.bool}
+_DTYPE_TEXT = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248]|\?)")
 
-# torch.<Type>Storage -> dtype of the raw bytes that follow a legacy stream
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64,
-    "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16,
-    "LongStorage": torch.int64,
-    "IntStorage": torch.int32,
-    "ShortStorage": torch.int16,
-    "CharStorage": torch.int8,
-    "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool,
-    "UntypedStorage": torch.uint8,
-}
-
-# Plain (non-persistent) torch modules that may appear inside a network object. They are never
-# instantiated: their __dict__ becomes a ModuleRecord like any persistence record.
 _PLAIN_MODULES = {
     ("torch.nn.modules.sparse", "Embedding"),
     ("torch.nn.modules.linear", "Linear"),
@@ -66,322 +65,254 @@ _PLAIN_MODULES = {
     ("torch.nn.modules.container", "ModuleDict"),
     ("torch.nn.modules.container", "Sequential"),
 }
-
 _NUMPY_UMATH_MODULES = ("numpy.core._multiarray_umath", "numpy._core._multiarray_umath")
 
 
-@dataclass(eq=False)
-class ModuleRecord:
-    """One pickled network object, as data.
-
-    Attributes:
-        class_name: the class the object had, e.g. ``'Generator'``, ``'SynthesisLayer'``; for plain torch
-            modules the qualified name, e.g. ``'torch.nn.modules.sparse.Embedding'``.
-        state: the module's ``__dict__``: ``_parameters``, ``_buffers``, ``_modules`` (children are
-            ModuleRecords), plain attributes, ``_init_args`` / ``_init_kwargs`` for persistence records.
-    """
-
-    class_name: str = ""
-    state: dict[str, Any] = field(default_factory=dict)
-
-    # NEWOBJ + BUILD path used for plain torch modules (see _plain_module_class).
-    def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            raise CheckpointError(f"plain module {self.class_name!r} has a non-dict state ({type(state).__name__})")
-        self.state = state
-
-    @property
-    def init_args(self) -> tuple:
-        """Positional constructor arguments (persistence records only)."""
-        return tuple(_plain(self.state.get("_init_args", ())))
-
-    @property
-    def init_kwargs(self) -> dict[str, Any]:
-        """Keyword constructor arguments, nested ``EasyDict`` turned into ``dict``."""
-        return _plain(dict(self.state.get("_init_kwargs", {})))
-
-    @property
-    def parameters(self) -> dict[str, torch.Tensor]:
-        """Own parameters, name -> tensor (``None`` entries dropped)."""
-        return {k: v for k, v in self.state.get("_parameters", {}).items() if v is not None}
-
-    @property
-    def buffers(self) -> dict[str, torch.Tensor]:
-        """Own persistent buffers (``None`` and non-persistent entries dropped)."""
-        skip = set(self.state.get("_non_persistent_buffers_set", ()) or ())
-        return {k: v for k, v in self.state.get("_buffers", {}).items() if v is not None and k not in skip}
-
-    @property
-    def children(self) -> dict[str, ModuleRecord]:
-        """Child modules in insertion order (``None`` entries dropped)."""
-        return {k: v for k, v in self.state.get("_modules", {}).items() if v is not None}
-
-    def __getitem__(self, dotted: str) -> ModuleRecord:
-        """The descendant at a dotted path, e.g. ``record['synthesis.b4.conv1']``.
-
-        Raises:
-            CheckpointError: if a path component does not exist.
-        """
-        node = self
-        for part in dotted.split("."):
-            children = node.children
-            if part not in children:
-                raise CheckpointError(
-                    f"network object {node.class_name!r} has no child {part!r} (path {dotted!r}); "
-                    f"children: {sorted(children)}"
-                )
-            node = children[part]
-        return node
-
-    def __contains__(self, dotted: str) -> bool:
-        try:
-            self[dotted]
-        except CheckpointError:
-            return False
-        return True
-
-    def attr(self, name: str, default: Any = _MISSING) -> Any:
-        """A plain attribute of the object; numpy scalars become Python numbers.
-
-        Raises:
-            CheckpointError: if the attribute is absent and no default was given.
-        """
-        if name not in self.state:
-            if default is _MISSING:
-                raise CheckpointError(f"network object {self.class_name!r} has no attribute {name!r}")
-            return default
-        return _plain(self.state[name])
-
-    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """Parameters and buffers of the whole subtree, with dotted keys in ``Module.state_dict()`` order."""
-        out: dict[str, torch.Tensor] = {}
-        for name, tensor in self.parameters.items():
-            out[prefix + name] = tensor
-        for name, tensor in self.buffers.items():
-            out[prefix + name] = tensor
-        for name, child in self.children.items():
-            out.update(child.state_dict(prefix + name + "."))
-        return out
-
-    def __repr__(self) -> str:
-        return f"ModuleRecord({self.class_name!r}, children={list(self.children)})"
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars; dict subclasses -> dict; recursively through containers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict) and not isinstance(value, OrderedDict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
-class _EasyDict(dict):
-    """Stand-in for ``dnnlib.util.EasyDict``: a plain dict (attribute access is not needed)."""
-
-
-def _plain_module_class(qualified: str) -> type:
-    return type("PlainModuleRecord", (ModuleRecord,), {"class_name": qualified})
-
-
 # ---------------------------------------------------------------------------------------------------
-# Safe stand-ins for the allow-listed globals.
+# The allow-listed functions. Each takes the load's budget first.
 
 
-def _reconstruct_persistent_obj(meta: Any) -> ModuleRecord:
+def _reconstruct_persistent_obj(budget: LoadBudget, meta: Any) -> ModuleRecord:
     if not isinstance(meta, dict) or meta.get("type") != "class":
         raise CheckpointError(
             "unsupported persistence record: expected a dict with type 'class', "
-            f"got {type(meta).__name__} {meta.get('type') if isinstance(meta, dict) else ''!r}"
+            f"got {type(meta).__name__} {meta.get('type') if isinstance(meta, dict) else ''!r:.40}"
         )
-    class_name = meta.get("class_name")
-    state = meta.get("state")
+    class_name, state = meta.get("class_name"), meta.get("state")
     if not isinstance(class_name, str) or not isinstance(state, dict):
         raise CheckpointError("malformed persistence record: 'class_name' must be str and 'state' a dict")
     # meta['module_src'] is deliberately ignored: it is never executed or even parsed.
     return ModuleRecord(class_name=class_name, state=state)
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None, *state: Any) -> torch.Tensor:
+def _rebuild_parameter(budget: LoadBudget, data: Any, *rest: Any) -> torch.Tensor:
     if not isinstance(data, torch.Tensor):
         raise CheckpointError(f"a parameter must wrap a tensor, got {type(data).__name__}")
     return data
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
-    if not isinstance(storage, torch.Tensor) or storage.ndim != 1:
+def _rebuild_tensor_v2(budget: LoadBudget, storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> torch.Tensor:
+    if not isinstance(storage, torch.Tensor) or storage.ndim != 1 or storage.dtype not in _TENSOR_DTYPES:
         raise CheckpointError(f"a tensor must be built on a storage, got {type(storage).__name__}")
-    try:
-        size = tuple(int(s) for s in size)
-        stride = tuple(int(s) for s in stride)
-        offset = int(storage_offset)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"malformed tensor record (size {size!r}, stride {stride!r})") from err
-    if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise CheckpointError(f"malformed tensor record (size {size}, stride {stride}, offset {offset})")
-    extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0
+    size, stride = check_sizes(size, "tensor size"), check_sizes(stride, "tensor stride")
+    if type(offset) is not int or offset < 0 or len(size) != len(stride):
+        raise CheckpointError(f"malformed tensor record (size {list(size)}, stride {list(stride)}, offset {offset!r:.20})")
+    numel = math.prod(size)
+    extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else 0
     if extent > storage.numel():
         raise CheckpointError(
             f"tensor of size {list(size)} (stride {list(stride)}, offset {offset}) reaches past its "
             f"storage of {storage.numel()} elements"
         )
+    budget.charge(numel * storage.element_size(), f"a tensor of size {list(size)}")
     return torch.as_strided(storage, size, stride, offset).clone()
 
 
-def _numpy_dtype(*args: Any) -> np.dtype:
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise CheckpointError(f"numpy object dtype {dtype!r} is not allowed in a checkpoint")
-    return dtype
+def _numpy_dtype(budget: LoadBudget, spec: Any, align: Any = False, copy: Any = False) -> DTypeStandIn:
+    if not isinstance(spec, str) or not _DTYPE_TEXT.fullmatch(spec):
+        raise CheckpointError(f"numpy dtype {spec!r:.40} is not allowed in a checkpoint (only numeric dtypes)")
+    return DTypeStandIn(np.dtype(spec))
 
 
-def _numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise CheckpointError(f"numpy scalar of dtype {dtype!r} is not allowed in a checkpoint")
-    if not isinstance(data, bytes):
-        raise CheckpointError("numpy scalar without raw bytes is not allowed in a checkpoint")
-    return np.frombuffer(data, dtype=dtype, count=1)[0].copy()
+def _numpy_scalar(budget: LoadBudget, dtype: Any, data: Any = None) -> np.generic:
+    if not isinstance(dtype, DTypeStandIn) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise CheckpointError("numpy scalars must have a plain numeric dtype and their raw bytes")
+    return np.frombuffer(data, dtype=dtype.dtype, count=1)[0].copy()
 
 
-def _numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
-        raise CheckpointError(f"only numpy.ndarray can be reconstructed, got {subtype!r}")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+def _numpy_reconstruct(budget: LoadBudget, subtype: Any, shape: Any, dtype: Any) -> ArrayStandIn:
+    if subtype is not _NDARRAY:
+        raise CheckpointError(f"only numpy.ndarray can be reconstructed, got {subtype!r:.60}")
+    return ArrayStandIn(budget)
 
 
-class _NumpyUmath:
-    """What dill's ``_import_module('numpy.core._multiarray_umath')`` may return: two functions only."""
-
-    scalar = staticmethod(_numpy_scalar)
-    _reconstruct = staticmethod(_numpy_reconstruct)
-
-
-def _dill_import_module(name: Any, safe: bool = False) -> type:
+def _dill_import_module(budget: LoadBudget, name: Any, safe: Any = False) -> Global:
     if name not in _NUMPY_UMATH_MODULES:
-        raise CheckpointError(f"refused global: dill._dill._import_module({name!r}) is not allow-listed")
-    return _NumpyUmath
+        raise CheckpointError(f"refused global: dill._dill._import_module({name!r:.60}) is not allow-listed")
+    return _NUMPY_UMATH
 
 
-def _dill_get_attr(obj: Any, name: Any) -> Callable:
-    if obj is not _NumpyUmath or name not in ("scalar", "_reconstruct"):
-        raise CheckpointError(f"refused global: dill._dill._get_attr(..., {name!r}) is not allow-listed")
-    return getattr(_NumpyUmath, name)
+def _dill_get_attr(budget: LoadBudget, obj: Any, name: Any) -> Global:
+    if obj is not _NUMPY_UMATH or name not in ("scalar", "_reconstruct"):
+        raise CheckpointError(f"refused global: dill._dill._get_attr(..., {name!r:.60}) is not allow-listed")
+    return _ALLOWED[("numpy.core.multiarray", name)]
 
 
-# ---------------------------------------------------------------------------------------------------
-# The nested legacy torch.save stream of one storage.
+def _record_new(qualified: str) -> Callable:
+    return lambda budget, *args: ModuleRecord(class_name=qualified, state={})
 
 
-class _StorageType:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.dtype = _STORAGE_DTYPES[name]
+def _data(factory: Callable) -> Callable:
+    return lambda budget, *args: factory(*args)
 
 
-class _InnerUnpickler(pickle.Unpickler):
-    """Reads the pickles of a legacy ``torch.save`` stream: only ``torch.<Type>Storage`` is resolvable."""
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file)
-        self.storages: dict[str, tuple[torch.dtype, int]] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        raise CheckpointError(f"refused global inside a tensor storage: {module}.{name} is not allow-listed")
-
-    def persistent_load(self, pid: Any) -> Any:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise CheckpointError(f"malformed storage reference in a tensor payload: {pid!r:.80}")
-        _, storage_type, key, _location, numel = pid[:5]
-        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-            raise CheckpointError("malformed storage reference in a tensor payload")
-        # The location tag ('cpu', 'cuda:0', ...) is ignored: every storage is read onto the CPU.
-        self.storages[key] = (storage_type.dtype, numel)
-        return key
-
-
-def _load_storage_from_bytes(payload: Any) -> torch.Tensor:
-    """Parse one legacy ``torch.save`` stream holding a single storage; returns it as a 1-D tensor."""
-    if not isinstance(payload, (bytes, bytearray)):
-        raise CheckpointError("tensor payload must be bytes")
-    stream = io.BytesIO(payload)
-    try:
-        unpickler = _InnerUnpickler(stream)
-        magic = unpickler.load()
-        protocol = unpickler.load()
-        sys_info = unpickler.load()
-        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(sys_info, dict):
-            raise CheckpointError("tensor payload is not a legacy torch.save stream (bad magic number)")
-        if not sys_info.get("little_endian", True):
-            raise CheckpointError("big-endian tensor payloads are not supported")
-        key = unpickler.load()
-        keys = unpickler.load()
-    except CheckpointError:
-        raise
-    except Exception as err:  # malformed inner pickles: EOFError, UnpicklingError, ...
-        raise CheckpointError(f"corrupt tensor payload: {err}") from err
-    if not isinstance(keys, list) or len(keys) != 1 or keys[0] != key or key not in unpickler.storages:
-        raise CheckpointError("tensor payload must hold exactly one storage")
-    dtype, numel = unpickler.storages[key]
-    header = stream.read(8)
-    if len(header) != 8:
-        raise CheckpointError("tensor payload is truncated (no element count)")
-    (count,) = struct.unpack("<q", header)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    raw = stream.read(count * itemsize) if 0 <= count <= len(payload) else b""
-    if count != numel or len(raw) != numel * itemsize:
-        raise CheckpointError(f"tensor payload is truncated: expected {numel} elements of {dtype}, got {len(raw) // max(itemsize, 1)}")
-    if numel == 0:
-        return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(bytearray(raw), dtype=dtype)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The outer unpickler.
-
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
-    ("collections", "OrderedDict"): OrderedDict,
-    ("dnnlib.util", "EasyDict"): _EasyDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("numpy", "dtype"): _numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("dill._dill", "_import_module"): _dill_import_module,
-    ("dill._dill", "_get_attr"): _dill_get_attr,
+_NDARRAY = Global("numpy.ndarray")  # a marker for _reconstruct; never called
+_NUMPY_UMATH = Global("numpy.core._multiarray_umath")  # what dill's _import_module may return
+_ALLOWED: dict[tuple[str, str], Global] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): Global("persistence record", _reconstruct_persistent_obj),
+    ("torch._utils", "_rebuild_parameter"): Global("parameter", _rebuild_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): Global("parameter", _rebuild_parameter),
+    ("torch._utils", "_rebuild_tensor_v2"): Global("tensor", _rebuild_tensor_v2),
+    ("torch.storage", "_load_from_bytes"): Global("storage", lambda budget, payload: load_storage_from_bytes(payload)),
+    ("collections", "OrderedDict"): Global("OrderedDict", _data(OrderedDict), _data(lambda *a: OrderedDict())),
+    ("dnnlib.util", "EasyDict"): Global("EasyDict", _data(EasyDictStandIn), _data(lambda *a: EasyDictStandIn())),
+    ("builtins", "set"): Global("set", _data(set)),
+    ("builtins", "frozenset"): Global("frozenset", _data(frozenset)),
+    ("numpy", "dtype"): Global("numpy.dtype", _numpy_dtype),
+    ("numpy", "ndarray"): _NDARRAY,
+    ("dill._dill", "_import_module"): Global("dill import", _dill_import_module),
+    ("dill._dill", "_get_attr"): Global("dill getattr", _dill_get_attr),
 }
+for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _ALLOWED[(_module, "scalar")] = Global("numpy scalar", _numpy_scalar)
+    _ALLOWED[(_module, "_reconstruct")] = Global("numpy array", _numpy_reconstruct)
+for _key in _PLAIN_MODULES:
+    _ALLOWED[_key] = Global(".".join(_key), None, _record_new(".".join(_key)))
+_BUILDABLE = (ModuleRecord, DTypeStandIn, ArrayStandIn)
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        # Python 2 spellings (protocol 0-2 files: __builtin__, copy_reg), mapped as pickle's own find_class does
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        allowed = _ALLOWED.get((module, name))
-        if allowed is not None:
-            return allowed
-        if (module, name) in _PLAIN_MODULES:
-            return _plain_module_class(f"{module}.{name}")
+def _lookup(module: str, name: str) -> Global:
+    # Python 2 spellings (protocol 0-2 files: __builtin__, copy_reg), mapped as pickle's own find_class does
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    allowed = _ALLOWED.get((module, name))
+    if allowed is None:
         raise CheckpointError(
             f"refused global {module}.{name}: it is not on latentkit's allow-list for network pickles "
             "(the file may be malicious, or a format latentkit does not know)"
         )
+    return allowed
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with every object-building opcode replaced by a checked one."""
+
+    dispatch: dict = {}
+
+    def __init__(self, file: io.BytesIO, budget: LoadBudget) -> None:
+        super().__init__(file)
+        self.budget = budget
+
+    def find_class(self, module: str, name: str) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise CheckpointError("malformed global reference")
+        return _lookup(module, name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise CheckpointError("unexpected persistent id in a network pickle (is this a torch.save file? use a .pt loader)")
+
+    def _reduce(self) -> None:
+        args = self.stack.pop()
+        func = self.stack[-1]
+        if not isinstance(func, Global) or func.call is None or not isinstance(args, tuple):
+            raise CheckpointError(f"the pickle calls {func!r:.60}, which is not an allow-listed function")
+        self.stack[-1] = func.call(self.budget, *args)
+
+    def _newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not isinstance(cls, Global) or cls.new is None or not isinstance(args, tuple):
+            raise CheckpointError(f"the pickle instantiates {cls!r:.60}, which is not an allow-listed class")
+        self.append(cls.new(self.budget, *args))
+
+    def _build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if type(inst) not in _BUILDABLE:
+            raise CheckpointError(f"the pickle sets the state of {type(inst).__name__!r}, which is not allowed")
+        inst.__setstate__(state)
+
+    def _target(self, kinds: tuple) -> Any:
+        target = self.stack[-1]
+        if type(target) not in kinds:
+            raise CheckpointError(f"the pickle adds items to a {type(target).__name__}, which is not a container")
+        return target
+
+    def _append(self) -> None:
+        value = self.stack.pop()
+        self._target((list,)).append(value)
+
+    def _appends(self) -> None:
+        items = self.pop_mark()
+        self._target((list,)).extend(items)
+
+    def _setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._target((dict, OrderedDict, EasyDictStandIn))[key] = value
+
+    def _setitems(self) -> None:
+        items = self.pop_mark()
+        target = self._target((dict, OrderedDict, EasyDictStandIn))
+        for i in range(0, len(items) - 1, 2):
+            target[items[i]] = items[i + 1]
+
+    def _additems(self) -> None:
+        items = self.pop_mark()
+        self._target((set,)).update(items)
+
+
+def _refuse(unpickler: Any) -> None:
+    raise CheckpointError("pickle opcode outside latentkit's allowed set")
+
+
+_RestrictedUnpickler.dispatch = {code: _refuse for code in range(256)}
+_SAFE_OPS = {"PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP", "NONE", "NEWTRUE", "NEWFALSE", "INT",
+             "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT", "STRING", "BINSTRING",
+             "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES",
+             "SHORT_BINBYTES", "BINBYTES8", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_LIST",
+             "LIST", "EMPTY_DICT", "DICT", "EMPTY_SET", "FROZENSET", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE",
+             "GET", "BINGET", "LONG_BINGET", "GLOBAL", "STACK_GLOBAL"}
+for _name in _SAFE_OPS:
+    _code = getattr(pickle, _name)[0]
+    _RestrictedUnpickler.dispatch[_code] = pickle._Unpickler.dispatch[_code]
+for _name, _method in (("REDUCE", "_reduce"), ("NEWOBJ", "_newobj"), ("BUILD", "_build"), ("APPEND", "_append"),
+                       ("APPENDS", "_appends"), ("SETITEM", "_setitem"), ("SETITEMS", "_setitems"),
+                       ("ADDITEMS", "_additems")):
+    _RestrictedUnpickler.dispatch[getattr(pickle, _name)[0]] = getattr(_RestrictedUnpickler, _method)
+
+
+def _members(node: Any) -> Any:
+    """Members of an unpickled object for the depth/cycle check; refuses types the loader cannot produce."""
+    if isinstance(node, dict):
+        return [*node.keys(), *node.values()]
+    if isinstance(node, (list, tuple, set, frozenset)):
+        return node
+    if type(node) is ModuleRecord:
+        return [node.state]
+    if isinstance(node, (torch.Tensor, np.generic, DTypeStandIn, ArrayStandIn, Global)):
+        return None
+    raise CheckpointError(f"the pickle produced a {type(node).__name__}, which a checkpoint cannot hold")
+
+
+def _finish(obj: Any, memo: dict[int, Any]) -> Any:
+    """Stand-ins -> numpy objects, in place through containers; refuses globals left as data."""
+    if isinstance(obj, (str, bytes, int, float, complex, type(None), torch.Tensor, np.generic)):
+        return obj
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, ArrayStandIn):
+        if obj.array is None:
+            raise CheckpointError("a numpy array without its data (no BUILD)")
+        out: Any = obj.array
+    elif isinstance(obj, DTypeStandIn):
+        out = obj.dtype
+    elif isinstance(obj, Global):
+        raise CheckpointError(f"the pickle holds {obj!r} as data, which a checkpoint cannot hold")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            obj[key] = _finish(value, memo)
+        out = obj
+    elif isinstance(obj, list):
+        obj[:] = [_finish(v, memo) for v in obj]
+        out = obj
+    elif isinstance(obj, ModuleRecord):
+        _finish(obj.state, memo)
+        out = obj
+    else:  # tuple, set, frozenset (their members are hashable, so never stand-in arrays)
+        out = type(obj)(_finish(v, memo) for v in obj)
+    memo[id(obj)] = out
+    return out
 
 
 def loads_network_pickle(data: bytes, *, name: str = "<bytes>") -> Any:
@@ -393,14 +324,19 @@ def loads_network_pickle(data: bytes, *, name: str = "<bytes>") -> Any:
     if not data or data[:1] != b"\x80":
         raise CheckpointError(f"{name} is not a pickle file (no pickle protocol header)")
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
+        scan_opcodes(data, name=name, check_global=_lookup)
+        budget = LoadBudget(len(data), name=name)
+        obj = _RestrictedUnpickler(io.BytesIO(data), budget).load()
+        check_tree(obj, name=name, children=_members)
+        return _finish(obj, {})
     except CheckpointError as err:
-        raise CheckpointError(f"{name}: {err}") from None
+        raise CheckpointError(str(err) if str(err).startswith(name) else f"{name}: {err}") from None
     except RecursionError as err:
         raise CheckpointError(f"{name}: pickle nesting too deep") from err
-    except (EOFError, pickle.UnpicklingError, struct.error) as err:
+    except (EOFError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{name} is truncated or not a valid pickle ({type(err).__name__}: {err})") from err
-    except (TypeError, ValueError, AttributeError, IndexError, KeyError, MemoryError) as err:
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, MemoryError, OverflowError,
+            RuntimeError) as err:
         raise CheckpointError(f"{name} is malformed ({type(err).__name__}: {err})") from err
 
 
@@ -415,8 +351,8 @@ def read_network_pickle(path: str | os.PathLike) -> Any:
         object in it is a :class:`ModuleRecord`, every tensor a CPU ``torch.Tensor``.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a pickle, or refers to a global outside the
-            allow-list (the message names it).
+        CheckpointError: the file is missing, truncated, not a pickle, refers to a global or uses an opcode
+            outside the allow-list (the message names it), or claims more memory than its size allows.
 
     Example:
         >>> data = read_network_pickle("network-snapshot.pkl")  # doctest: +SKIP

@@ -281,6 +281,7 @@ class ProjectionState:
                 f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
                 "or use another output folder"
             )
+        _check_restored(state, self.w_opt, self.noises, path)
         with torch.no_grad():
             self.w_opt.copy_(state["w_opt"])
             for k, v in self.noises.items():
@@ -290,3 +291,18 @@ class ProjectionState:
             g.set_state(rng)
         self.history.extend(state["history"].unbind(0) if state["history"].numel() else [])
         return int(state["step"])
+
+
+def _check_restored(state: dict, w_opt: torch.Tensor, noises: dict[str, torch.Tensor], path: Path) -> None:
+    """A checkpoint with the right fingerprint must still hold finite tensors of the right shapes."""
+    tensors = {"w_opt": (state.get("w_opt"), w_opt)}
+    stored_noises = state.get("noises")
+    if not isinstance(stored_noises, dict) or set(stored_noises) != set(noises):
+        raise InputError(f"checkpoint {path} has other noise buffers than this run; delete it to start afresh")
+    tensors.update({f"noise {k}": (stored_noises[k], v) for k, v in noises.items()})
+    for name, (stored, ours) in tensors.items():
+        if not isinstance(stored, torch.Tensor) or stored.shape != ours.shape or not bool(torch.isfinite(stored).all()):
+            raise InputError(f"checkpoint {path}: {name} is missing, mis-shaped or not finite; delete it to start afresh")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise InputError(f"checkpoint {path}: step {step!r:.20} is not a count of steps; delete it to start afresh")

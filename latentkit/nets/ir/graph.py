@@ -6,6 +6,7 @@ Built by :func:`latentkit.load.openvino_ir.read_ir` from the ``.xml`` / ``.bin``
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -83,15 +84,35 @@ class IRGraph:
     layers: dict[int, IRLayer]
     edges: list[IREdge] = field(default_factory=list)
 
+    def _index(self) -> tuple[dict[int, dict[int, tuple[int, int]]], dict[int, list[IREdge]]]:
+        """Edges by destination and by source, built once (linear time) and rebuilt if edges were added."""
+        cached = self.__dict__.get("_edge_index")
+        if cached is not None and cached[0] == len(self.edges):
+            return cached[1], cached[2]
+        feeding: dict[int, dict[int, tuple[int, int]]] = {}
+        leaving: dict[int, list[IREdge]] = {}
+        for e in self.edges:
+            feeding.setdefault(e.to_layer, {})[e.to_port] = (e.from_layer, e.from_port)
+            leaving.setdefault(e.from_layer, []).append(e)
+        self.__dict__["_edge_index"] = (len(self.edges), feeding, leaving)
+        return feeding, leaving
+
     def producers(self, layer_id: int) -> list[tuple[int, int]]:
-        """``(from_layer, from_port)`` feeding each input port of ``layer_id``, in port order."""
+        """``(from_layer, from_port)`` feeding each input port of ``layer_id``, in port order.
+
+        Raises:
+            CheckpointError: if an input port of the layer is not connected.
+        """
         layer = self.layers[layer_id]
-        feeding = {e.to_port: (e.from_layer, e.from_port) for e in self.edges if e.to_layer == layer_id}
+        feeding = self._index()[0].get(layer_id, {})
+        missing = [p.id for p in layer.inputs if p.id not in feeding]
+        if missing:
+            raise CheckpointError(f"IR layer {layer_id} ({layer.name!r}): input port {missing[0]} is not connected")
         return [feeding[p.id] for p in layer.inputs]
 
     def consumers(self, layer_id: int, port: int | None = None) -> list[IREdge]:
         """Edges leaving ``layer_id`` (optionally only those leaving output ``port``)."""
-        return [e for e in self.edges if e.from_layer == layer_id and (port is None or e.from_port == port)]
+        return [e for e in self._index()[1].get(layer_id, []) if port is None or e.from_port == port]
 
     def of_type(self, type_: str) -> list[IRLayer]:
         """All layers of one operation type, in id order."""
@@ -108,16 +129,15 @@ class IRGraph:
         for e in self.edges:
             pending[e.to_layer] += 1
             children[e.from_layer].append(e.to_layer)
-        ready = sorted(i for i, n in pending.items() if n == 0)
+        ready = sorted(i for i, n in pending.items() if n == 0)  # a sorted list is a valid heap
         order: list[IRLayer] = []
         while ready:
-            i = ready.pop(0)
+            i = heapq.heappop(ready)
             order.append(self.layers[i])
             for child in children[i]:
                 pending[child] -= 1
                 if pending[child] == 0:
-                    ready.append(child)
-            ready.sort()
+                    heapq.heappush(ready, child)
         if len(order) != len(self.layers):
             stuck = sorted(i for i, n in pending.items() if n > 0)[:5]
             raise CheckpointError(f"IR graph {self.name!r} has a cycle through layers {stuck}; not a valid IR model")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentkit.errors import CheckpointError
+from latentkit.errors import CheckpointError, LatentkitError
 
 if TYPE_CHECKING:
     from latentkit.nets.ir.graph import IRGraph, IRLayer
@@ -225,6 +225,10 @@ def _parse_attrs(layer: IRLayer) -> dict[str, Any]:
             "pads_end": (0, 0) if valid else _ints(a, "pads_end", (0, 0)),
             "output_padding": _ints(a, "output_padding", (0, 0)),
         }
+        for key, low, high in (("strides", 1, 64), ("dilations", 1, 64), ("pads_begin", 0, 4096),
+                               ("pads_end", 0, 4096), ("output_padding", 0, 64)):
+            if len(parsed[key]) != 2 or not all(low <= v <= high for v in parsed[key]):
+                raise CheckpointError(f"{where}: {key}={list(parsed[key])} must be two integers in [{low}, {high}]")
         if t.endswith("BackpropData") and parsed["pads_begin"] != parsed["pads_end"]:
             raise CheckpointError(f"{where}: asymmetric pads of a transposed convolution are not supported")
         kernel = tuple(layer.inputs[1].dims[-2:])
@@ -288,19 +292,29 @@ class IRProgram(torch.nn.Module):
         self.constants = torch.nn.ParameterDict()
         self._int_constants: dict[int, torch.Tensor] = {}
         self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[int]]] = []
+        shared: dict[tuple, torch.Tensor] = {}  # constants that view the same BIN bytes share one tensor
         for layer in graph.topological_order():
             if layer.type == "Const":
-                value = np.array(layer.value)  # writable copy
+                value = layer.value
+                if value is None:
+                    raise CheckpointError(f"IR layer {layer.id} ({layer.name!r}): a Const without a value")
+                key = (value.__array_interface__["data"][0], value.shape, value.dtype.str)
+                if key not in shared:
+                    kind = np.float32 if value.dtype.kind == "f" else np.int64
+                    shared[key] = torch.from_numpy(value.astype(kind))  # one writable copy per byte range
                 if value.dtype.kind == "f":
-                    self.constants[f"c{layer.id}"] = torch.nn.Parameter(
-                        torch.from_numpy(value.astype(np.float32)), requires_grad=False
-                    )
+                    self.constants[f"c{layer.id}"] = torch.nn.Parameter(shared[key], requires_grad=False)
                 else:
-                    self._int_constants[layer.id] = torch.from_numpy(value.astype(np.int64))
+                    self._int_constants[layer.id] = shared[key]
                 continue
             refs = [(src, port) for src, port in graph.producers(layer.id)]
             outs = [p.id for p in layer.outputs]
-            attrs = _parse_attrs(layer)
+            try:
+                attrs = _parse_attrs(layer)
+            except (ValueError, KeyError, TypeError, OverflowError) as err:
+                raise CheckpointError(
+                    f"IR layer {layer.id} ({layer.name!r}, {layer.type}): malformed attributes ({err})"
+                ) from err
             if layer.type == "PReLU":  # a constant scalar slope is read once here, not on every call
                 slope = graph.layers[refs[1][0]].value
                 if slope is not None and slope.size == 1 and slope.dtype.kind == "f":
@@ -311,7 +325,9 @@ class IRProgram(torch.nn.Module):
         for i, (_, _, _, refs, _) in enumerate(self._steps):
             for ref in refs:
                 last_use[ref] = i
-        self._release = [[r for r, j in last_use.items() if j == i] for i in range(len(self._steps))]
+        self._release: list[list[_Ref]] = [[] for _ in self._steps]
+        for ref, j in last_use.items():
+            self._release[j].append(ref)
 
     def constant(self, layer_id: int) -> torch.Tensor:
         """The value of a ``Const`` layer (float constants on the module's device, integers on the CPU)."""
@@ -347,8 +363,14 @@ class IRProgram(torch.nn.Module):
             if op == "Result":
                 result = inputs[0]
             else:
-                for port, value in zip(outs, _OPS[op](attrs, inputs), strict=True):
-                    values[(lid, port)] = value
+                try:
+                    outputs = _OPS[op](attrs, inputs)
+                    for port, value in zip(outs, outputs, strict=True):
+                        values[(lid, port)] = value
+                except (RuntimeError, ValueError, IndexError, TypeError) as err:
+                    if isinstance(err, LatentkitError):
+                        raise
+                    raise CheckpointError(f"IR layer {lid} ({op}) failed: {str(err).splitlines()[0][:300]}") from err
             for ref in self._release[i]:
                 values.pop(ref, None)
         if result is None:  # pragma: no cover - guaranteed by the constructor

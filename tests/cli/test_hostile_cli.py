@@ -1,0 +1,30 @@
+"""Hostile checkpoints through the CLI: one line starting with 'Error:', exit 1, no traceback, no 'Aborted!'."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from latentkit.cli import main
+
+PAYLOADS = {
+    "ext.pkl": b"\x80\x02\x83\x00\x0f(Vtouch x\ntR.",
+    "object-array.pkl": b"\x80\x02cnumpy\nndarray\n(K\x02\x85VO\nC\x10" + b"A" * 16 + b"tR.",
+    "poison.pkl": b"\x80\x02cdnnlib.util\nEasyDict\n(}(V__init__\nNdtb.",
+    "memo.pkl": b"\x80\x02Nr\x00\x00\x00\x10.",
+    "deep.pkl": b"\x80\x02" + b"]" * 50_000 + b"a" * 49_999 + b".",
+    "empty.pkl": b"",
+    "zip.pt": b"PK\x03\x04" + b"\x00" * 60,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_info_on_hostile_files_is_one_error_line(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(PAYLOADS[name])
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output  # only an info log line may precede it
+    assert "Traceback" not in result.output and "Aborted" not in result.output
