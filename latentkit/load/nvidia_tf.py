@@ -59,7 +59,7 @@ TF_DEFAULTS: dict[str, Any] = {
 }
 """The TF generator keywords NVIDIA's conversion knows, with the defaults it assumes."""
 
-_IGNORED = ("truncation_psi", "truncation_cutoff", "style_mixing_prob", "structure")
+_IGNORED = ("truncation_psi", "truncation_cutoff", "style_mixing_prob", "structure", "conditioning", "fused_modconv")
 
 
 def tf_generator_options(net: TFNetwork) -> dict[str, Any]:

@@ -105,6 +105,16 @@ class TFNetwork:
         self.variables = own
         self._loaded = True
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # A stub written as a dict subclass (as legacy.py's own stub is) pickles its state as dict items
+        # (SETITEMS) instead of BUILD: collect them; they are validated like a BUILD state when loading ends.
+        if self._loaded:
+            raise CheckpointError("a TensorFlow Network object gets items after its state (malformed pickle)")
+        pending = self.__dict__.setdefault("_pending", {})
+        if len(pending) >= 16:
+            raise CheckpointError("a TensorFlow Network object has too many state entries (malformed pickle)")
+        pending[key] = value
+
     def all_variables(self, prefix: str = "") -> dict[str, np.ndarray]:
         """Own and components' variables, components' names prefixed as ``'mapping/Dense0/weight'``."""
         out = {prefix + key: value for key, value in self.variables.items()}
@@ -264,6 +274,9 @@ def loads_tf_pickle(data: bytes, *, name: str = "<bytes>") -> TFNetwork:
 
 
 def _check_loaded(net: TFNetwork, name: str, depth: int = 0) -> None:
+    pending = net.__dict__.pop("_pending", None)
+    if not net._loaded and pending is not None:
+        net.__setstate__(pending)
     if not net._loaded:
         raise CheckpointError(f"{name}: a TensorFlow Network object has no state (malformed pickle)")
     if depth > 8:

@@ -251,3 +251,40 @@ def test_convert_refuses_a_resolution_that_is_not_a_power_of_two():
     net = loads_tf_pickle(tf_writer.dumps(tf_writer.Network("Gs", {"resolution": 24}, [])))
     with pytest.raises(CheckpointError, match="power of two"):
         convert_tf_generator(net)
+
+
+class _DictNetwork(dict):
+    """A stub written as a dict subclass (state as dict items, as legacy.py's EasyDict stub would pickle)."""
+
+
+_DictNetwork.__module__ = "dnnlib.tflib.network"
+_DictNetwork.__qualname__ = _DictNetwork.__name__ = "Network"
+
+
+def test_a_dict_subclass_stub_reads_the_same(tmp_path, monkeypatch):
+    source = _toy("resnet")
+    G_stub, D_stub, Gs_stub = tf_writer.tf_snapshot(source)
+
+    def as_dict(net):
+        state = dict(net.state)
+        state["components"] = {k: as_dict(v) for k, v in state["components"].items()}
+        return _DictNetwork(state)
+
+    monkeypatch.setattr(tf_writer, "Network", _DictNetwork)
+    G = load_generator(_write(tmp_path, (as_dict(G_stub), as_dict(D_stub), as_dict(Gs_stub))))
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    _assert_matches(G(z), source(z).numpy(), "dict stub")
+
+
+def test_info_recognises_a_tf_pickle_by_content(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from latentkit.cli import main
+
+    path = _write(tmp_path, tf_writer.tf_snapshot(_toy("skip")), name="no-suffix")
+    result = CliRunner().invoke(main, ["info", "--network", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["architecture"] == "stylegan2" and summary["z_dim"] == 8 and summary["num_ws"] == 6
