@@ -106,7 +106,7 @@ def test_ppl_in_z_routes_z_to_the_module(G):
 
 
 def test_evaluate_renders_the_wrapped_module(G):
-    result = evaluate(G, G, metrics=("fid", "kid"), features="pixels", num_samples=8, progress=False)
+    result = evaluate(G, G, metrics=("fid",), features="pixels", num_samples=8, progress=False)
     assert abs(result.metrics["fd_pixels"]) < 1e-3 and result.num_fake == 8  # the same seeds on both sides
 
 
