@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_generator": "latentkit.load",
     "Generator": "latentkit.nets.generator",
+    "wrap": "latentkit.nets.wrapped",
     "z_from_seed": "latentkit.latent.sampling",
     "GaussianPrior": "latentkit.latent.prior",
     "compress": "latentkit.latent.compress",

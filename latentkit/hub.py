@@ -74,6 +74,10 @@ _ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
 _NGC_SG2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 _NGC_SG3 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
 _XL = "https://s3.eu-central-1.amazonaws.com/avg-projects/stylegan_xl/models/"
+_TF_SG2 = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/"
+_TF_ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada/pretrained/"
+_NVIDIA_TF_SG2 = "non-commercial research and evaluation only (NVIDIA Source Code License-NC of NVlabs/stylegan2)"
+_NVIDIA_TF_ADA = "non-commercial research and evaluation only (NVIDIA's license of NVlabs/stylegan2-ada, LICENSE.txt)"
 
 _NVIDIA_NC = (
     "non-commercial research and evaluation only (NVIDIA's license of stylegan2-ada-pytorch, LICENSE.txt)"
@@ -169,6 +173,31 @@ def _entries() -> list[ModelInfo]:
             ModelInfo(f"stylegan-xl-{key}-{res}", _XL + fname, f"stylegan-xl-{fname}", "stylegan-xl", res, data,
                       _XL_LICENSE, classes)
         )
+    # NVIDIA's original TensorFlow pickles (dnnlib.tflib.network.Network), converted on load.
+    tf_sg2 = [
+        ("ffhq", 1024, "FFHQ (original TensorFlow StyleGAN2, config F)"),
+        ("car", 512, "LSUN Car, 512x384 images padded to 512x512 (TensorFlow StyleGAN2, config F)"),
+        ("cat", 256, "LSUN Cat (TensorFlow StyleGAN2, config F)"),
+        ("church", 256, "LSUN Church (TensorFlow StyleGAN2, config F)"),
+        ("horse", 256, "LSUN Horse (TensorFlow StyleGAN2, config F)"),
+    ]
+    for key, res, data in tf_sg2:
+        fname = f"stylegan2-{key}-config-f.pkl"
+        out.append(ModelInfo(f"stylegan2-tf-{key}-{res}", _TF_SG2 + fname, fname, "stylegan2", res, data,
+                             _NVIDIA_TF_SG2))
+    tf_ada = [
+        ("ffhq", 1024, "FFHQ (StyleGAN2-ADA TensorFlow)", 0),
+        ("metfaces", 1024, "MetFaces (StyleGAN2-ADA TensorFlow, transfer from FFHQ)", 0),
+        ("afhqcat", 512, "AFHQ Cat (StyleGAN2-ADA TensorFlow)", 0),
+        ("afhqdog", 512, "AFHQ Dog (StyleGAN2-ADA TensorFlow)", 0),
+        ("afhqwild", 512, "AFHQ Wild (StyleGAN2-ADA TensorFlow)", 0),
+        ("brecahad", 512, "BreCaHAD (StyleGAN2-ADA TensorFlow)", 0),
+        ("cifar10", 32, "CIFAR-10, class-conditional (StyleGAN2-ADA TensorFlow)", 10),
+    ]
+    for key, res, data, classes in tf_ada:
+        # Same basenames as the PyTorch ADA files (ffhq.pkl, ...): keep them apart in the cache.
+        out.append(ModelInfo(f"stylegan2-ada-tf-{key}-{res}", _TF_ADA + f"{key}.pkl", f"stylegan2-ada-tf-{key}.pkl",
+                             "stylegan2", res, data, _NVIDIA_TF_ADA, classes))
     out.append(
         ModelInfo(
             "mobilestylegan-ffhq",

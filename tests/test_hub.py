@@ -19,6 +19,8 @@ OFFICIAL_HOSTS = (
     "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/",
     "https://s3.eu-central-1.amazonaws.com/avg-projects/stylegan_xl/models/",
     "https://pypi.org/project/",
+    "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/",
+    "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada/pretrained/",
 )
 
 

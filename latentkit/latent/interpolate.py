@@ -163,6 +163,10 @@ def render_interpolation(
             raise InputError("space='z' on a class-conditional generator: interpolate W latents instead (space 'w' or 'v')")
         path = interpolate(a, b, steps, space="z")  # [S, N, z_dim]
         flat = path.flatten(0, 1)
+        if G.num_ws == 0:  # a wrapped G(z) module (latentkit.wrap): no W space, z goes straight in
+            with torch.no_grad():
+                images = torch.cat([G(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)])
+            return images.reshape(int(steps), -1, *images.shape[1:])
         with torch.no_grad():
             ws = torch.cat([G.mapping(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)])
     else:

@@ -4,6 +4,8 @@ Formats (recognised from the file's first bytes, whatever the suffix):
 
 * NVIDIA-family network pickles (stylegan2-ada-pytorch, stylegan3, StyleGAN-XL; usually ``.pkl``),
   read by an allow-list unpickler that never executes anything from the file;
+* NVIDIA's original TensorFlow StyleGAN2 / StyleGAN2-ADA pickles (``dnnlib.tflib.network.Network``),
+  read by their own allow-list unpickler (``latentkit.load.tf_pickle``) and converted to StyleGAN2;
 * rosinality ``torch.save`` checkpoints (``.pt`` / ``.pth``, zip or legacy format), read with
   ``torch.load(weights_only=True)``;
 * MobileStyleGAN as OpenVINO IR (the ``random-face`` wheel, its folder, or the ``.xml`` file).
@@ -22,6 +24,7 @@ import torch
 
 from latentkit import hub
 from latentkit.errors import CheckpointError, InputError
+from latentkit.load.tf_pickle import is_tf_pickle_head
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -51,7 +54,7 @@ def default_network() -> str:
 
 
 def sniff_format(path: str | os.PathLike) -> str:
-    """Which loader reads ``path``: ``'nvidia'``, ``'rosinality'`` or ``'mobilestylegan'``.
+    """Which loader reads ``path``: ``'nvidia'``, ``'nvidia-tf'``, ``'rosinality'`` or ``'mobilestylegan'``.
 
     Raises:
         CheckpointError: an empty file or one that is no checkpoint format latentkit knows.
@@ -60,11 +63,14 @@ def sniff_format(path: str | os.PathLike) -> str:
     if path.is_dir() or path.suffix.lower() in (".whl", ".xml"):
         return "mobilestylegan"
     with open(path, "rb") as fh:
-        head = fh.read(32)
+        long_head = fh.read(256)  # TF pickles name dnnlib.tflib.network within their first bytes
+    head = long_head[:32]
     if not head:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint; download or copy it again")
     if head.startswith(_ZIP_MAGIC) or (head[:1] == b"\x80" and _TORCH_LEGACY_MAGIC in head):
         return "rosinality"  # torch.save, zip or legacy format
+    if is_tf_pickle_head(long_head):
+        return "nvidia-tf"  # NVIDIA's TensorFlow pickles: dnnlib.tflib.network.Network
     if head[:1] == b"\x80":
         return "nvidia"  # any other pickle with a protocol header
     raise CheckpointError(
@@ -81,6 +87,10 @@ def _load_file(path: Path) -> Generator:
             from latentkit.load.nvidia import load_nvidia_pickle
 
             return load_nvidia_pickle(path)
+        if kind == "nvidia-tf":
+            from latentkit.load.nvidia_tf import load_tf_pickle
+
+            return load_tf_pickle(path)
         if kind == "rosinality":
             from latentkit.load.rosinality import load_rosinality
 

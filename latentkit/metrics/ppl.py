@@ -200,8 +200,9 @@ def perceptual_path_length(
 
                 tt = tb[:, None]
                 z_t = torch.cat([slerp(zb[:, 0], zb[:, 1], tt), slerp(zb[:, 0], zb[:, 1], tt + epsilon)])
-                ws = G.mapping(z_t, None if c is None else torch.cat([c, c]))
-            img = _crop_and_downsample(G.synthesis(ws, noise_mode="const"), crop)
+                # a wrapped G(z) module (num_ws 0, latentkit.wrap) has no W space: z goes straight in
+                ws = G.mapping(z_t, None if c is None else torch.cat([c, c])) if G.num_ws else z_t
+            img = _crop_and_downsample(G.synthesis(ws, noise_mode="const") if G.num_ws else G(ws), crop)
             if min(img.shape[2:]) < MIN_LPIPS_SIZE:
                 raise InputError(
                     f"images are {img.shape[2]}x{img.shape[3]} after {'the crop' if crop else 'downsampling'}; "
