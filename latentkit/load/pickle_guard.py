@@ -22,7 +22,7 @@ from typing import Any
 
 from latentkit.errors import CheckpointError
 
-__all__ = ["scan_opcodes", "LoadBudget", "check_tree", "DATA_OPCODES", "MAX_DEPTH", "MAX_OPCODES", "MAX_STACK"]
+__all__ = ["scan_opcodes", "LoadBudget", "check_tree", "CALL_OPCODES", "DATA_OPCODES", "MAX_DEPTH", "MAX_OPCODES", "MAX_STACK"]
 
 MAX_DEPTH = 100
 """Deepest container nesting accepted in a checkpoint (NVIDIA's pickles nest about 25 deep)."""

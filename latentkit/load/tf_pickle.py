@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from latentkit.errors import CheckpointError
+from latentkit.load.pickle_guard import CALL_OPCODES, DATA_OPCODES, scan_opcodes
 
 __all__ = ["TFNetwork", "ALLOWED_GLOBALS", "TF_NETWORK_GLOBAL", "loads_tf_pickle", "read_tf_pickle",
            "is_tf_pickle_head"]
@@ -217,17 +218,25 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 """(module, name) -> safe stand-in: everything a TensorFlow network pickle may refer to."""
 
 
+def _resolve(module: str, name: str) -> Any:
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    allowed = ALLOWED_GLOBALS.get((module, name))
+    if allowed is None:
+        raise CheckpointError(
+            f"refused global {module}.{name}: it is not on latentkit's allow-list for TensorFlow network "
+            "pickles (the file may be malicious, or a format latentkit does not know)"
+        )
+    return allowed
+
+
+def _check_global(module: str, name: str) -> None:
+    _resolve(module, name)
+
+
 class _TFUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        allowed = ALLOWED_GLOBALS.get((module, name))
-        if allowed is None:
-            raise CheckpointError(
-                f"refused global {module}.{name}: it is not on latentkit's allow-list for TensorFlow network "
-                "pickles (the file may be malicious, or a format latentkit does not know)"
-            )
-        return allowed
+        return _resolve(module, name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise CheckpointError("unexpected persistent id in a TensorFlow network pickle")
@@ -250,6 +259,10 @@ def loads_tf_pickle(data: bytes, *, name: str = "<bytes>") -> TFNetwork:
     """
     if not data or data[:1] != b"\x80":
         raise CheckpointError(f"{name} is not a pickle file (no pickle protocol header)")
+    # The same opcode pre-scan as every other pickle: no EXT codes, no INST/OBJ, bounded memo and stack,
+    # and only allow-listed globals, before a single object is built.
+    scan_opcodes(data, name=name, check_global=_check_global,
+                 allowed=DATA_OPCODES | CALL_OPCODES | {"BYTEARRAY8"})  # protocol 5 numpy arrays, in band
     try:
         top = _TFUnpickler(io.BytesIO(data)).load()
     except CheckpointError as err:

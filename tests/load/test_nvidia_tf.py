@@ -288,3 +288,15 @@ def test_info_recognises_a_tf_pickle_by_content(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["architecture"] == "stylegan2" and summary["z_dim"] == 8 and summary["num_ws"] == 6
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x80\x02\x82\x01\x00.",  # EXT2: served from copyreg's extension cache without find_class
+    b"\x80\x04j\x00\x00\x00\x10.",  # LONG_BINGET of memo index 2**28 from a 9-byte file
+    b"\x80\x02cos\nsystem\nq\x00.",  # a global outside the allow-list, refused before unpickling
+], ids=["ext2", "memo-bomb", "os.system"])
+def test_tf_loader_shares_the_opcode_prescan(payload):
+    from latentkit.load.tf_pickle import loads_tf_pickle
+
+    with pytest.raises(CheckpointError):
+        loads_tf_pickle(payload + b"dnnlib.tflib.network", name="hostile.pkl")
