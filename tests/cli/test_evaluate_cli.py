@@ -162,8 +162,8 @@ def test_evaluate_folders_and_network(tmp_path):
 
 def test_evaluate_errors(tmp_path):
     real = _folder(tmp_path / "real", 4, 0)
-    neither = run(["evaluate", "--real", real])
-    assert neither.exit_code == 2 and "exactly one of --fake DIR and --network" in neither.output
+    both = run(["evaluate", "--real", real, "--fake", real, "--network", NET])
+    assert both.exit_code == 2 and "either --fake DIR or --network SOURCE" in both.output
     no_n = run(["evaluate", "--real", real, "--network", NET, "--features", "pixels"])
     assert no_n.exit_code == 1 and "num_samples" in no_n.output
     bad_metric = run(["evaluate", "--real", real, "--fake", real, "--features", "pixels", "--metrics", "fid,is"])
