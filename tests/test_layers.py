@@ -19,6 +19,7 @@ RANKS = {
     "latentkit.hub": 0,
     "latentkit.video": 0,
     "latentkit.grid": 0,
+    "latentkit.distributed": 0,
     "latentkit.nets": 1,
     "latentkit.load": 2,
     "latentkit.latent": 3,
