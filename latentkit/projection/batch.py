@@ -13,9 +13,9 @@ every ``checkpoint_every`` steps and on Ctrl-C, so an interrupted run resumes at
 lock file keeps two runs from writing into one folder at once. Targets of the next batch are read by a
 loader thread while the current one optimises, so memory stays bounded by two batches.
 
-Under torchrun, ``shard=(rank, world_size)`` splits the images that remain over the ranks (image ``i`` of
-them to rank ``i % world_size``) as :mod:`latentkit.projection.distributed` describes; each image's result
-is the one a single process gives (projection is batch-independent).
+Under torchrun, ``shard=(rank, world_size)`` gives file ``i`` to rank ``i % world_size`` (if not done yet),
+as :mod:`latentkit.projection.distributed` describes; each image's result is the one a single process
+gives (projection is batch-independent).
 """
 
 from __future__ import annotations
@@ -231,8 +231,9 @@ def project_files(
             todo, records = _remaining(G, paths, names, outdir, key, described, restart)
         except LatentkitError as err:
             agree(err, shard)
-        agree(None, shard)  # every rank has read the manifest before any writes to it
-        todo = my_share(todo, shard)
+        agree(None, shard)  # one rank's refusal stops all
+        remaining = {str(path) for path, _ in todo}  # rank R takes file i when i % world == R, if not done yet
+        todo = [item for item in my_share(list(zip(paths, names)), shard) if str(item[0]) in remaining]
         records = _run_batches(G, todo, records, outdir, key, described, s, prior, prior_name, class_idx, classes,
                                batch_size, checkpoint_every, restart, save_video, perceptual_net, info, on_image,
                                progress, shard)
@@ -287,6 +288,7 @@ def _run_batches(G, todo, records, outdir, key, described, s, prior, prior_name,
                              checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                              callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
             seconds = (time.perf_counter() - started) / len(batch)
+            checkpoint.unlink(missing_ok=True)  # before any line: a crash while writing redoes the rest from step 0
             psnr = _psnr(result.images.cpu(), result.targets)
             for k, (path, name) in enumerate(batch):
                 folder = outdir / name
@@ -306,5 +308,4 @@ def _run_batches(G, todo, records, outdir, key, described, s, prior, prior_name,
                 records[str(path)] = record
                 if on_image is not None:
                     on_image(record)
-            checkpoint.unlink(missing_ok=True)
     return records

@@ -5,11 +5,14 @@ The protocol (``shard = (rank, world_size)``; one process is ``(0, 1)`` and does
 1. Rank 0 takes the folder's lock (the one a single-process run takes, so a single run and a job, or two
    jobs, never write one folder at once) and merges per-rank manifests a dead job left behind. Every rank
    learns whether that worked; if not, every rank raises the same error.
-2. Every rank reads the manifest and decides, identically, which images remain (:func:`agree` is a barrier
-   after that decision, so no rank writes before all have read, and one rank's refusal stops all of them).
-3. Rank R projects the remaining images ``i`` with ``i % world_size == R`` (:func:`my_share`), in batches,
-   and appends one line per finished image to ``manifest.rank<R>.jsonl``. A rank that dies loses only
-   its unfinished batch; the rerun skips what the per-rank files hold and resumes its checkpoint.
+2. Every rank reads the manifest and decides, identically, which images remain; a refusal (images done
+   with other settings) is raised on every rank (:func:`agree`).
+3. Rank R projects the files ``i`` with ``i % world_size == R`` (:func:`my_share`) that remain, in batches,
+   and appends one line per finished image to ``manifest.rank<R>.jsonl``. Sharding the file list (not
+   the remainder) keeps each rank's batches where they were, so a rank that dies loses only its
+   unfinished batch: a rerun with the same number of ranks and batch size skips what the per-rank files
+   hold and resumes that batch's checkpoint at its step (other counts redo it from step 0). A prefix
+   done by an earlier run is spread evenly over the ranks.
 4. At the end the ranks exchange their records, and rank 0 merges the per-rank files into
    ``manifest.jsonl`` in input order before releasing the lock.
 """
