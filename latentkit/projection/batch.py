@@ -234,9 +234,11 @@ def project_files(
         agree(None, shard)  # one rank's refusal stops all
         remaining = {str(path) for path, _ in todo}  # rank R takes file i when i % world == R, if not done yet
         todo = [item for item in my_share(list(zip(paths, names)), shard) if str(item[0]) in remaining]
-        records = _run_batches(G, todo, records, outdir, key, described, s, prior, prior_name, class_idx, classes,
-                               batch_size, checkpoint_every, restart, save_video, perceptual_net, info, on_image,
-                               progress, shard)
+        records = _run_batches(G, todo, records, outdir, key=key, described=described, s=s, prior=prior,
+                               prior_name=prior_name, class_idx=class_idx, classes=classes, batch_size=batch_size,
+                               checkpoint_every=checkpoint_every, restart=restart, save_video=save_video,
+                               perceptual_net=perceptual_net, info=info, on_image=on_image, progress=progress,
+                               manifest=manifest_name(shard))
         records = gather_records(records, shard)
     return [records[str(p)] for p in paths]
 
@@ -262,9 +264,10 @@ def _remaining(G, paths, names, outdir, key, described, restart):
     return todo, records
 
 
-def _run_batches(G, todo, records, outdir, key, described, s, prior, prior_name, class_idx, classes, batch_size,
-                 checkpoint_every, restart, save_video, perceptual_net, info, on_image, progress, shard):
-    """Project ``todo`` batch by batch, writing each image's files and manifest line; ``records`` updated."""
+def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_name, class_idx, classes, batch_size,
+                 checkpoint_every, restart, save_video, perceptual_net, info, on_image, progress, manifest):
+    """Project ``todo`` (path, folder name) batch by batch, writing each image's files and a line of the
+    manifest file ``manifest``; returns ``records`` with the new :class:`ImageRecord` added."""
     from latentkit.latent.sampling import one_hot
     from latentkit.projection.lpips import lpips_vgg
     from latentkit.projection.project import prepare_targets, project
@@ -304,7 +307,7 @@ def _run_batches(G, todo, records, outdir, key, described, s, prior, prior_name,
                     psnr=float(psnr[k]), seconds=round(seconds, 3),
                     klass=None if result.classes is None else int(result.classes[k]),
                 )
-                append_manifest(outdir, {**record.to_json(), "described": described}, name=manifest_name(shard))
+                append_manifest(outdir, {**record.to_json(), "described": described}, name=manifest)
                 records[str(path)] = record
                 if on_image is not None:
                     on_image(record)
