@@ -10,8 +10,10 @@ Two rates per run:
 * ``end_to_end``: images / the wall time of the whole ``torchrun`` command (interpreter, torch import,
   loading the network, process-group rendezvous).
 
-The ratio K/1 of the medians is what to read (ideal: K). No GPU on the machine this was written on:
-the NCCL path (``cuda:LOCAL_RANK`` per rank) is untested here.
+The ratio K/1 of the medians is what to read (ideal: K). As a control, ``capacity`` is the same ratio
+for K independent one-thread matmul loops (no latentkit, no communication): what the machine can give
+K processes at the moment; on a shared, loaded machine it is below K and bounds the projection ratio.
+No GPU on the machine this was written on: the NCCL path (``cuda:LOCAL_RANK`` per rank) is untested here.
 
 Usage::
 
@@ -58,6 +60,24 @@ def worker(args: argparse.Namespace) -> None:
                   shard=job.shard)
     seconds = time.perf_counter() - started
     Path(args.times, f"rank{job.rank}.json").write_text(json.dumps({"seconds": seconds}))
+
+
+_SPIN = (
+    "import time, torch; torch.set_num_threads(1); a = torch.randn(256, 256); t = time.perf_counter()\n"
+    "for _ in range(400): a = torch.tanh(a @ a)\n"
+    "print(time.perf_counter() - t)"
+)
+
+
+def capacity(procs: int) -> float:
+    """Work per second of ``procs`` simultaneous one-thread matmul loops, relative to one loop alone."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def together(k: int) -> float:
+        runs = [subprocess.Popen([sys.executable, "-c", _SPIN], env=env, stdout=subprocess.PIPE, text=True) for _ in range(k)]
+        return max(float(r.communicate()[0]) for r in runs)
+
+    return procs * together(1) / together(procs)
 
 
 def _port() -> int:
@@ -107,9 +127,11 @@ def main() -> None:
         for i in range(args.images):
             Image.fromarray(rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / f"img{i:04d}.png")
         rates: dict[int, list[dict[str, float]]] = {1: [], args.procs: []}
+        control = []
         for index in range(args.repeats):
             for procs in (1, args.procs):  # interleaved
                 rates[procs].append(run(procs, images, work, args, index))
+            control.append(capacity(args.procs))
     median = {p: {k: statistics.median(r[k] for r in runs) for k in ("in_run", "end_to_end")} for p, runs in rates.items()}
     result = {
         "network": Path(args.network).name, "images": args.images, "steps": args.steps, "batch_size": args.batch_size,
@@ -118,10 +140,12 @@ def main() -> None:
         "images_per_s": {str(p): runs for p, runs in rates.items()},
         "median_images_per_s": {str(p): m for p, m in median.items()},
         "ratio": {k: median[args.procs][k] / median[1][k] for k in ("in_run", "end_to_end")},
+        "capacity": {"runs": control, "median": statistics.median(control)},
+        "load_average_at_end": os.getloadavg()[0],
     }
     path = REPO / "benchmarks" / "results" / "bench_distributed.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"median_images_per_s": result["median_images_per_s"], "ratio": result["ratio"]}, indent=2))
+    print(json.dumps({k: result[k] for k in ("median_images_per_s", "ratio", "capacity", "load_average_at_end")}, indent=2))
 
 
 if __name__ == "__main__":

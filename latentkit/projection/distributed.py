@@ -91,11 +91,14 @@ def shared_folder(outdir: Path, shard: tuple[int, int] | None, order: Sequence[s
 
 
 def gather_records(records: dict[str, Any], shard: tuple[int, int] | None) -> dict[str, Any]:
-    """Every rank's ``{input: record}`` merged (each rank's own entries win over its skipped copies)."""
+    """``records`` (``{input: record}``, the skipped ones the same on every rank) with every rank's new ones.
+
+    Only the records a rank made travel (small dataclasses, one per image it projected).
+    """
     _, world = check_shard(shard)
-    merged: dict[str, Any] = {}
-    for part in all_gather_objects(records, world):
-        for key, record in part.items():
-            if key not in merged or not getattr(record, "skipped", False):
-                merged[key] = record
+    if world == 1:
+        return records
+    merged = dict(records)
+    for part in all_gather_objects({k: r for k, r in records.items() if not getattr(r, "skipped", False)}, world):
+        merged.update(part)
     return merged
