@@ -21,6 +21,7 @@ RANKS = {
     "latentkit.grid": 0,
     "latentkit.checksums": 0,
     "latentkit.registry": 0,
+    "latentkit.distributed": 0,
     "latentkit.nets": 1,
     "latentkit.load": 2,
     "latentkit.latent": 3,

@@ -49,15 +49,21 @@ def _load(network: str | None, device):
 @device_option
 def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, classes, device) -> None:
     """Fit the Gaussianized-W prior of SOURCE / --network (file or registry name; default network if omitted)."""
+    from latentkit.distributed import init_distributed
     from latentkit.latent.prior import GaussianPrior
 
     dev = resolve_device(device)
+    job = init_distributed(dev)  # under torchrun: each rank maps its share of the z blocks, rank 0 writes
+    dev = job.device if job else dev
     G = _load(pick_network(source, network), dev)
     if click.get_current_context().get_parameter_source("out") == click.core.ParameterSource.DEFAULT:
         say(f"writing the prior to ./{out} (choose with --out)")
     prior = GaussianPrior.from_generator(
-        G, n_samples, batch_size=batch_size, seed=seed, device=dev, classes=list(classes) or None
+        G, n_samples, batch_size=batch_size, seed=seed, device=dev, classes=list(classes) or None,
+        shard=job.shard if job else None,
     )
+    if job and not job.is_main:
+        return
     path = prior.save(out)
     result = {"prior": str(path), **prior.summary()}
     if plot is not None:

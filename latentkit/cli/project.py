@@ -143,6 +143,7 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
     import signal
 
+    from latentkit.distributed import init_distributed
     from latentkit.latent.sampling import one_hot
     from latentkit.load import load_generator
     from latentkit.projection.batch import project_files
@@ -158,6 +159,8 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
     files = expand_inputs(inputs)
     check_images(files)  # unreadable images fail here, before any slow set-up
     dev = resolve_device(device)
+    job = init_distributed(dev)  # under torchrun: this rank's device (cuda:LOCAL_RANK) and share of the images
+    dev = job.device if job else dev
     network = resolve_network(network)
     if outdir is None:
         outdir = DEFAULT_OUTDIR
@@ -177,7 +180,7 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
                       classes=candidates, batch_size=batch_size, checkpoint_every=checkpoint_every, restart=restart,
                       save_video=save_video, perceptual_net=net,
                       info={"network": str(network), "generator_sha256": G.sha256, "architecture": G.architecture},
-                      on_image=lambda record: click.echo(record.folder))
+                      on_image=lambda record: click.echo(record.folder), shard=job.shard if job else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

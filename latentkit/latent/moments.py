@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["Moments"]
+__all__ = ["Moments", "merge_across_ranks"]
 
 
 class Moments:
@@ -53,3 +53,45 @@ class Moments:
         """The full symmetric scatter ``[dim, dim]``: sum of ``(x - mean)(x - mean)^T``."""
         upper = self._upper.triu()
         return (upper + upper.triu(1).T).contiguous()
+
+    def merge(self, other: Moments) -> None:
+        """Add another accumulator's samples (Chan et al.'s pairwise combination of mean and scatter)."""
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean.to(self.mean.device) - self.mean
+        self._upper.add_(other._upper.triu().to(self._upper.device))
+        self._upper.add_(torch.outer(delta, delta), alpha=self.n * other.n / n)
+        self.mean.add_(delta, alpha=other.n / n)
+        self.n = n
+
+    def state(self) -> dict:
+        """``{'n', 'mean' [dim], 'upper' [dim, dim]}`` as float64 CPU tensors, to send to another process."""
+        return {"n": self.n, "mean": self.mean.cpu(), "upper": self._upper.triu().cpu()}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> Moments:
+        """The accumulator :meth:`state` described, on ``device``."""
+        out = cls(state["mean"].shape[0], device)
+        out.n = int(state["n"])
+        out.mean.copy_(state["mean"])
+        out._upper.copy_(state["upper"])
+        return out
+
+
+def merge_across_ranks(moments: Moments, world_size: int) -> Moments:
+    """Every rank's moments merged in rank order (the same result on every rank); ``moments`` for one process.
+
+    Needs the default ``torch.distributed`` group when ``world_size > 1``; the merged statistics equal
+    those of one process over all the samples up to float64 rounding.
+    """
+    from latentkit.distributed import all_gather_objects
+
+    if world_size == 1:
+        return moments
+    states = all_gather_objects(moments.state(), world_size)
+    device = moments.mean.device
+    merged = Moments.from_state(states[0], device)
+    for state in states[1:]:
+        merged.merge(Moments.from_state(state, device))
+    return merged

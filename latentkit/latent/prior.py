@@ -165,6 +165,7 @@ class GaussianPrior:
         classes: Sequence[int] | None = None,
         slope: float | None = None,
         gain: float | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> GaussianPrior:
         """Fit a prior by streaming ``n_samples`` latents through ``G``'s mapping network.
 
@@ -186,14 +187,21 @@ class GaussianPrior:
             progress: show a tqdm bar on stderr.
             classes: class indices to draw uniformly from (conditional generators only).
             slope, gain: override the generator's ``mapping_activation``.
+            shard: ``(rank, world_size)`` under torchrun: this rank maps the z blocks ``k % world_size ==
+                rank`` of the same stream and the float64 moments of all ranks are merged in rank order, so
+                every rank returns the one-process prior up to float64 rounding (needs the process group).
 
         Returns:
             A fitted :class:`GaussianPrior`.
 
         Raises:
-            InputError: ``n_samples < 2``, bad ``classes`` or activation.
+            InputError: ``n_samples < 2``, bad ``classes``, activation or shard.
         """
         from tqdm.auto import tqdm
+
+        from latentkit.distributed import check_shard
+        from latentkit.latent.moments import merge_across_ranks
+        from latentkit.latent.sampling import shard_size
 
         if int(n_samples) < 2:
             raise InputError(f"n_samples must be >= 2 to estimate a covariance, got {n_samples}")
@@ -203,12 +211,16 @@ class GaussianPrior:
         run_device = torch.device(device) if device is not None else G.w_avg.device
         acc_device = torch.device("cpu") if run_device.type == "mps" else run_device  # mps has no float64
         moments = Moments(G.w_dim, acc_device)
-        with tqdm(total=int(n_samples), desc="fitting prior", unit="z", disable=not progress, leave=False) as bar:
-            for w in iter_mapping(G, n_samples, batch_size=batch_size, seed=seed, classes=chosen, device=run_device):
+        rank, world = check_shard(shard)
+        with tqdm(total=shard_size(n_samples, (rank, world)), desc="fitting prior", unit="z", disable=not progress,
+                  leave=False) as bar:
+            for w in iter_mapping(G, n_samples, batch_size=batch_size, seed=seed, classes=chosen, device=run_device,
+                                  shard=(rank, world)):
                 check_finite(w, "mapping output")
                 for chunk in w.split(_STATS_CHUNK):  # bounded float64 temporaries
                     moments.update(w_to_v64(chunk.to(acc_device), act_slope, act_gain))
                 bar.update(w.shape[0])
+        moments = merge_across_ranks(moments, world)
         info = {
             "sha256": str(getattr(G, "sha256", "") or ""),
             "source": str(getattr(G, "source", "") or ""),

@@ -20,7 +20,7 @@ from latentkit.errors import InputError
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
 
-__all__ = ["z_from_seed", "parse_seeds", "one_hot", "iter_mapping", "sample_w", "resolve_classes"]
+__all__ = ["z_from_seed", "parse_seeds", "one_hot", "iter_mapping", "sample_w", "resolve_classes", "shard_size"]
 
 
 
@@ -125,6 +125,30 @@ def resolve_classes(
     return chosen
 
 
+def shard_size(n_samples: int, shard: tuple[int, int] | None) -> int:
+    """How many of :func:`iter_mapping`'s ``n_samples`` samples the shard ``(rank, world_size)`` yields."""
+    rank, world = (0, 1) if shard is None else shard
+    n = int(n_samples)
+    return sum(min(_STREAM_BLOCK, n - b * _STREAM_BLOCK) for b in range(rank, -(-n // _STREAM_BLOCK), world))
+
+
+def _owned_blocks(z_dim: int, n_samples: int, seed: int, class_table: torch.Tensor,
+                  rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(z ``[b, z_dim]``, class index ``[b]``) of the stream's blocks ``k`` with ``k % world == rank``.
+
+    Every block is drawn (so each rank's generators are where one process's would be); the others are
+    dropped. The last block is cut to ``n_samples``.
+    """
+    z_rng = torch.Generator().manual_seed(int(seed))
+    c_rng = torch.Generator().manual_seed(int(seed) + 1)
+    for k in range(-(-n_samples // _STREAM_BLOCK)):
+        z = torch.randn(_STREAM_BLOCK, z_dim, generator=z_rng)
+        idx = class_table[torch.randint(len(class_table), (_STREAM_BLOCK,), generator=c_rng)]
+        if k % world == rank:
+            keep = min(_STREAM_BLOCK, n_samples - k * _STREAM_BLOCK)
+            yield z[:keep], idx[:keep]
+
+
 def iter_mapping(
     G: Generator,
     n_samples: int,
@@ -133,6 +157,7 @@ def iter_mapping(
     seed: int = 0,
     classes: Sequence[int] | None = None,
     device: torch.device | str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Stream raw mapping outputs ``w`` in batches, never holding all of them.
 
@@ -142,35 +167,46 @@ def iter_mapping(
 
     Args:
         G: the generator; only :meth:`~latentkit.nets.generator.Generator.map_latent` runs.
-        n_samples: how many samples in total (>= 1).
+        n_samples: how many samples in total (>= 1), over all shards.
         batch_size: samples per mapping call (>= 1).
         seed: the only source of randomness.
         classes: conditional generators only: class indices to draw from uniformly (None: all ``c_dim``).
         device: where the mapping runs (None: where ``G`` is).
+        shard: ``(rank, world_size)``: yield only the blocks ``k`` with ``k % world_size == rank``, the
+            same samples one process draws there; the shards of all ranks together are the whole stream
+            (:func:`shard_size` samples each; a rank may have none).
 
     Yields:
         float32 ``w [B, w_dim]`` on ``device``, ``B <= batch_size``, detached.
 
     Raises:
-        InputError: on non-positive counts, or ``classes`` that do not fit the generator.
+        InputError: on non-positive counts, a bad shard, or ``classes`` that do not fit the generator.
     """
     if int(n_samples) < 1 or int(batch_size) < 1:
         raise InputError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
+    rank, world = (0, 1) if shard is None else (int(shard[0]), int(shard[1]))
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
     chosen = resolve_classes(G, classes)
     device = torch.device(device) if device is not None else G.w_avg.device
-    z_rng = torch.Generator().manual_seed(int(seed))
-    c_rng = torch.Generator().manual_seed(int(seed) + 1)
     class_table = torch.tensor(chosen if chosen is not None else [0], dtype=torch.long)
+    blocks = _owned_blocks(G.z_dim, int(n_samples), seed, class_table, rank, world)
     pending_z: list[torch.Tensor] = []
     pending_c: list[torch.Tensor] = []
     available = 0
-    remaining = int(n_samples)
-    while remaining > 0:
-        b = min(int(batch_size), remaining)
-        while available < b:
-            pending_z.append(torch.randn(_STREAM_BLOCK, G.z_dim, generator=z_rng))
-            pending_c.append(class_table[torch.randint(len(class_table), (_STREAM_BLOCK,), generator=c_rng)])
-            available += _STREAM_BLOCK
+    exhausted = False
+    while True:
+        while available < int(batch_size) and not exhausted:
+            block = next(blocks, None)
+            if block is None:
+                exhausted = True
+            else:
+                pending_z.append(block[0])
+                pending_c.append(block[1])
+                available += block[0].shape[0]
+        if available == 0:
+            return
+        b = min(int(batch_size), available)
         z_all, c_all = torch.cat(pending_z), torch.cat(pending_c)
         z, idx = z_all[:b], c_all[:b]
         pending_z, pending_c = [z_all[b:]], [c_all[b:]]
@@ -182,7 +218,6 @@ def iter_mapping(
         with torch.no_grad():
             w = G.map_latent(z.to(device), c)
         yield w.detach()
-        remaining -= b
 
 
 def sample_w(

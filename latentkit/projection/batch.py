@@ -12,6 +12,10 @@ with the difference named (``restart=True`` redoes the work). Inside a batch the
 every ``checkpoint_every`` steps and on Ctrl-C, so an interrupted run resumes at the step it stopped. A
 lock file keeps two runs from writing into one folder at once. Targets of the next batch are read by a
 loader thread while the current one optimises, so memory stays bounded by two batches.
+
+Under torchrun, ``shard=(rank, world_size)`` gives file ``i`` to rank ``i % world_size`` (if not done yet),
+as :mod:`latentkit.projection.distributed` describes; each image's result is the one a single process
+gives (projection is batch-independent).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentkit.errors import InputError
+from latentkit.errors import InputError, LatentkitError
 from latentkit.nets.generator import Generator
 from latentkit.projection.inputs import folder_names
-from latentkit.projection.outdir import append_manifest, folder_lock, read_manifest
+from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
+from latentkit.projection.outdir import append_manifest, read_manifest
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, ProjectionSettings
 
 __all__ = ["ImageRecord", "estimate_step_seconds", "project_files", "run_fingerprint"]
@@ -178,6 +183,7 @@ def project_files(
     info: dict[str, Any] | None = None,
     on_image: Callable[[ImageRecord], None] | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> list[ImageRecord]:
     """Project every file into ``outdir``, skipping the ones the manifest has with the same fingerprint.
 
@@ -197,19 +203,17 @@ def project_files(
         info: extra fields for each ``losses.json`` (e.g. the network's name).
         on_image: called with each :class:`ImageRecord` as soon as its files are written.
         progress: tqdm bars on stderr.
+        shard: ``(rank, world_size)`` under torchrun (see :func:`latentkit.distributed.init_distributed`):
+            every rank gets the same ``files`` and does its share; None: one process does all.
 
     Returns:
-        One :class:`ImageRecord` per file (``skipped=True`` for those already done).
+        One :class:`ImageRecord` per file (``skipped=True`` for those already done), on every rank.
 
     Raises:
         InputError: a file done before with other settings (unless ``restart``), another run holding the
             folder, an unreadable image, or invalid options.
         ProjectionInterrupted: Ctrl-C; the current batch's state was saved, a rerun resumes it.
     """
-    from latentkit.latent.sampling import one_hot
-    from latentkit.projection.lpips import lpips_vgg
-    from latentkit.projection.project import prepare_targets, project
-
     s = settings if settings is not None else ProjectionSettings()
     paths = [Path(f) for f in files]
     if not paths:
@@ -222,60 +226,89 @@ def project_files(
     outdir.mkdir(parents=True, exist_ok=True)
     key, described = run_fingerprint(G, s, prior, class_idx=class_idx, classes=classes)
     names = folder_names(paths)
-    with folder_lock(outdir):
-        done = read_manifest(outdir)
-        todo, records = [], {}
-        for path, name in zip(paths, names):
-            old = done.get(str(path.resolve()))
-            if old is not None and old.get("fingerprint") == key and (outdir / name / "losses.json").is_file():
-                records[str(path)] = ImageRecord(**{**{k: old.get(k) for k in ("input", "folder", "fingerprint", "final_loss",
-                                                 "final_terms", "lpips", "psnr", "seconds")}, "klass": old.get("class"), "skipped": True})
-                continue
-            if old is not None and old.get("fingerprint") != key and not restart:
-                raise InputError(
-                    f"{outdir / name} was projected with other settings: {_difference(old.get('described', {}), described)}; "
-                    f"pass restart=True (--restart) to redo it, or choose another output folder"
-                )
-            todo.append((path, name))
-        if len(todo) < len(paths):
-            logger.info("project: %d of %d images already done in %s (manifest), skipped", len(paths) - len(todo), len(paths), outdir)
-        if todo and s.perceptual == "vgg" and perceptual_net is None:
-            perceptual_net = lpips_vgg(s.perceptual_weights, device=G.w_avg.device, max_resolution=s.max_perceptual_resolution)
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentkit-loader") as loader:
-            pending = loader.submit(prepare_targets, G, [p for p, _ in batches[0]]) if batches else None
-            for index, batch in enumerate(batches):
-                targets = pending.result()  # [B, C, H, W]: read while the previous batch optimised
-                pending = loader.submit(prepare_targets, G, [p for p, _ in batches[index + 1]]) if index + 1 < len(batches) else None
-                batch_key = hashlib.sha256(("\n".join(str(p.resolve()) for p, _ in batch) + key).encode()).hexdigest()[:16]
-                checkpoint = outdir / f".checkpoint-{batch_key}.pt"
-                if restart:
-                    checkpoint.unlink(missing_ok=True)
-                c = one_hot([class_idx] * len(batch), G.c_dim, device=G.w_avg.device) if class_idx is not None else None
-                frames: list[torch.Tensor] = []
-                started = time.perf_counter()
-                result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
-                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
-                                 callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
-                seconds = (time.perf_counter() - started) / len(batch)
-                psnr = _psnr(result.images.cpu(), result.targets)
-                for k, (path, name) in enumerate(batch):
-                    folder = outdir / name
-                    extra = dict(info or {}, input=str(path), prior=prior_name, class_search=None if classes is None else list(classes))
-                    _write_image(folder, result, k, extra, G.c_dim)
-                    if save_video and frames:
-                        noises = {n: v[k : k + 1] for n, v in result.noises.items()}
-                        _video(folder / "proj.mp4", G, [f[k : k + 1] for f in frames], noises, result.targets[k : k + 1])
-                    terms = {n: float(v[k, -1]) for n, v in result.loss_terms.items()}
-                    record = ImageRecord(
-                        input=str(path.resolve()), folder=str(folder), fingerprint=key, final_loss=float(result.losses[k, -1]),
-                        final_terms=terms, lpips=terms["perceptual"] if s.perceptual == "vgg" else None,
-                        psnr=float(psnr[k]), seconds=round(seconds, 3),
-                        klass=None if result.classes is None else int(result.classes[k]),
-                    )
-                    append_manifest(outdir, {**record.to_json(), "described": described})
-                    records[str(path)] = record
-                    if on_image is not None:
-                        on_image(record)
-                checkpoint.unlink(missing_ok=True)
+    with shared_folder(outdir, shard, [str(p.resolve()) for p in paths]):
+        try:
+            todo, records = _remaining(G, paths, names, outdir, key, described, restart)
+        except LatentkitError as err:
+            agree(err, shard)
+        agree(None, shard)  # one rank's refusal stops all
+        remaining = {str(path) for path, _ in todo}  # rank R takes file i when i % world == R, if not done yet
+        todo = [item for item in my_share(list(zip(paths, names)), shard) if str(item[0]) in remaining]
+        records = _run_batches(G, todo, records, outdir, key=key, described=described, s=s, prior=prior,
+                               prior_name=prior_name, class_idx=class_idx, classes=classes, batch_size=batch_size,
+                               checkpoint_every=checkpoint_every, restart=restart, save_video=save_video,
+                               perceptual_net=perceptual_net, info=info, on_image=on_image, progress=progress,
+                               manifest=manifest_name(shard))
+        records = gather_records(records, shard)
     return [records[str(p)] for p in paths]
+
+
+def _remaining(G, paths, names, outdir, key, described, restart):
+    """(the (path, folder name) pairs still to do, ``{path: ImageRecord}`` of the skipped ones)."""
+    done = read_manifest(outdir)
+    todo, records = [], {}
+    for path, name in zip(paths, names):
+        old = done.get(str(path.resolve()))
+        if old is not None and old.get("fingerprint") == key and (outdir / name / "losses.json").is_file():
+            records[str(path)] = ImageRecord(**{**{k: old.get(k) for k in ("input", "folder", "fingerprint", "final_loss",
+                                             "final_terms", "lpips", "psnr", "seconds")}, "klass": old.get("class"), "skipped": True})
+            continue
+        if old is not None and old.get("fingerprint") != key and not restart:
+            raise InputError(
+                f"{outdir / name} was projected with other settings: {_difference(old.get('described', {}), described)}; "
+                f"pass restart=True (--restart) to redo it, or choose another output folder"
+            )
+        todo.append((path, name))
+    if len(todo) < len(paths):
+        logger.info("project: %d of %d images already done in %s (manifest), skipped", len(paths) - len(todo), len(paths), outdir)
+    return todo, records
+
+
+def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_name, class_idx, classes, batch_size,
+                 checkpoint_every, restart, save_video, perceptual_net, info, on_image, progress, manifest):
+    """Project ``todo`` (path, folder name) batch by batch, writing each image's files and a line of the
+    manifest file ``manifest``; returns ``records`` with the new :class:`ImageRecord` added."""
+    from latentkit.latent.sampling import one_hot
+    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.projection.project import prepare_targets, project
+
+    if todo and s.perceptual == "vgg" and perceptual_net is None:
+        perceptual_net = lpips_vgg(s.perceptual_weights, device=G.w_avg.device, max_resolution=s.max_perceptual_resolution)
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentkit-loader") as loader:
+        pending = loader.submit(prepare_targets, G, [p for p, _ in batches[0]]) if batches else None
+        for index, batch in enumerate(batches):
+            targets = pending.result()  # [B, C, H, W]: read while the previous batch optimised
+            pending = loader.submit(prepare_targets, G, [p for p, _ in batches[index + 1]]) if index + 1 < len(batches) else None
+            batch_key = hashlib.sha256(("\n".join(str(p.resolve()) for p, _ in batch) + key).encode()).hexdigest()[:16]
+            checkpoint = outdir / f".checkpoint-{batch_key}.pt"
+            if restart:
+                checkpoint.unlink(missing_ok=True)
+            c = one_hot([class_idx] * len(batch), G.c_dim, device=G.w_avg.device) if class_idx is not None else None
+            frames: list[torch.Tensor] = []
+            started = time.perf_counter()
+            result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
+                             checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                             callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
+            seconds = (time.perf_counter() - started) / len(batch)
+            checkpoint.unlink(missing_ok=True)  # before any line: a crash while writing redoes the rest from step 0
+            psnr = _psnr(result.images.cpu(), result.targets)
+            for k, (path, name) in enumerate(batch):
+                folder = outdir / name
+                extra = dict(info or {}, input=str(path), prior=prior_name, class_search=None if classes is None else list(classes))
+                _write_image(folder, result, k, extra, G.c_dim)
+                if save_video and frames:
+                    noises = {n: v[k : k + 1] for n, v in result.noises.items()}
+                    _video(folder / "proj.mp4", G, [f[k : k + 1] for f in frames], noises, result.targets[k : k + 1])
+                terms = {n: float(v[k, -1]) for n, v in result.loss_terms.items()}
+                record = ImageRecord(
+                    input=str(path.resolve()), folder=str(folder), fingerprint=key, final_loss=float(result.losses[k, -1]),
+                    final_terms=terms, lpips=terms["perceptual"] if s.perceptual == "vgg" else None,
+                    psnr=float(psnr[k]), seconds=round(seconds, 3),
+                    klass=None if result.classes is None else int(result.classes[k]),
+                )
+                append_manifest(outdir, {**record.to_json(), "described": described}, name=manifest)
+                records[str(path)] = record
+                if on_image is not None:
+                    on_image(record)
+    return records

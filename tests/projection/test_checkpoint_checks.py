@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentkit import project
 from latentkit.errors import InputError
 
-from test_project import FAST, _targets
+from test_project import FAST, _targets, run
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -21,9 +20,9 @@ def test_damaged_checkpoint_is_refused(toy_generator, tmp_path, damage, match):
     G = toy_generator
     _, target = _targets(G, 1)
     ckpt = tmp_path / "run.pt"
-    project(G, target, num_steps=3, checkpoint=ckpt, checkpoint_every=1, **FAST)
+    run(G, target, num_steps=3, checkpoint=ckpt, checkpoint_every=1, **FAST)
     state = torch.load(ckpt, weights_only=True)
     damage(state)
     torch.save(state, ckpt)
     with pytest.raises(InputError, match=match):
-        project(G, target, num_steps=3, checkpoint=ckpt, **FAST)
+        run(G, target, num_steps=3, checkpoint=ckpt, **FAST)
