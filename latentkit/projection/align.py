@@ -66,7 +66,7 @@ def detect_landmarks(
     try:
         from facenet_pytorch import MTCNN
     except ImportError as err:  # pragma: no cover - optional dependency
-        raise InputError("face alignment needs facenet-pytorch: pip install 'latentkit[align]'") from err
+        raise InputError("face alignment needs facenet-pytorch: pip install 'latentkit[face]'") from err
     img = _open(image)
     detector = MTCNN(keep_all=True, device=device or "cpu")
     boxes, probs, points = detector.detect(img, landmarks=True)

@@ -16,7 +16,7 @@ from latentkit.errors import InputError, ShapeError
 
 PHOTOS = Path(__file__).parents[1] / "data" / "photos"
 needs_mtcnn = pytest.mark.skipif(
-    importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch (latentkit[align]) not installed"
+    importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch (latentkit[face]) not installed"
 )
 # left eye, right eye, nose, mouth left, mouth right (x, y)
 UPRIGHT = np.array([[40.0, 50.0], [60.0, 50.0], [50.0, 60.0], [42.0, 70.0], [58.0, 70.0]])
