@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from latentkit.errors import CheckpointError
+from latentkit.nets.ir.fuse import find_separable_modconvs
+from latentkit.nets.ops.separable_modconv import separable_modconv
 
 if TYPE_CHECKING:
     from latentkit.nets.ir.graph import IRGraph, IRLayer
@@ -89,15 +91,16 @@ def _conv(attrs: dict, x: list[Value]) -> list[Value]:
 
 def _conv_transpose(attrs: dict, x: list[Value]) -> list[Value]:
     data, weight = x
-    if attrs["grouped"] and attrs["disjoint"] and weight.shape[1] == 1:
-        # Kernel windows do not overlap (stride == kernel, no padding) and each output reads one input
-        # channel, so every output is one product: a broadcast multiply gives the same numbers, faster.
-        # Computed as [N, H, kH, W, kW, C, C_out] so that the result comes out channels-last.
+    if attrs["grouped"] and attrs["disjoint"] and weight.shape[1] == 1 and weight.shape[2] == 1:
+        # Kernel windows do not overlap (stride == kernel, no padding) and each output is one product of
+        # one input: out[n, c, i * kh + a, j * kw + b] = data[n, c, i, j] * weight[c, 0, 0, a, b].
         n, c, h, w = data.shape
-        _, _, c_out, kh, kw = weight.shape
-        rows = data.permute(0, 2, 3, 1)[:, :, None, :, None, :, None]  # a view: no copy
-        out = rows * weight.permute(3, 4, 0, 2, 1).reshape(1, 1, kh, 1, kw, c, c_out)
-        return [out.reshape(n, h * kh, w * kw, c * c_out).permute(0, 3, 1, 2)]
+        kh, kw = weight.shape[3:]
+        if kw == 1 and data.is_contiguous():  # [N, C, H, kh, W]: a broadcast multiply with W innermost
+            out = data[:, :, :, None, :] * weight.reshape(1, c, 1, kh, 1)
+            return [out.reshape(n, c, h * kh, w)]
+        if data.device.type == "cpu":  # oneDNN's transposed convolution is fast on channels-last tensors
+            data = data.contiguous(memory_format=torch.channels_last)
     groups = 1
     if attrs["grouped"]:  # [G, C_in/G, C_out/G, kH, kW] -> [C_in, C_out/G, kH, kW]
         groups = weight.shape[0]
@@ -177,6 +180,18 @@ def _reduce_mean(attrs: dict, x: list[Value]) -> list[Value]:
     dims = tuple(_axis(a, data.ndim) for a in _as_list(axes))
     return [data.mean(dim=dims, keepdim=attrs["keep_dims"])]
 
+
+def _separable_modconv(attrs: dict, x: list[Value]) -> list[Value]:
+    """A fused chain found by :func:`~latentkit.nets.ir.fuse.find_separable_modconvs`."""
+    v = dict(zip(attrs["slots"], x, strict=True))
+    dw = v.get("depthwise")
+    return [separable_modconv(
+        v["x"], v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
+        depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"],
+    )]
+
+
+_FUSED = {"SeparableModConv": _separable_modconv}
 
 _OPS: dict[str, Callable[[dict, list[Value]], list[Value]]] = {
     "Add": _binary(torch.add),
@@ -261,15 +276,21 @@ class IRProgram(torch.nn.Module):
     Floating-point constants become parameters (``constants['c<layer id>']``), so ``.to(device)`` moves
     them; integer constants (shapes, axes, indices) stay on the CPU, where all shape arithmetic runs.
 
+    Chains of layers that MobileStyleGAN's separable modulated convolutions consist of (style multiply,
+    depthwise and 1x1 convolution, noise, bias, leaky ReLU) run as one fused operation
+    (:func:`~latentkit.nets.ops.separable_modconv.separable_modconv`); ``fuse=False`` runs every layer
+    on its own (the same function up to float rounding).
+
     Args:
         graph: the parsed IR (:func:`latentkit.load.openvino_ir.read_ir`).
+        fuse: run recognised layer chains as fused operations.
 
     Raises:
         CheckpointError: if the graph uses an operation outside :data:`SUPPORTED_OPS` or an unsupported
             attribute, or does not have exactly one input and one output.
     """
 
-    def __init__(self, graph: IRGraph) -> None:
+    def __init__(self, graph: IRGraph, *, fuse: bool = True) -> None:
         super().__init__()
         unknown = sorted({layer.type for layer in graph.layers.values()} - set(SUPPORTED_OPS))
         if unknown:
@@ -287,8 +308,20 @@ class IRProgram(torch.nn.Module):
         self.input_layer, self.output_layer = params[0], results[0]
         self.constants = torch.nn.ParameterDict()
         self._int_constants: dict[int, torch.Tensor] = {}
-        self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[int]]] = []
+        self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[tuple[int, int]], list[int]]] = []
+        fused = {m.layers[-1]: m for m in find_separable_modconvs(graph)} if fuse else {}
+        absorbed = {lid for m in fused.values() for lid in m.layers[:-1]}
+        self.fused_layers = sum(len(m.layers) for m in fused.values())
         for layer in graph.topological_order():
+            if layer.id in absorbed:
+                continue
+            if layer.id in fused:
+                m = fused[layer.id]
+                attrs = {"slots": tuple(m.inputs), "padding": m.padding, "slope": m.slope}
+                keys = [key for key, _ in m.inputs.values()]
+                refs = [ref for _, ref in m.inputs.values()]
+                self._steps.append((layer.id, "SeparableModConv", attrs, refs, keys, [layer.outputs[0].id]))
+                continue
             if layer.type == "Const":
                 value = np.array(layer.value)  # writable copy
                 if value.dtype.kind == "f":
@@ -305,10 +338,10 @@ class IRProgram(torch.nn.Module):
                 slope = graph.layers[refs[1][0]].value
                 if slope is not None and slope.size == 1 and slope.dtype.kind == "f":
                     attrs["slope"] = float(slope.reshape(()))
-            self._steps.append((layer.id, layer.type, attrs, refs, outs))
+            self._steps.append((layer.id, layer.type, attrs, refs, [(layer.id, k) for k in range(len(refs))], outs))
         # Free each intermediate value after its last use (saves memory at 1024x1024 without autograd).
         last_use: dict[_Ref, int] = {}
-        for i, (_, _, _, refs, _) in enumerate(self._steps):
+        for i, (_, _, _, refs, _, _) in enumerate(self._steps):
             for ref in refs:
                 last_use[ref] = i
         self._release = [[r for r, j in last_use.items() if j == i] for i in range(len(self._steps))]
@@ -333,18 +366,17 @@ class IRProgram(torch.nn.Module):
         replace = replace or {}
         values: dict[_Ref, torch.Tensor] = {(self.input_layer.id, self.input_layer.outputs[0].id): x}
         result: torch.Tensor | None = None
-        for i, (lid, op, attrs, refs, outs) in enumerate(self._steps):
+        for i, (lid, op, attrs, refs, keys, outs) in enumerate(self._steps):
             if op == "Parameter":
                 continue
             inputs = [
-                replace[(lid, k)] if (lid, k) in replace else
-                (values[ref] if ref in values else self.constant(ref[0]))
-                for k, ref in enumerate(refs)
+                replace[key] if key in replace else (values[ref] if ref in values else self.constant(ref[0]))
+                for key, ref in zip(keys, refs, strict=True)
             ]
             if op == "Result":
                 result = inputs[0]
             else:
-                for port, value in zip(outs, _OPS[op](attrs, inputs), strict=True):
+                for port, value in zip(outs, (_FUSED.get(op) or _OPS[op])(attrs, inputs), strict=True):
                     values[(lid, port)] = value
             for ref in self._release[i]:
                 values.pop(ref, None)

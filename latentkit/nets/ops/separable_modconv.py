@@ -1,0 +1,71 @@
+"""Depthwise-separable modulated convolution (MobileStyleGAN's layer) with style, bias, noise and activation fused.
+
+One MobileStyleGAN layer, as its OpenVINO IR spells it, is six full-resolution passes::
+
+    x * s  ->  depthwise kxk  ->  1x1 conv  ->  + noise  ->  + bias  ->  leaky_relu
+
+The style ``s [N, C, 1, 1]`` scales input channels, and the depthwise convolution acts on each channel
+alone, so ``depthwise(x * s) == depthwise(x) * s`` and the style folds into each sample's 1x1 weights:
+``W_n = W * s_n`` (``[C_out, C]``, a few thousand numbers instead of a ``[N, C, H, W]`` multiply). The 1x1
+convolution then is one (batched) matrix product over channels-last pixels, and noise, bias and the
+activation run in place on its output. Mathematically the same function; values differ from the
+op-by-op order only by float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["separable_modconv"]
+
+
+def separable_modconv(
+    x: torch.Tensor,
+    styles: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    depthwise: torch.Tensor | None = None,
+    padding: tuple[int, int] = (0, 0),
+    noise: torch.Tensor | None = None,
+    slope: float | None = None,
+) -> torch.Tensor:
+    """``leaky_relu(conv1x1(depthwise(x * styles), weight) + noise + bias, slope)`` in few passes.
+
+    Args:
+        x: ``[N, C, H, W]`` (any memory format; channels-last is fastest).
+        styles: broadcastable to ``[N, C, 1, 1]`` (e.g. ``[N, C, 1, 1]`` or ``[1, C, 1, 1]``).
+        weight: 1x1 weights ``[C_out, C, 1, 1]`` (or ``[C_out, C]``).
+        bias: broadcastable to ``[1, C_out, 1, 1]``, or None.
+        depthwise: optional depthwise kernel ``[C, 1, kh, kw]`` applied (stride 1) before the 1x1 conv.
+        padding: symmetric zero padding of the depthwise convolution ``(ph, pw)``.
+        noise: optional, broadcastable to ``[N, 1, H', W']`` (a 0-dim tensor too), added before the bias.
+        slope: leaky ReLU slope, or None for no activation.
+
+    Returns:
+        ``[N, C_out, H', W']``, channels-last in memory, in the dtype of ``x``.
+    """
+    if depthwise is not None:
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, depthwise, padding=padding, groups=x.shape[1])
+    n, c, h, w = x.shape
+    c_out = weight.shape[0]
+    wt = weight.reshape(c_out, c).t()  # [C, C_out]
+    s = styles.reshape(-1, c, 1)  # [Ns, C, 1]
+    pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # [N, HW, C]: a view when x is channels-last
+    if s.shape[0] == 1:
+        out = torch.matmul(pixels, wt * s[0])  # [N, HW, C_out]
+    else:
+        n = max(n, s.shape[0])
+        out = torch.bmm(pixels.expand(n, h * w, c), (wt.unsqueeze(0) * s).expand(n, c, c_out))
+    out = out.reshape(n, h, w, c_out)  # a fresh tensor: the passes below run in place (autograd allows it)
+    if noise is not None:
+        noise = noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise  # [N or 1, H, W, 1]
+        out = out + noise if noise.ndim == 4 and noise.shape[0] > n else out.add_(noise)
+    if bias is not None:
+        out.add_(bias.reshape(c_out))
+    if slope is not None:
+        out = F.leaky_relu_(out, slope) if slope > 0 else F.leaky_relu(out, slope)
+    return out.permute(0, 3, 1, 2)  # [N, C_out, H, W], channels-last memory
