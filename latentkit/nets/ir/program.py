@@ -181,17 +181,26 @@ def _reduce_mean(attrs: dict, x: list[Value]) -> list[Value]:
     return [data.mean(dim=dims, keepdim=attrs["keep_dims"])]
 
 
-def _separable_modconv(attrs: dict, x: list[Value]) -> list[Value]:
-    """A fused chain found by :func:`~latentkit.nets.ir.fuse.find_separable_modconvs`."""
+def _separable_modconv(attrs: dict, x: list[Value], workspace: dict[str, Value] | None = None) -> list[Value]:
+    """A fused chain found by :func:`~latentkit.nets.ir.fuse.find_separable_modconvs`.
+
+    ``workspace`` (no autograd only): this step's buffer from the previous call, reused when its shape fits.
+    """
     v = dict(zip(attrs["slots"], x, strict=True))
-    dw = v.get("depthwise")
+    data, dw, out = v["x"], v.get("depthwise"), None
+    if workspace is not None:
+        n, _, h, w = data.shape
+        if dw is not None:
+            (ph, pw), (kh, kw) = attrs["padding"], dw.shape[-2:]
+            h, w = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        shape = (max(n, v["styles"].shape[0]), h, w, v["weight"].shape[0])
+        out = workspace.get("out")
+        if out is None or tuple(out.shape) != shape or out.dtype != data.dtype or out.device != data.device:
+            out = workspace["out"] = torch.empty(shape, dtype=data.dtype, device=data.device)
     return [separable_modconv(
-        v["x"], v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
-        depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"],
+        data, v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
+        depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"], out=out,
     )]
-
-
-_FUSED = {"SeparableModConv": _separable_modconv}
 
 _OPS: dict[str, Callable[[dict, list[Value]], list[Value]]] = {
     "Add": _binary(torch.add),
@@ -285,6 +294,11 @@ class IRProgram(torch.nn.Module):
         graph: the parsed IR (:func:`latentkit.load.openvino_ir.read_ir`).
         fuse: run recognised layer chains as fused operations.
 
+    Attributes:
+        reuse_buffers: calls without autograd keep each fused operation's output buffer and write into it
+            again on the next call (about the size of all intermediate feature maps of one call; freed by
+            :meth:`release_buffers`). The returned tensor is never such a buffer.
+
     Raises:
         CheckpointError: if the graph uses an operation outside :data:`SUPPORTED_OPS` or an unsupported
             attribute, or does not have exactly one input and one output.
@@ -345,6 +359,15 @@ class IRProgram(torch.nn.Module):
             for ref in refs:
                 last_use[ref] = i
         self._release = [[r for r, j in last_use.items() if j == i] for i in range(len(self._steps))]
+        # Without autograd, each fused step writes into its buffer from the previous call: fresh
+        # [N, 64, 512, 512] tensors cost more in page faults than the arithmetic that fills them.
+        self.reuse_buffers = True
+        self._workspace: dict[int, dict[str, torch.Tensor]] = {}
+        self._running = False
+
+    def release_buffers(self) -> None:
+        """Free the buffers that calls without autograd keep for reuse (see :attr:`reuse_buffers`)."""
+        self._workspace.clear()
 
     def constant(self, layer_id: int) -> torch.Tensor:
         """The value of a ``Const`` layer (float constants on the module's device, integers on the CPU)."""
@@ -363,7 +386,19 @@ class IRProgram(torch.nn.Module):
         Returns:
             The value reaching the graph's ``Result`` layer.
         """
-        replace = replace or {}
+        if torch.is_grad_enabled() or not self.reuse_buffers or self._running:
+            return self._run(x, replace or {}, None)
+        self._running = True  # a re-entrant or concurrent call allocates its own buffers
+        try:
+            result = self._run(x, replace or {}, self._workspace)
+        finally:
+            self._running = False
+        held = {t.untyped_storage().data_ptr() for step in self._workspace.values() for t in step.values()}
+        return result.clone() if result.untyped_storage().data_ptr() in held else result
+
+    def _run(
+        self, x: torch.Tensor, replace: dict[tuple[int, int], torch.Tensor], workspace: dict[int, dict] | None
+    ) -> torch.Tensor:
         values: dict[_Ref, torch.Tensor] = {(self.input_layer.id, self.input_layer.outputs[0].id): x}
         result: torch.Tensor | None = None
         for i, (lid, op, attrs, refs, keys, outs) in enumerate(self._steps):
@@ -376,7 +411,11 @@ class IRProgram(torch.nn.Module):
             if op == "Result":
                 result = inputs[0]
             else:
-                for port, value in zip(outs, (_FUSED.get(op) or _OPS[op])(attrs, inputs), strict=True):
+                if op == "SeparableModConv":
+                    produced = _separable_modconv(attrs, inputs, None if workspace is None else workspace.setdefault(i, {}))
+                else:
+                    produced = _OPS[op](attrs, inputs)
+                for port, value in zip(outs, produced, strict=True):
                     values[(lid, port)] = value
             for ref in self._release[i]:
                 values.pop(ref, None)

@@ -30,6 +30,7 @@ def separable_modconv(
     padding: tuple[int, int] = (0, 0),
     noise: torch.Tensor | None = None,
     slope: float | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``leaky_relu(conv1x1(depthwise(x * styles), weight) + noise + bias, slope)`` in few passes.
 
@@ -42,6 +43,8 @@ def separable_modconv(
         padding: symmetric zero padding of the depthwise convolution ``(ph, pw)``.
         noise: optional, broadcastable to ``[N, 1, H', W']`` (a 0-dim tensor too), added before the bias.
         slope: leaky ReLU slope, or None for no activation.
+        out: optional buffer ``[N, H', W', C_out]`` to write the result into (no autograd), so that repeated
+            calls reuse memory instead of faulting in fresh pages.
 
     Returns:
         ``[N, C_out, H', W']``, channels-last in memory, in the dtype of ``x``.
@@ -53,19 +56,33 @@ def separable_modconv(
     n, c, h, w = x.shape
     c_out = weight.shape[0]
     wt = weight.reshape(c_out, c).t()  # [C, C_out]
-    s = styles.reshape(-1, c, 1)  # [Ns, C, 1]
+    s = styles.reshape(-1, c, 1)  # [Ns, C, 1]: scales rows of wt
     pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # [N, HW, C]: a view when x is channels-last
-    if s.shape[0] == 1:
-        out = torch.matmul(pixels, wt * s[0])  # [N, HW, C_out]
+    n = max(n, s.shape[0])
+    # Start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix product accumulate into
+    # it (beta = 1): the same sum as conv + noise + bias with two fewer full-resolution passes.
+    shape = (n, h, w, c_out)
+    nz = None if noise is None else (noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise)  # [N or 1, H, W, 1]
+    b = None if bias is None else bias.reshape(c_out)
+    if nz is not None and nz.ndim < 4:  # a scalar (e.g. noise_mode='none' feeds 0): fold it into the bias
+        b, nz = (nz if b is None else b + nz).expand(c_out), None
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (nz, b)):
+        start = nz if b is None else (b if nz is None else nz + b)
+        acc = start.expand(shape).contiguous()
     else:
-        n = max(n, s.shape[0])
-        out = torch.bmm(pixels.expand(n, h * w, c), (wt.unsqueeze(0) * s).expand(n, c, c_out))
-    out = out.reshape(n, h, w, c_out)  # a fresh tensor: the passes below run in place (autograd allows it)
-    if noise is not None:
-        noise = noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise  # [N or 1, H, W, 1]
-        out = out + noise if noise.ndim == 4 and noise.shape[0] > n else out.add_(noise)
-    if bias is not None:
-        out.add_(bias.reshape(c_out))
+        acc = out if out is not None else torch.empty(shape, dtype=x.dtype, device=x.device)
+        if nz is not None and b is not None:
+            torch.add(nz.expand(shape[:3] + (1,)) if nz.ndim == 4 else nz, b, out=acc)
+        elif nz is None and b is None:
+            acc.zero_()
+        else:
+            acc.copy_((b if nz is None else nz).expand(shape))
+    acc3 = acc.view(n, h * w, c_out)
+    if s.shape[0] == 1 and n == pixels.shape[0]:
+        acc3.view(n * h * w, c_out).addmm_(pixels.reshape(n * h * w, c), wt * s[0])
+    else:
+        acc3.baddbmm_(pixels.expand(n, h * w, c), (wt.unsqueeze(0) * s).expand(n, c, c_out))
+    out = acc
     if slope is not None:
         out = F.leaky_relu_(out, slope) if slope > 0 else F.leaky_relu(out, slope)
     return out.permute(0, 3, 1, 2)  # [N, C_out, H, W], channels-last memory
