@@ -53,24 +53,27 @@ def separable_modconv(
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         x = F.conv2d(x, depthwise, padding=padding, groups=x.shape[1])
+    if torch.is_autocast_enabled(x.device.type):  # the products below are not autocast (in place, out=)
+        x = x.to(torch.get_autocast_dtype(x.device.type))
     n, c, h, w = x.shape
     c_out = weight.shape[0]
-    wt = weight.reshape(c_out, c).t()  # [C, C_out]
-    s = styles.reshape(-1, c, 1)  # [Ns, C, 1]: scales rows of wt
+    wt = weight.reshape(c_out, c).t().to(x.dtype)  # [C, C_out]
+    s = styles.reshape(-1, c, 1).to(x.dtype)  # [Ns, C, 1]: scales rows of wt
     pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # [N, HW, C]: a view when x is channels-last
     n = max(n, s.shape[0])
     # Start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix product accumulate into
     # it (beta = 1): the same sum as conv + noise + bias with two fewer full-resolution passes.
     shape = (n, h, w, c_out)
-    nz = None if noise is None else (noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise)  # [N or 1, H, W, 1]
-    b = None if bias is None else bias.reshape(c_out)
+    nz = None if noise is None else (noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise).to(x.dtype)
+    b = None if bias is None else bias.reshape(c_out).to(x.dtype)
     if nz is not None and nz.ndim < 4:  # a scalar (e.g. noise_mode='none' feeds 0): fold it into the bias
         b, nz = (nz if b is None else b + nz).expand(c_out), None
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (nz, b)):
         start = nz if b is None else (b if nz is None else nz + b)
         acc = start.expand(shape).contiguous()
     else:
-        acc = out if out is not None else torch.empty(shape, dtype=x.dtype, device=x.device)
+        fits = out is not None and out.dtype == x.dtype and tuple(out.shape) == shape
+        acc = out if fits else torch.empty(shape, dtype=x.dtype, device=x.device)
         if nz is not None and b is not None:
             torch.add(nz.expand(shape[:3] + (1,)) if nz.ndim == 4 else nz, b, out=acc)
         elif nz is None and b is None:
