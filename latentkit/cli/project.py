@@ -236,6 +236,9 @@ def _write_video(path: Path, G, frames: list, noises: dict, target) -> None:
     help="Steps between checkpoints; an interrupted run resumes from its last one.",
 )
 @click.option("--save-video", is_flag=True, help="Also write proj.mp4 (target | projection per step).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Opt-in reduced precision of the generator and LPIPS passes: bf16 (AVX512-BF16/AMX CPUs, CUDA), "
+              "fp16 (CUDA).")
 @device_option
 def project(
     inputs,
@@ -254,6 +257,7 @@ def project(
     classes_text,
     checkpoint_every,
     save_video,
+    precision,
     device,
 ) -> None:
     """Project INPUTS (image files or folders of images) into the generator's W or W+ space."""
@@ -291,7 +295,10 @@ def project(
         perceptual_weights=perceptual_weights,
         mse_weight=mse_weight,
         parametrization=parametrization,
+        precision=precision,
     )
+    if precision != "fp32":
+        say(f"reduced precision: generator and LPIPS forward passes in {precision} autocast")
     net = lpips_vgg(perceptual_weights, device=dev, max_resolution=settings.max_perceptual_resolution)
     names = _folder_names(files)
     info = {
