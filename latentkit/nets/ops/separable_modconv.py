@@ -68,24 +68,34 @@ def separable_modconv(
     b = None if bias is None else bias.reshape(c_out).to(x.dtype)
     if nz is not None and nz.ndim < 4:  # a scalar (e.g. noise_mode='none' feeds 0): fold it into the bias
         b, nz = (nz if b is None else b + nz).expand(c_out), None
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (nz, b)):
-        start = nz if b is None else (b if nz is None else nz + b)
-        acc = start.expand(shape).contiguous()
-    else:
-        fits = out is not None and out.dtype == x.dtype and tuple(out.shape) == shape
-        acc = out if fits else torch.empty(shape, dtype=x.dtype, device=x.device)
-        if nz is not None and b is not None:
-            torch.add(nz.expand(shape[:3] + (1,)) if nz.ndim == 4 else nz, b, out=acc)
-        elif nz is None and b is None:
-            acc.zero_()
+    same = s.shape[0] == 1 and n == pixels.shape[0]  # one weight matrix for all samples
+    if torch.is_grad_enabled():
+        # Out of place: an in-place update of a view would make autograd copy the whole base tensor.
+        if same:
+            flat = pixels.reshape(n * h * w, c)
+            acc = (flat @ (wt * s[0]) if b is None else torch.addmm(b, flat, wt * s[0])).view(shape)
         else:
-            acc.copy_((b if nz is None else nz).expand(shape))
+            wn = (wt.unsqueeze(0) * s).expand(n, c, c_out)
+            acc = torch.bmm(pixels.expand(n, h * w, c), wn) if b is None else torch.baddbmm(b, pixels.expand(n, h * w, c), wn)
+            acc = acc.view(shape)
+        if nz is not None:
+            acc = acc + nz
+        out = acc if slope is None else F.leaky_relu(acc, slope)
+        return out.permute(0, 3, 1, 2)
+    # Without autograd: start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix
+    # product accumulate into it (beta = 1): two fewer full-resolution passes than conv, + noise, + bias.
+    fits = out is not None and out.dtype == x.dtype and tuple(out.shape) == shape
+    acc = out if fits else torch.empty(shape, dtype=x.dtype, device=x.device)
+    if nz is not None and b is not None:
+        torch.add(nz.expand(shape[:3] + (1,)), b, out=acc)
+    elif nz is None and b is None:
+        acc.zero_()
+    else:
+        acc.copy_((b if nz is None else nz).expand(shape))
     acc3 = acc.view(n, h * w, c_out)
-    if s.shape[0] == 1 and n == pixels.shape[0]:
+    if same:
         acc3.view(n * h * w, c_out).addmm_(pixels.reshape(n * h * w, c), wt * s[0])
     else:
         acc3.baddbmm_(pixels.expand(n, h * w, c), (wt.unsqueeze(0) * s).expand(n, c, c_out))
-    out = acc
-    if slope is not None:
-        out = F.leaky_relu_(out, slope) if slope > 0 else F.leaky_relu(out, slope)
+    out = acc if slope is None else F.leaky_relu_(acc, slope) if slope > 0 else F.leaky_relu(acc, slope)
     return out.permute(0, 3, 1, 2)  # [N, C_out, H, W], channels-last memory
