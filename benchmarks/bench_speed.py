@@ -3,6 +3,7 @@
     python benchmarks/bench_speed.py msg [--threads 1 2] [--rounds 7]
     python benchmarks/bench_speed.py step --baseline-src /path/to/older/checkout [--rounds 3]
     python benchmarks/bench_speed.py project [--rounds 3] [--steps 5]
+    python benchmarks/bench_speed.py sg3 [--resolution 256] [--rounds 3]
 
 * ``msg``: MobileStyleGAN synthesis (1024 px, batch 1) in PyTorch against OpenVINO f32 on the same IR and
   the same thread count (``INFERENCE_NUM_THREADS``): forward, forward+backward (w.r.t. ws), bf16 autocast
@@ -15,6 +16,8 @@
   net, random weights) against a re-statement of NVIDIA's ``projector.py`` loop written here (batch 1,
   Adam lr 0.1 with its ramps, latent noise ramp, noise regularisation, NVIDIA's fused modulated
   convolution under autograd), with the same LPIPS network substituted for its VGG16 TorchScript.
+* ``sg3``: StyleGAN3-T synthesis (NVIDIA's default geometry, random weights) with the separable polyphase /
+  strided filtering against NVIDIA's zero-insertion reference ops (``upfirdn2d.SEPARABLE_FAST_PATHS``).
 
 Prints ratios and writes ``benchmarks/results/bench_speed_<mode>.json``. No GPU was available when the
 results in the repository were measured.
@@ -141,6 +144,19 @@ def bench_msg(args: argparse.Namespace) -> dict:
 # One default-model projection step, this checkout against an older one (separate processes).
 
 
+def _run_project(G, target, net, num_steps: int, callback) -> None:
+    """``project`` with default settings, ``num_steps`` steps (either API generation: keywords or settings)."""
+    import inspect
+
+    from latentkit.projection.project import ProjectionSettings, project
+
+    if "perceptual_net" in inspect.signature(project).parameters:
+        project(G, target, settings=ProjectionSettings(num_steps=num_steps), perceptual_net=net, callback=callback,
+                progress=False)
+    else:
+        project(G, target, perceptual=net, num_steps=num_steps, callback=callback, progress=False)
+
+
 def _step_worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads[0])
     from latentkit.load.mobilestylegan import load_mobilestylegan
@@ -152,8 +168,7 @@ def _step_worker(args: argparse.Namespace) -> None:
     with torch.no_grad():
         target = G.synthesis(G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))))
     stamps: list[float] = []
-    project(G, target.clamp(-1, 1), perceptual=net, num_steps=args.steps + 1, progress=False,
-            callback=lambda step, ws: stamps.append(time.perf_counter()))
+    _run_project(G, target.clamp(-1, 1), net, args.steps + 1, lambda step, ws: stamps.append(time.perf_counter()))
     print(json.dumps({"step_seconds": [b - a for a, b in zip(stamps[:-1], stamps[1:])]}))
 
 
@@ -244,11 +259,8 @@ def _nvidia_projector_steps(G, target, net, num_steps: int, timed: int) -> list[
 
 
 def _latentkit_steps(G, target, net, num_steps: int, timed: int) -> list[float]:
-    from latentkit.projection.project import project
-
     stamps: list[float] = []
-    project(G, target, perceptual=net, num_steps=num_steps, progress=False,
-            callback=lambda step, ws: stamps.append(time.perf_counter()))
+    _run_project(G, target, net, num_steps, lambda step, ws: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps[:-1], stamps[1:])][-timed:]
 
 
@@ -285,9 +297,96 @@ def bench_project(args: argparse.Namespace) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------------------
+# StyleGAN3-T synthesis: polyphase / strided separable filtering against the zero-insertion reference path.
+
+
+def _sg3t(resolution: int):
+    """StyleGAN3-T with NVIDIA's default geometry (14 layers, 2 critical, margin 10, channel_base 32768, filter
+    size 6, lrelu upsampling 2): the layer formulas of the stylegan3 paper's synthesis network, restated.
+    Random placeholder weights (the cost of trained ones)."""
+    from latentkit.nets.stylegan3 import StyleGAN3Generator, SynthesisInputSpec, SynthesisLayerSpec
+
+    layers, critical, margin, base, cmax, kernel, taps = 14, 2, 10, 32768, 512, 3, 6
+    last_cutoff = resolution / 2
+    exps = np.minimum(np.arange(layers + 1) / (layers - critical), 1)
+    cutoffs = 2 * (last_cutoff / 2) ** exps
+    stopbands = 2**2.1 * (last_cutoff * 2**0.3 / 2**2.1) ** exps
+    rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, resolution))))
+    sizes = rates + margin * 2
+    sizes[-2:] = resolution
+    channels = np.rint(np.minimum((base / 2) / cutoffs, cmax))
+    channels[-1] = 3
+    specs = []
+    for i in range(layers + 1):
+        prev, torgb = max(i - 1, 0), i == layers
+        tmp = max(rates[prev], rates[i]) * (1 if torgb else 2)
+        up, down = int(np.rint(tmp / rates[prev])), int(np.rint(tmp / rates[i]))
+        up_taps = taps * up if up > 1 and not torgb else 1
+        down_taps = taps * down if down > 1 and not torgb else 1
+        k = 1 if torgb else kernel
+        total = (sizes[i] - 1) * down + 1 - (sizes[prev] + k - 1) * up + up_taps + down_taps - 2
+        lo = int((total + up) // 2)
+        hi = int(total - lo)
+        specs.append(SynthesisLayerSpec(
+            name=f"L{i}_{int(sizes[i])}_{int(channels[i])}", in_channels=int(channels[prev]),
+            out_channels=int(channels[i]), in_size=(int(sizes[prev]),) * 2, out_size=(int(sizes[i]),) * 2,
+            conv_kernel=k, up=up, down=down, up_taps=up_taps, down_taps=down_taps, down_radial=False,
+            padding=(lo, hi, lo, hi), is_torgb=torgb, is_critically_sampled=i >= layers - critical,
+            conv_clamp=256.0 if not torgb else None))
+    spec_in = SynthesisInputSpec(channels=int(channels[0]), size=(int(sizes[0]),) * 2, sampling_rate=float(rates[0]),
+                                 bandwidth=float(cutoffs[0]))
+    G = StyleGAN3Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+                           mapping_layers=2, input_spec=spec_in, layer_specs=specs)
+    with torch.no_grad():  # placeholder filters: a normalised low-pass of the right length
+        for name, buf in G.named_buffers():
+            if buf.ndim == 1 and "filter" in name:
+                buf.copy_(torch.hann_window(buf.numel() + 2, dtype=buf.dtype)[1:-1])
+                buf /= buf.sum()
+    return G.eval().requires_grad_(False)
+
+
+def bench_sg3(args: argparse.Namespace) -> dict:
+    import latentkit.nets.ops.upfirdn2d as ops
+
+    torch.set_num_threads(args.threads[0])
+    G = _sg3t(args.resolution)
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        ops.SEPARABLE_FAST_PATHS = False
+        ref = G.synthesis(ws)
+        ops.SEPARABLE_FAST_PATHS = True
+        fast = G.synthesis(ws)
+
+    def run(fast_paths: bool, backward: bool):
+        def fn():
+            ops.SEPARABLE_FAST_PATHS = fast_paths
+            x = ws.clone().requires_grad_(backward)
+            if backward:
+                G.synthesis(x).square().mean().backward()
+            else:
+                with torch.no_grad():
+                    G.synthesis(x)
+        return fn
+
+    times = _rounds({"reference_forward": run(False, False), "latentkit_forward": run(True, False),
+                     "reference_forward_backward": run(False, True), "latentkit_forward_backward": run(True, True)},
+                    args.rounds)
+    ops.SEPARABLE_FAST_PATHS = True
+    out = {"machine": _machine(args.threads[:1]), "network": f"StyleGAN3-T {args.resolution} px (random weights)",
+           "median_seconds": {k: statistics.median(v) for k, v in times.items()},
+           "forward_speedup": _ratio(times, "reference_forward", "latentkit_forward"),
+           "forward_backward_speedup": _ratio(times, "reference_forward_backward", "latentkit_forward_backward"),
+           "image_max_abs_vs_reference_path": float((fast - ref).abs().max()), "times": times}
+    print(f"SG3-T {args.resolution}: forward {out['forward_speedup']:.2f}x, fwd+bwd {out['forward_backward_speedup']:.2f}x "
+          f"the zero-insertion reference ops; max |diff| {out['image_max_abs_vs_reference_path']:.2e}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["msg", "step", "step-worker", "project"])
+    parser.add_argument("mode", choices=["msg", "step", "step-worker", "project", "sg3"])
+    parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=4)
@@ -296,7 +395,7 @@ def main() -> None:
     if args.mode == "step-worker":
         _step_worker(args)
         return
-    out = {"msg": bench_msg, "step": bench_step, "project": bench_project}[args.mode](args)
+    out = {"msg": bench_msg, "step": bench_step, "project": bench_project, "sg3": bench_sg3}[args.mode](args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench_speed_{args.mode}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
