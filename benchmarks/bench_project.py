@@ -49,7 +49,7 @@ def _targets(G, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def speed(args: argparse.Namespace) -> dict:
     from latentkit import load_generator
     from latentkit.projection.lpips import lpips_vgg
-    from latentkit.projection.project import project
+    from latentkit.projection.project import ProjectionSettings, project
 
     G = load_generator(args.network)
     net = lpips_vgg(args.weights)
@@ -63,14 +63,14 @@ def speed(args: argparse.Namespace) -> dict:
     }
     for batch in (1, 4, 8):
         _, target = _targets(G, batch, 0)
-        project(G, target, perceptual=net, num_steps=2, progress=False)  # warm-up
+        project(G, target, perceptual_net=net, settings=ProjectionSettings(num_steps=2), progress=False)  # warm-up
         stamps: list[float] = []
         t0 = time.perf_counter()
         project(
             G,
             target,
-            perceptual=net,
-            num_steps=args.steps,
+            perceptual_net=net,
+            settings=ProjectionSettings(num_steps=args.steps),
             progress=False,
             callback=lambda step, ws: stamps.append(time.perf_counter()),
         )
@@ -148,7 +148,7 @@ def prior_sweep(args: argparse.Namespace) -> dict:
             parametrization=args.parametrization if weight > 0 else "w",
         )
         result = project(
-            G, target, settings=settings, prior=prior if weight > 0 else None, perceptual=net, progress=False
+            G, target, settings=settings, prior=prior if weight > 0 else None, perceptual_net=net, progress=False
         )
         with torch.no_grad():
             row = {

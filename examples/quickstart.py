@@ -190,7 +190,7 @@ def run(
     settings = ProjectionSettings(space="w+", num_steps=steps, prior_weight=prior_weight,
                                   parametrization=parametrization, seed=0)
     projection = project(
-        G, target, prior=prior, perceptual=perceptual, settings=settings, progress=progress,
+        G, target, prior=prior, perceptual_net=perceptual, settings=settings, progress=progress,
         callback=lambda step, ws: ticks.append(time.perf_counter()),
     )
     timings["projection"] = time.perf_counter() - ticks[0]

@@ -1,5 +1,5 @@
-"""Validation helpers for public boundaries. They raise :class:`~latentkit.errors.ShapeError` with a
-message naming the argument, the expected and the received shape; never ``assert``."""
+"""Validation helpers for public boundaries: shapes (:class:`~latentkit.errors.ShapeError`) and values (:class:`~latentkit.errors.InputError`),
+with messages naming the argument, the expected and the received value; never ``assert``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from latentkit.errors import ShapeError
+from latentkit.errors import InputError, ShapeError
 
 __all__ = ["check_shape", "check_finite", "check_image"]
 
@@ -56,10 +56,10 @@ def check_shape(x: torch.Tensor, shape: Sequence[int | str | None], name: str) -
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise :class:`ShapeError` if ``x`` holds NaN or infinite values."""
+    """Raise :class:`InputError` if ``x`` holds NaN or infinite values."""
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ShapeError(f"{name} holds {bad} non-finite values (NaN or inf)")
+        raise InputError(f"{name} holds {bad} non-finite values (NaN or inf)")
 
 
 def check_image(img: torch.Tensor, name: str, *, channels: int | None = None) -> int:

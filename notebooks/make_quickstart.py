@@ -132,7 +132,7 @@ direction whose standard deviation is 1e-4 would cost a squared distance of 1e6.
 PROJECT = """\
 perceptual = lpips_vgg(PERCEPTUAL_WEIGHTS, device=device)
 settings = ProjectionSettings(space="w+", num_steps=PROJECTION_STEPS, parametrization="prior", seed=0)
-result = project(G, TARGET, prior=prior, perceptual=perceptual, settings=settings)
+result = project(G, TARGET, prior=prior, perceptual_net=perceptual, settings=settings)
 print("LPIPS backbone:", result.perceptual_weights)
 for name, values in result.loss_terms.items():
     print(f"{name:>10}: {values[0, 0].item():.4g} -> {values[0, -1].item():.4g}")

@@ -68,7 +68,10 @@ class _LazyGroup(click.Group):
         except LatentkitError as err:
             # one line, but nothing dropped: an offline error names the URL, the sha256 and the path
             message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-            raise click.ClickException(message or type(err).__name__) from err
+            error = click.ClickException(message or type(err).__name__)
+            if isinstance(err, KeyboardInterrupt):  # an interrupted job that saved its state: 128 + SIGINT
+                error.exit_code = 130
+            raise error from err
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

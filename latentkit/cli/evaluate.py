@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from latentkit.latent.prior_cache import cached_prior
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
@@ -25,7 +26,7 @@ _PPL_BATCH = 16  # perceptual_path_length(batch_size=...)
 _TAUS = "1,2,3,4"  # TradeoffSettings.taus
 _PSIS = "0.5,0.6,0.7,0.8,0.9"  # TradeoffSettings.psis
 _TRADEOFF_SAMPLES = 1000  # TradeoffSettings.num_samples
-_PRIOR_SAMPLES = 100_000  # TradeoffSettings.prior_samples / GaussianPrior.cached(n_samples=...)
+_PRIOR_SAMPLES = 100_000  # TradeoffSettings.prior_samples / cached_prior(n_samples=...)
 
 
 def _json(value) -> str:
@@ -55,7 +56,7 @@ def _prior(path: str | None, G):
     if path is not None:
         return GaussianPrior.load(path)
     say("no --prior given: using the cached prior of this network (fitted on first use)")
-    return GaussianPrior.cached(G, n_samples=_PRIOR_SAMPLES)
+    return cached_prior(G, n_samples=_PRIOR_SAMPLES)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from latentkit.latent.prior_cache import cached_prior
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["fit_prior", "compress"]
@@ -143,7 +144,7 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
         if prior.generator_.get("sha256") and G.sha256 and prior.generator_["sha256"] != G.sha256:
             say(f"warning: --prior {prior_path} was fitted on another checkpoint (sha256 differs)")
     else:
-        prior = GaussianPrior.cached(G, n_samples=n_samples, classes=None if class_idx is None else [class_idx])
+        prior = cached_prior(G, n_samples=n_samples, classes=None if class_idx is None else [class_idx])
 
     with torch.no_grad():
         compressed = compress_ws(ws, prior, tau=tau)

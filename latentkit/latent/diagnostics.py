@@ -175,7 +175,7 @@ def diagnose(
     """
     from scipy import stats
 
-    prior._check_w(ws, "ws")
+    prior.check_w(ws, "ws")
     w = ws.detach().reshape(-1, prior.w_dim).to("cpu", torch.float64)  # [N, w_dim]
     if w.shape[0] < 8:
         raise ShapeError(f"diagnostics need at least 8 held-out W vectors, got {w.shape[0]}")

@@ -20,7 +20,6 @@ every transform is differentiable torch on the caller's device and dtype.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -29,116 +28,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from latentkit.checks import check_finite
 from latentkit.errors import InputError, NotFittedError, ShapeError
+from latentkit.latent.gaussianize import check_activation, v_to_w, w_to_v, w_to_v64
+from latentkit.latent.moments import Moments
+from latentkit.latent.prior_file import PRIOR_FORMAT, PRIOR_FORMAT_VERSION
 from latentkit.latent.sampling import iter_mapping, resolve_classes
 from latentkit.nets.generator import MappingActivation
 
 if TYPE_CHECKING:
-    from latentkit.latent.diagnostics import PriorDiagnostics
     from latentkit.nets.generator import Generator
 
 __all__ = ["GaussianPrior", "w_to_v", "v_to_w", "PRIOR_FORMAT_VERSION", "DEFAULT_CACHED_SAMPLES"]
 
 logger = logging.getLogger(__name__)
 
-PRIOR_FORMAT = "latentkit-gaussian-prior"
-PRIOR_FORMAT_VERSION = 1
 DEFAULT_CACHED_SAMPLES = 100_000
 _STATS_CHUNK = 4096  # rows converted to float64 at a time
-
-
-# --------------------------------------------------------------------------------------------------
-# The leaky-ReLU inversion.
-
-
-def _check_activation(slope: float, gain: float) -> None:
-    if not (math.isfinite(slope) and slope > 0):
-        raise InputError(f"slope must be a finite number > 0 for the leaky ReLU to be invertible, got {slope}")
-    if not (math.isfinite(gain) and gain > 0):
-        raise InputError(f"gain must be a finite number > 0, got {gain}")
-
-
-def w_to_v(w: torch.Tensor, slope: float = 0.2, gain: float = math.sqrt(2)) -> torch.Tensor:
-    """Invert ``w = gain * leaky_relu(v, slope)``: the exact pre-activation ``v``.
-
-    Args:
-        w: latents of any shape ``[..., w_dim]``.
-        slope: the leaky ReLU's negative slope (> 0).
-        gain: the multiplier after the activation (> 0).
-
-    Returns:
-        ``v`` with the shape, dtype and device of ``w`` (differentiable).
-
-    Example:
-        >>> w_to_v(torch.tensor([2.0, -2.0]), 0.5, 2.0)
-        tensor([ 1., -2.])
-    """
-    _check_activation(slope, gain)
-    return torch.where(w >= 0, w / gain, w / (gain * slope))
-
-
-def v_to_w(v: torch.Tensor, slope: float = 0.2, gain: float = math.sqrt(2)) -> torch.Tensor:
-    """Apply ``w = gain * leaky_relu(v, slope)`` (the inverse of :func:`w_to_v`), any shape ``[..., w_dim]``."""
-    _check_activation(slope, gain)
-    return torch.where(v >= 0, v * gain, v * (gain * slope))
-
-
-def _v64(w: torch.Tensor, slope: float, gain: float) -> torch.Tensor:
-    """:func:`w_to_v` in a new float64 tensor, in place (no temporaries): for the fitting loops."""
-    v = w.to(torch.float64, copy=True)
-    v.div_(gain)
-    return torch.nn.functional.leaky_relu_(v, 1.0 / slope)  # negative side: times 1/slope
-
-
-class _Moments:
-    """Float64 mean and centred scatter, merged batch by batch (Chan et al.'s parallel update).
-
-    Only the upper triangle of the scatter is accumulated: on the CPU with BLAS ``dsyrk`` (half the work
-    of a full product), elsewhere with one GEMM per block of rows (about 56% for 8 blocks).
-    :meth:`scatter` mirrors it.
-    """
-
-    def __init__(self, dim: int, device: torch.device, *, syrk: bool | None = None) -> None:
-        self.n = 0
-        self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
-        self._syrk = device.type == "cpu" if syrk is None else syrk
-        if self._syrk:
-            self._upper_np = np.zeros((dim, dim), dtype=np.float64, order="F")
-            self._upper = torch.from_numpy(self._upper_np)  # shares memory
-        else:
-            self._upper = torch.zeros(dim, dim, dtype=torch.float64, device=device)
-        self._step = -(-dim // 8) if dim >= 256 else dim
-
-    def update(self, x: torch.Tensor) -> None:
-        """Add a batch ``[B, dim]`` of float64 values; ``x`` is centred in place."""
-        nb = x.shape[0]
-        mean_b = x.mean(0)
-        x.sub_(mean_b)
-        if self._syrk:
-            from scipy.linalg import blas
-
-            a = x.contiguous().numpy().T  # [dim, B], Fortran order: a @ a.T is the scatter
-            out = blas.dsyrk(1.0, a, beta=1.0, c=self._upper_np, trans=0, lower=0, overwrite_c=1)
-            if not np.shares_memory(out, self._upper_np):  # BLAS wrapper made a copy
-                self._upper_np[...] = out
-        else:
-            for i in range(0, x.shape[1], self._step):
-                rows = slice(i, i + self._step)
-                self._upper[rows, i:].addmm_(x[:, rows].T, x[:, i:])
-        n = self.n + nb
-        delta = mean_b - self.mean
-        self._upper.add_(torch.outer(delta, delta), alpha=self.n * nb / n)
-        self.mean.add_(delta, alpha=nb / n)
-        self.n = n
-
-    def scatter(self) -> torch.Tensor:
-        """The full symmetric scatter ``[dim, dim]``: sum of ``(x - mean)(x - mean)^T``."""
-        upper = self._upper.triu()
-        return (upper + upper.triu(1).T).contiguous()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +123,7 @@ class GaussianPrior:
         act = G.mapping_activation if G is not None else MappingActivation()
         slope = float(act.slope if self.slope is None else self.slope)
         gain = float(act.gain if self.gain is None else self.gain)
-        _check_activation(slope, gain)
+        check_activation(slope, gain)
         return slope, gain
 
     def fit(self, ws: torch.Tensor) -> GaussianPrior:
@@ -239,9 +147,9 @@ class GaussianPrior:
             ws = ws[:, 0] if torch.equal(ws, ws[:, :1].expand_as(ws)) else ws.reshape(-1, ws.shape[-1])
         check_finite(ws, "ws")
         slope, gain = self._activation()
-        moments = _Moments(ws.shape[1], torch.device("cpu"))
+        moments = Moments(ws.shape[1], torch.device("cpu"))
         for chunk in ws.detach().split(_STATS_CHUNK):  # bounded float64 temporaries
-            moments.update(_v64(chunk.to("cpu"), slope, gain))
+            moments.update(w_to_v64(chunk.to("cpu"), slope, gain))
         return self._finish(moments, slope, gain, {"sha256": "", "source": "", "architecture": "", "classes": None})
 
     @classmethod
@@ -294,12 +202,12 @@ class GaussianPrior:
         chosen = resolve_classes(G, classes)
         run_device = torch.device(device) if device is not None else G.w_avg.device
         acc_device = torch.device("cpu") if run_device.type == "mps" else run_device  # mps has no float64
-        moments = _Moments(G.w_dim, acc_device)
+        moments = Moments(G.w_dim, acc_device)
         with tqdm(total=int(n_samples), desc="fitting prior", unit="z", disable=not progress, leave=False) as bar:
             for w in iter_mapping(G, n_samples, batch_size=batch_size, seed=seed, classes=chosen, device=run_device):
                 check_finite(w, "mapping output")
                 for chunk in w.split(_STATS_CHUNK):  # bounded float64 temporaries
-                    moments.update(_v64(chunk.to(acc_device), act_slope, act_gain))
+                    moments.update(w_to_v64(chunk.to(acc_device), act_slope, act_gain))
                 bar.update(w.shape[0])
         info = {
             "sha256": str(getattr(G, "sha256", "") or ""),
@@ -309,7 +217,7 @@ class GaussianPrior:
         }
         return prior._finish(moments, act_slope, act_gain, info)
 
-    def _finish(self, moments: _Moments, slope: float, gain: float, info: dict[str, Any]) -> GaussianPrior:
+    def _finish(self, moments: Moments, slope: float, gain: float, info: dict[str, Any]) -> GaussianPrior:
         if moments.n < 2:
             raise ShapeError(f"need at least 2 W vectors to estimate a covariance, got {moments.n}")
         covariance = (moments.scatter() / (moments.n - 1)).cpu()
@@ -347,7 +255,8 @@ class GaussianPrior:
     # ---------------------------------------------------------------------------------------------
     # Transforms (differentiable torch, caller's device and dtype).
 
-    def _check_w(self, w: torch.Tensor, name: str) -> None:
+    def check_w(self, w: torch.Tensor, name: str) -> None:
+        """Raise unless the prior is fitted and ``w`` is a tensor ``[..., w_dim]`` (``name`` in the message)."""
         self._require_fitted()
         if not isinstance(w, torch.Tensor) or w.ndim < 1 or w.shape[-1] != self.w_dim:
             shape = list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
@@ -371,12 +280,12 @@ class GaussianPrior:
 
     def transform(self, w: torch.Tensor) -> torch.Tensor:
         """w -> v (undo the last activation), any shape ``[..., w_dim]``; differentiable."""
-        self._check_w(w, "w")
+        self.check_w(w, "w")
         return w_to_v(w, self.slope_, self.gain_)
 
     def inverse_transform(self, v: torch.Tensor) -> torch.Tensor:
         """v -> w (apply the activation), any shape ``[..., w_dim]``; exact inverse of :meth:`transform`."""
-        self._check_w(v, "v")
+        self.check_w(v, "v")
         return v_to_w(v, self.slope_, self.gain_)
 
     def coefficients(self, w: torch.Tensor) -> torch.Tensor:
@@ -388,13 +297,13 @@ class GaussianPrior:
         Returns:
             u ``[..., w_dim]``, components by descending variance; standard normal under the prior.
         """
-        self._check_w(w, "w")
+        self.check_w(w, "w")
         mean, whiten, _ = self._matrices(w)
         return (w_to_v(w, self.slope_, self.gain_) - mean) @ whiten
 
     def from_coefficients(self, u: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`coefficients`: ``u [..., w_dim]`` -> ``w [..., w_dim]``."""
-        self._check_w(u, "u")
+        self.check_w(u, "u")
         mean, _, colour = self._matrices(u)
         return v_to_w(mean + u @ colour, self.slope_, self.gain_)
 
@@ -442,15 +351,6 @@ class GaussianPrior:
         w = self.from_coefficients(u)
         return w.to(device=device or "cpu", dtype=dtype)
 
-    def diagnostics(self, ws: torch.Tensor, **kwargs: Any) -> PriorDiagnostics:
-        """Gaussianity diagnostics on held-out W vectors; see :func:`latentkit.latent.diagnostics.diagnose`."""
-        from latentkit.latent.diagnostics import diagnose
-
-        return diagnose(self, ws, **kwargs)
-
-    # ---------------------------------------------------------------------------------------------
-    # Files.
-
     def metadata(self) -> dict[str, Any]:
         """The JSON metadata written by :meth:`save`."""
         self._require_fitted()
@@ -474,115 +374,26 @@ class GaussianPrior:
                 "condition_number": float(ev[0] / ev[-1]), "slope": self.slope_, "gain": self.gain_}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the prior as ``.npz``: float64 ``mean``, ``covariance`` and a JSON ``metadata`` string.
+        """Write the prior as ``.npz``: float64 ``mean``, ``covariance`` and a JSON ``metadata`` string
+        (see :mod:`latentkit.latent.prior_file`). Written atomically."""
+        from latentkit.latent.prior_file import write_prior_file
 
-        The eigendecomposition is recomputed on load (it is deterministic), so the file holds only the
-        statistics. Written atomically.
-        """
-        from latentkit.io import atomic_path
-
-        meta = json.dumps(self.metadata())
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, mean=self.mean_.numpy(), covariance=self.covariance_.numpy(), metadata=np.array(meta))
-        return path
+        meta = self.metadata()  # raises NotFittedError first
+        return write_prior_file(path, self.mean_.numpy(), self.covariance_.numpy(), meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GaussianPrior:
-        """Read a prior written by :meth:`save` (``allow_pickle=False``).
+        """Read a prior written by :meth:`save` (``allow_pickle=False``; every field validated).
 
         Raises:
-            InputError: missing file, not a latentkit prior, or a format version this release cannot read.
+            InputError: missing or unreadable file, not a latentkit prior, a format version this release
+                cannot read, or invalid contents (the message names the field).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"prior file not found: {path} (write one with `latentkit fit-prior`)")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, AttributeError) as err:
-            if "pickled" in str(err) or isinstance(err, AttributeError):
-                err = f"it is not an .npz file (starts with {path.read_bytes()[:8]!r}); write one with `latentkit fit-prior`"
-            raise InputError(f"cannot read {path} as a prior .npz: {err}") from None
-        if "metadata" not in arrays:
-            raise InputError(f"{path} is not a latentkit prior: it has no 'metadata' (arrays: {sorted(arrays)})")
-        try:
-            meta = json.loads(str(arrays["metadata"]))
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: the prior's metadata is not valid JSON: {err}") from err
-        if meta.get("format") != PRIOR_FORMAT:
-            raise InputError(f"{path} is not a latentkit prior (format {meta.get('format')!r}, expected {PRIOR_FORMAT!r})")
-        if meta.get("format_version") != PRIOR_FORMAT_VERSION:
-            raise InputError(
-                f"{path} has prior format version {meta.get('format_version')}, this latentkit reads version "
-                f"{PRIOR_FORMAT_VERSION}: refit it with `latentkit fit-prior`"
-            )
-        mean, cov = arrays.get("mean"), arrays.get("covariance")
-        if mean is None or cov is None or mean.ndim != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
-            raise InputError(f"{path}: expected 'mean' [w_dim] and 'covariance' [w_dim, w_dim] arrays")
-        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
-            raise InputError(f"{path}: the prior's mean or covariance holds NaN or inf; refit it with `latentkit fit-prior`")
-        params = meta.get("params", {})
+        from latentkit.latent.prior_file import read_prior_file
+
+        mean, cov, meta = read_prior_file(path)
+        params = meta["params"]
         prior = cls(slope=params.get("slope"), gain=params.get("gain"))
-        prior._set_state(
-            torch.from_numpy(mean.astype(np.float64)),
-            torch.from_numpy(cov.astype(np.float64)),
-            int(meta["n_samples"]),
-            float(meta["slope"]),
-            float(meta["gain"]),
-            meta.get("generator", {}),
-        )
+        prior._set_state(torch.from_numpy(mean), torch.from_numpy(cov), meta["n_samples"], meta["slope"],
+                         meta["gain"], meta["generator"])
         return prior
-
-    @classmethod
-    def cached(
-        cls,
-        G: Generator,
-        *,
-        n_samples: int = DEFAULT_CACHED_SAMPLES,
-        seed: int = 0,
-        classes: Sequence[int] | None = None,
-        batch_size: int = 10_000,
-        device: torch.device | str | None = None,
-        progress: bool = True,
-    ) -> GaussianPrior:
-        """The prior of ``G`` from ``latentkit.hub.cache_dir('priors')``, fitted and saved on first use.
-
-        The file is keyed by the generator (its checkpoint sha256, else its source, else a hash of its
-        parameters), ``n_samples``, ``seed`` and ``classes``. Arguments as :meth:`from_generator`.
-        """
-        from latentkit.hub import cache_dir
-
-        path = cache_dir("priors") / _cache_name(G, n_samples, seed, resolve_classes(G, classes))
-        if path.is_file():
-            try:
-                prior = cls.load(path)
-                if prior.w_dim == G.w_dim:
-                    logger.info("prior: using cached %s", path)
-                    return prior
-            except InputError as err:
-                logger.warning("prior: ignoring unreadable cache file %s (%s)", path, err)
-        logger.info("prior: fitting %d samples (cached afterwards at %s)", n_samples, path)
-        prior = cls.from_generator(
-            G, n_samples, batch_size=batch_size, seed=seed, device=device, progress=progress, classes=classes
-        )
-        prior.save(path)
-        return prior
-
-
-def _cache_name(G: Generator, n_samples: int, seed: int, classes: list[int] | None) -> str:
-    import hashlib
-
-    if getattr(G, "sha256", ""):
-        key = "sha-" + G.sha256[:16]
-    elif getattr(G, "source", ""):
-        key = "src-" + hashlib.sha256(str(G.source).encode()).hexdigest()[:16]
-    else:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(G.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        key = "par-" + digest.hexdigest()[:16]
-    cls_part = "" if classes is None or len(classes) == G.c_dim else "_c" + "-".join(map(str, classes))
-    return f"{key}_n{int(n_samples)}_s{int(seed)}{cls_part}_v{PRIOR_FORMAT_VERSION}.npz"

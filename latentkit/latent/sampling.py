@@ -77,23 +77,32 @@ def one_hot(classes: list[int] | torch.Tensor, c_dim: int, *, device: torch.devi
 _STREAM_BLOCK = 1024  # z and classes are drawn in blocks of this many samples, whatever the batch size
 
 
-def resolve_classes(G: Generator, classes: Sequence[int] | None) -> list[int] | None:
+def resolve_classes(
+    G: Generator, classes: Sequence[int] | None, *, name: str = "classes=", unique: bool = False
+) -> list[int] | None:
     """Validate ``classes`` for ``G``: None for unconditional nets, else a non-empty list in ``[0, c_dim)``
-    (None means all classes).
+    (None means all classes). The one place class lists are checked; ``name`` is how the caller spells the
+    option in messages (``'--classes'`` on the command line).
 
     Raises:
-        InputError: classes for an unconditional net, an empty list or an index out of range.
+        InputError: classes for an unconditional net, not integers, an empty list, an index out of range,
+            or (with ``unique``) a repeated index.
     """
     if G.c_dim == 0:
         if classes is not None:
-            raise InputError("classes= was given, but this generator is unconditional (c_dim=0): leave it out")
+            raise InputError(f"{name} was given, but this generator is unconditional (c_dim=0): leave it out")
         return None
-    chosen = list(range(G.c_dim)) if classes is None else [int(k) for k in classes]
+    try:
+        chosen = list(range(G.c_dim)) if classes is None else [int(k) for k in classes]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a list of class indices, got {classes!r}") from None
     if not chosen:
-        raise InputError("classes= is empty: pass at least one class index, or None for all classes")
+        raise InputError(f"{name} is empty: pass at least one class index")
     bad = [k for k in chosen if not 0 <= k < G.c_dim]
     if bad:
-        raise InputError(f"classes= must lie in [0, {G.c_dim - 1}], got {bad}")
+        raise InputError(f"{name} must lie in [0, {G.c_dim - 1}] (the generator's c_dim is {G.c_dim}), got {bad}")
+    if unique and len(set(chosen)) != len(chosen):
+        raise InputError(f"{name} has repeated entries: {chosen}; give each class once")
     return chosen
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from latentkit.latent.prior_cache import cached_prior
 from latentkit.errors import InputError
 
 if TYPE_CHECKING:
@@ -154,11 +155,11 @@ def _mapped(G: Generator, seeds: range) -> tuple[torch.Tensor, torch.Tensor | No
 
 def _render(G: Generator, ws: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 ``[B, 3, H, W]`` batches of ``G.synthesis(ws)``."""
-    from latentkit.metrics.quality import _uint8
+    from latentkit.metrics.image_sources import to_uint8_batch
 
     for start in range(0, len(ws), batch_size):
         with torch.no_grad():
-            yield _uint8(G.synthesis(ws[start : start + batch_size], noise_mode="const").cpu())
+            yield to_uint8_batch(G.synthesis(ws[start : start + batch_size], noise_mode="const").cpu())
 
 
 def tradeoff(
@@ -174,7 +175,7 @@ def tradeoff(
     Args:
         G: the generator (computation runs where its parameters are).
         prior: a fitted :class:`~latentkit.latent.prior.GaussianPrior` of ``G``; None uses
-            ``GaussianPrior.cached(G, n_samples=settings.prior_samples)`` (fitted once, then read from the cache).
+            ``cached_prior(G, n_samples=settings.prior_samples)`` (fitted once, then read from the cache).
         real: reference images (folder or ``[N, C, H, W]`` in [-1, 1]); None uses ``G``'s own untruncated
             samples for the next N seeds (see the module docstring).
         settings: :class:`TradeoffSettings`.
@@ -195,19 +196,17 @@ def tradeoff(
 
     from latentkit.latent.compress import compress, truncate
     from latentkit.metrics.identity import FaceEmbedder
+    from latentkit.metrics.features import feature_extractor, run_extractor
     from latentkit.metrics.quality import (
-        _run_extractor,
-        feature_extractor,
         frechet_distance,
         kernel_distance,
         metric_keys,
     )
-    from latentkit.latent.prior import GaussianPrior
 
     s = settings
     n = s.num_samples
     if prior is None:
-        prior = GaussianPrior.cached(G, n_samples=s.prior_samples, progress=progress)
+        prior = cached_prior(G, n_samples=s.prior_samples, progress=progress)
         prior_info = {"fitted_here": True, "n_samples": s.prior_samples}
     else:
         prior_info = {"fitted_here": False, "n_samples": int(getattr(prior, "n_samples_", 0))}
@@ -223,7 +222,7 @@ def tradeoff(
         return torch.cat(feats), torch.cat(embs)
 
     if real is not None:
-        ref_feats = _run_extractor(extract, real, "real", features=s.features, num_samples=None, seed=s.seed,
+        ref_feats = run_extractor(extract, real, "real", features=s.features, num_samples=None, seed=s.seed,
                                    batch_size=s.batch_size, progress=progress)
         reference = f"real images ({real if not isinstance(real, torch.Tensor) else 'tensor'}, {len(ref_feats)} images)"
     else:

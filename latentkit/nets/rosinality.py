@@ -87,6 +87,9 @@ class _EqualLinear(torch.nn.Module):
         """The input of the activation (bias included), ``[N, out_dim]``."""
         return F.linear(x, self.weight * self.weight_gain) + self.bias * self.lr_mul
 
+    def extra_repr(self) -> str:
+        return f"in_dim={self.weight.shape[1]}, out_dim={self.weight.shape[0]}, lr_mul={self.lr_mul:g}, activate={self.activate}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activate:
             return _lrelu(F.linear(x, self.weight * self.weight_gain), self.bias * self.lr_mul)
@@ -101,6 +104,9 @@ class _FIR(torch.nn.Module):
         self.register_buffer("kernel", torch.zeros(taps, taps))
         self.pad = pad
         self.up = up
+
+    def extra_repr(self) -> str:
+        return f"taps={self.kernel.shape[0]}, pad={self.pad}, up={self.up}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p0, p1 = self.pad
@@ -132,6 +138,9 @@ class _ModulatedConv(torch.nn.Module):
             # The transposed conv grows H to 2H + k - 2; the blur's padding brings it back to 2H.
             excess = (blur_taps - 2) - (kernel_size - 1)
             self.blur = _FIR(blur_taps, ((excess + 1) // 2 + 1, excess // 2 + 1))
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size={self.kernel_size}, demodulate={self.demodulate}, upsample={self.upsample}"
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         n, _, h, wid = x.shape

@@ -199,6 +199,9 @@ class FullyConnectedLayer(torch.nn.Module):
         w, b = self._effective(x)
         return bias_act(x.matmul(w.t()), b)
 
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}, lr_multiplier={self.bias_gain:g}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, in_features] -> [N, out_features]``."""
         w, b = self._effective(x)
@@ -285,6 +288,9 @@ class SynthesisLayer(torch.nn.Module):
         if use_noise:
             self.register_buffer("noise_const", torch.randn(resolution, resolution, generator=generator))
 
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, resolution={self.resolution}, up={self.up}, activation={self.activation}, conv_clamp={self.conv_clamp}, use_noise={self.use_noise}"
+
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const", noise: torch.Tensor | None = None,
         fused_modconv: bool = True, gain: float = 1.0,
@@ -330,6 +336,9 @@ class ToRGBLayer(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
+    def extra_repr(self) -> str:
+        return f"in_channels={self.weight.shape[1]}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[2]}, conv_clamp={self.conv_clamp}"
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, *, fused_modconv: bool = True) -> torch.Tensor:
         """``x [N, in_channels, H, W]``, ``w [N, w_dim]`` -> ``[N, out_channels, H, W]``."""
         styles = self.affine(w) * self.weight_gain
@@ -348,6 +357,9 @@ class SkipConv(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, 1, 1, generator=_rng(generator)))
         self.register_buffer("resample_filter", _filter_buffer(resample_filter_shape))
         self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.weight.shape[1]}, out_channels={self.weight.shape[0]}, up=2"
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """``[N, in_channels, H, W] -> [N, out_channels, 2H, 2W]``, scaled by ``gain``."""
@@ -393,6 +405,9 @@ class SynthesisBlock(torch.nn.Module):
     def conv_layers(self) -> dict[str, SynthesisLayer]:
         """The noise-carrying layers of the block, by name (``'conv0'``, ``'conv1'``)."""
         return {name: getattr(self, name) for name in ("conv0", "conv1") if hasattr(self, name)}
+
+    def extra_repr(self) -> str:
+        return f"resolution={self.resolution}, in_channels={self.in_channels}, architecture={self.config.architecture}, use_fp16={self.config.use_fp16}, fp16={self.fp16}"
 
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, *, noise_mode: str,

@@ -117,6 +117,9 @@ class SynthesisInput(torch.nn.Module):
         translation = torch.stack([one, zero, -t[:, 2], zero, one, -t[:, 3], zero, zero, one], 1)
         return rotation.view(-1, 3, 3) @ translation.view(-1, 3, 3) @ self.transform.unsqueeze(0)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.spec.channels}, size={list(self.spec.size)}, sampling_rate={self.spec.sampling_rate:g}, bandwidth={self.spec.bandwidth:g}"
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """``w [N, w_dim]`` -> Fourier features ``[N, channels, height, width]``."""
         spec = self.spec
@@ -200,6 +203,9 @@ class SynthesisLayer(torch.nn.Module):
         self.register_buffer("down_filter", None if down_shape is None else torch.zeros(down_shape))
         self.fp16 = False
 
+    def extra_repr(self) -> str:
+        return f"{self.spec.name}: in_channels={self.spec.in_channels}, out_channels={self.spec.out_channels}, kernel={self.spec.conv_kernel}, up={self.spec.up}, down={self.spec.down}, in_size={list(self.spec.in_size)}, out_size={list(self.spec.out_size)}, is_torgb={self.spec.is_torgb}, conv_clamp={self.spec.conv_clamp}"
+
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         spec = self.spec
         styles = self.affine(w)
@@ -223,7 +229,7 @@ class SynthesisNetwork(torch.nn.Module):
                  layer_specs: list[SynthesisLayerSpec], output_scale: float = 0.25) -> None:
         super().__init__()
         if not layer_specs or not layer_specs[-1].is_torgb:
-            raise ValueError("layer_specs must end with the ToRGB layer (is_torgb=True)")
+            raise InputError("layer_specs must end with the ToRGB layer (is_torgb=True)")
         self.w_dim = w_dim
         self.num_ws = len(layer_specs) + 1
         self.output_scale = float(output_scale)
@@ -328,7 +334,7 @@ class StyleGAN3Generator(FourierGenerator):
                  architecture: str = "stylegan3-t") -> None:
         super().__init__()
         if architecture not in ("stylegan3-t", "stylegan3-r"):
-            raise ValueError(f"architecture must be 'stylegan3-t' or 'stylegan3-r', got {architecture!r}")
+            raise InputError(f"architecture must be 'stylegan3-t' or 'stylegan3-r', got {architecture!r}")
         self.architecture = architecture
         # The stylegan3 repo's mapping network is the StyleGAN2 one (label embedding c_dim -> w_dim).
         mapping = MappingConfig(num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier)

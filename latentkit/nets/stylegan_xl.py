@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from latentkit.errors import InputError
 from latentkit.nets.stylegan3 import (
     FourierGenerator,
     SynthesisInputSpec,
@@ -51,7 +52,7 @@ class XLMappingNetwork(MappingLayers):
                  embedding_dim: int = 320, lr_multiplier: float = 0.01) -> None:
         super().__init__()
         if c_dim > num_embeddings:
-            raise ValueError(f"c_dim={c_dim} exceeds the {num_embeddings} rows of the class embedding")
+            raise InputError(f"c_dim={c_dim} exceeds the {num_embeddings} rows of the class embedding")
         self.z_dim, self.c_dim, self.w_dim, self.num_layers = z_dim, c_dim, w_dim, num_layers
         # The XL code always loads the embedding table, also for unconditional nets (where it is unused).
         self.embed = torch.nn.Embedding(num_embeddings, embedding_dim)
@@ -99,7 +100,7 @@ class StyleGANXLGenerator(FourierGenerator):
         super().__init__()
         unknown = set(head_layer_names) - {spec.name for spec in layer_specs}
         if unknown:
-            raise ValueError(f"head_layer_names {sorted(unknown)} are not among the synthesis layers")
+            raise InputError(f"head_layer_names {sorted(unknown)} are not among the synthesis layers")
         self.mapping_net = XLMappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_layers=mapping_layers,
                                             num_embeddings=num_embeddings, embedding_dim=embedding_dim,
                                             lr_multiplier=mapping_lr_multiplier)

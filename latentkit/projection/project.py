@@ -26,7 +26,6 @@ and one step of it are :mod:`latentkit.projection.state`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -38,23 +37,24 @@ import torch
 import torch.nn.functional as F
 
 from latentkit.checks import check_finite, check_image
-from latentkit.errors import InputError, ShapeError
+from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.nets.generator import Generator
-from latentkit.projection.state import (
-    DEFAULT_PRIOR_WEIGHT,
-    LOSS_TERMS,
-    ProjectionSettings,
-    ProjectionState,
-    fingerprint,
-)
+from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIOR_WEIGHT, LOSS_TERMS, ProjectionSettings
+from latentkit.projection.state import ProjectionState, fingerprint
 
-__all__ = ["ProjectionSettings", "ProjectionResult", "project", "prepare_targets", "DEFAULT_PRIOR_WEIGHT"]
+__all__ = ["ProjectionSettings", "ProjectionResult", "ProjectionInterrupted", "project", "prepare_targets", "DEFAULT_PRIOR_WEIGHT"]
 
 logger = logging.getLogger(__name__)
 
 TargetLike = torch.Tensor | str | os.PathLike
 
-_DEFAULTS = ProjectionSettings()
+class ProjectionInterrupted(LatentkitError, KeyboardInterrupt):
+    """A projection stopped by Ctrl-C: ``step`` of ``num_steps`` were done, saved in ``checkpoint`` if given."""
+
+    def __init__(self, step: int, num_steps: int, checkpoint: Path | None) -> None:
+        self.step, self.num_steps, self.checkpoint = step, num_steps, checkpoint
+        saved = f"; the state is saved in {checkpoint}: run the same again to resume" if checkpoint else ""
+        super().__init__(f"interrupted at step {step} of {num_steps}{saved}")
 
 
 @dataclass
@@ -176,18 +176,6 @@ def _refuse_uint8_range(img: torch.Tensor, name: str) -> None:
         )
 
 
-def _merge_settings(settings: ProjectionSettings | None, overrides: dict[str, Any]) -> ProjectionSettings:
-    changed = {k: v for k, v in overrides.items() if v != getattr(_DEFAULTS, k)}
-    if settings is None:
-        return dataclasses.replace(_DEFAULTS, **changed)
-    if changed:
-        raise InputError(
-            f"pass either settings= or the options {sorted(changed)}, not both "
-            "(use dataclasses.replace(settings, ...) to change a settings object)"
-        )
-    return settings
-
-
 # --------------------------------------------------------------------------------------------------
 # The projector.
 
@@ -196,47 +184,41 @@ def project(
     G: Generator,
     targets: TargetLike | Sequence[TargetLike],
     *,
-    space: str = _DEFAULTS.space,
-    prior: Any = None,
-    prior_weight: float = _DEFAULTS.prior_weight,
-    num_steps: int = _DEFAULTS.num_steps,
-    perceptual: Any = _DEFAULTS.perceptual,
-    mse_weight: float = _DEFAULTS.mse_weight,
-    seed: int = _DEFAULTS.seed,
     settings: ProjectionSettings | None = None,
+    prior: Any = None,
     c: torch.Tensor | None = None,
     classes: Sequence[int] | None = None,
-    device: torch.device | str | None = None,
+    perceptual_net: Any = None,
     checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     callback: Callable[[int, torch.Tensor], None] | None = None,
     progress: bool = True,
 ) -> ProjectionResult:
     """Find latents (and noise) that make ``G`` reproduce each target image.
 
+    Every option of the optimisation is a field of ``settings`` (one way to configure it; the CLI builds
+    the same object); the keywords here say what to run it on and how to run it. Computation happens
+    where ``G``'s parameters are.
+
     Args:
         G: the generator (its parameters stay untouched).
-        targets: image path(s) and/or float tensors ``[N, C, H, W]`` in [-1, 1]; resized and centre-cropped
-            to ``G.img_resolution`` with a logged notice (see :func:`prepare_targets`).
-        space: ``'w+'`` or ``'w'``.
+        targets: image path(s) and/or float tensors ``[N, C, H, W]`` in the generator's output range;
+            resized and centre-cropped to ``G.img_resolution`` with a logged notice (see :func:`prepare_targets`).
+        settings: the :class:`ProjectionSettings` (None: the defaults, NVIDIA's 1000 steps).
         prior: a fitted :class:`~latentkit.latent.prior.GaussianPrior` (anything with a differentiable
             ``mahalanobis(w [..., w_dim]) -> [...]``), or None for no prior term.
-        prior_weight: weight of the prior term (per optimised w vector).
-        num_steps: optimisation steps.
-        perceptual: ``'vgg'`` (LPIPS VGG16 v0.1 with ``settings.perceptual_weights``), a ready
-            :class:`~latentkit.projection.lpips.PerceptualLoss`, or None (then ``mse_weight`` must be > 0).
-        mse_weight: weight of the pixel MSE term.
-        seed: seed of each image's latent-noise stream.
-        settings: all options at once (:class:`ProjectionSettings`); exclusive with the options above.
         c: class labels ``[N, c_dim]`` for conditional generators (exclusive with ``classes``).
         classes: search the class (conditional generators): each target is projected once per class in
             this list, as extra batch items (results do not depend on the batch), and the class with the
             lowest total loss at the last step is kept (:attr:`ProjectionResult.classes`, with all the
             candidates' losses in :attr:`ProjectionResult.class_losses`). Costs ``len(classes)`` times one
             projection; ``callback`` then sees ``[N * K, num_ws, w_dim]`` latents ordered image-major.
-        device: where to compute (default: the generator's device; the generator is not moved).
-        checkpoint: file to save the optimisation state to every ``checkpoint_every`` steps; if it exists
-            and belongs to the same run (same targets, settings, generator), the run resumes from it.
+        perceptual_net: a ready :class:`~latentkit.projection.lpips.PerceptualLoss` to reuse (e.g. across
+            batches); None builds LPIPS from ``settings.perceptual_weights`` when ``settings.perceptual`` is
+            ``'vgg'``.
+        checkpoint: file to save the optimisation state to every ``checkpoint_every`` steps and when
+            interrupted (Ctrl-C); if it exists and belongs to the same run (same targets, settings,
+            generator, prior), the run resumes from it.
         checkpoint_every: steps between checkpoints.
         callback: called as ``callback(step, ws)`` after each step with the current latents
             ``[N, num_ws, w_dim]`` (without latent noise), e.g. to record a video.
@@ -250,33 +232,26 @@ def project(
             that are empty, repeated, out of ``[0, c_dim)``, given with ``c=`` or on an unconditional net.
         ShapeError: targets or labels of the wrong shape.
         WeightsUnavailableError: no pretrained LPIPS weights available (see ``perceptual_weights``).
+        ProjectionInterrupted: Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the caller) during the
+            run; the state was saved to ``checkpoint`` first when one is given.
 
     Example:
-        >>> result = project(G, "face.png", prior=GaussianPrior.cached(G))  # doctest: +SKIP
+        >>> result = project(G, "face.png", prior=cached_prior(G), settings=ProjectionSettings(num_steps=300))  # doctest: +SKIP
         >>> result.ws.shape  # [1, G.num_ws, G.w_dim]
     """
     from tqdm.auto import tqdm
 
     from latentkit.projection.lpips import PerceptualLoss, lpips_vgg
 
-    net = perceptual if isinstance(perceptual, PerceptualLoss) else None
-    settings = _merge_settings(
-        settings,
-        {
-            "space": space,
-            "prior_weight": prior_weight,
-            "num_steps": num_steps,
-            "seed": seed,
-            "perceptual": "vgg" if net is not None else perceptual,
-            "mse_weight": mse_weight,
-        },
-    )
-    s = settings
-    here = G.w_avg.device
-    device = torch.device(device) if device is not None else here
-    if device.type != here.type or device.index not in (None, here.index):  # 'cuda' matches 'cuda:0'
-        raise InputError(f"device={device} but the generator is on {here}; move it with G.to(device)")
-    device = here
+    s = settings if settings is not None else ProjectionSettings()
+    if not isinstance(s, ProjectionSettings):
+        raise InputError(f"settings must be a ProjectionSettings, got {type(s).__name__}")
+    if perceptual_net is not None and not isinstance(perceptual_net, PerceptualLoss):
+        raise InputError(f"perceptual_net must be a PerceptualLoss (lpips_vgg(...)), got {type(perceptual_net).__name__}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise InputError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    net = perceptual_net if s.perceptual == "vgg" else None
+    device = G.w_avg.device
     if prior is not None and not callable(getattr(prior, "mahalanobis", None)):
         raise InputError(
             f"prior must have a mahalanobis(ws) method (a fitted GaussianPrior), got {type(prior).__name__}"
@@ -284,18 +259,10 @@ def project(
     target_cpu = prepare_targets(G, targets)
     n = target_cpu.shape[0]
     if classes is not None:
-        return _project_class_search(
-            G,
-            target_cpu,
-            _candidate_classes(G, classes, c),
-            settings=s,
-            prior=prior,
-            perceptual=net if net is not None else _DEFAULTS.perceptual,
-            checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every,
-            callback=callback,
-            progress=progress,
-        )
+        candidates = _candidate_classes(G, classes, c)
+        return _project_class_search(G, target_cpu, candidates, settings=s, prior=prior, perceptual_net=net,
+                                     checkpoint=checkpoint, checkpoint_every=checkpoint_every, callback=callback,
+                                     progress=progress)
     labels = G.prepare_labels(c, n)
     if s.perceptual == "vgg" and net is None:
         net = lpips_vgg(s.perceptual_weights, device=device, max_resolution=s.max_perceptual_resolution)
@@ -312,16 +279,24 @@ def project(
         logger.info("project: resuming from %s at step %d of %d", ckpt_path, start, s.num_steps)
 
     bar = tqdm(total=s.num_steps, initial=start, desc="project", disable=not progress, leave=False)
-    for step in range(start, s.num_steps):
-        loss = state.step(step)
-        bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.mean()):.4f}")
-        if callback is not None:
-            with torch.no_grad():
-                callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
-        if ckpt_path is not None and ((step + 1) % max(1, checkpoint_every) == 0 or step + 1 == s.num_steps):
-            state.save(ckpt_path, run_id, step + 1)
-    bar.close()
+    done = start
+    try:
+        for step in range(start, s.num_steps):
+            loss = state.step(step)
+            done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.mean()):.4f}")
+            if callback is not None:
+                with torch.no_grad():
+                    callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
+            if ckpt_path is not None and (done % checkpoint_every == 0 or done == s.num_steps):
+                state.save(ckpt_path, run_id, done)
+    except KeyboardInterrupt:
+        if ckpt_path is not None and done > start:
+            state.save(ckpt_path, run_id, done)
+        raise ProjectionInterrupted(done, s.num_steps, ckpt_path) from None
+    finally:
+        bar.close()
 
     with torch.no_grad():
         final_ws = state.latents().to(torch.float32).expand(-1, G.num_ws, -1).contiguous()
@@ -342,22 +317,13 @@ def project(
 
 def _candidate_classes(G: Generator, classes: Sequence[int], c: torch.Tensor | None) -> tuple[int, ...]:
     """Validate the ``classes=`` of a class search: distinct ints in ``[0, c_dim)``."""
+    from latentkit.latent.sampling import resolve_classes
+
     if c is not None:
         raise InputError("pass either c= (a given class) or classes= (search over classes), not both")
     if G.c_dim == 0:
         raise InputError("classes= needs a class-conditional generator; this one is unconditional (c_dim=0)")
-    try:
-        chosen = tuple(int(k) for k in classes)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"classes must be a list of class indices, got {classes!r}") from err
-    if not chosen:
-        raise InputError("classes is empty: give at least one class to search over")
-    bad = [k for k in chosen if not 0 <= k < G.c_dim]
-    if bad:
-        raise InputError(f"classes must lie in [0, {G.c_dim - 1}] (the generator's c_dim is {G.c_dim}), got {bad}")
-    if len(set(chosen)) != len(chosen):
-        raise InputError(f"classes has repeated entries: {list(chosen)}; give each class once")
-    return chosen
+    return tuple(resolve_classes(G, classes, name="classes", unique=True))
 
 
 def _class_indices(labels: torch.Tensor) -> torch.Tensor | None:
@@ -373,7 +339,7 @@ def _project_class_search(
     G: Generator,
     target_cpu: torch.Tensor,
     candidates: tuple[int, ...],
-    **kwargs: Any,
+    **run: Any,
 ) -> ProjectionResult:
     """Project every target once per candidate class and keep, per target, the lowest final loss."""
     from latentkit.latent.sampling import one_hot
@@ -381,7 +347,7 @@ def _project_class_search(
     n, k = target_cpu.shape[0], len(candidates)
     logger.info("project: searching %d classes per image (%d projections)", k, n * k)
     labels = one_hot(list(candidates) * n, G.c_dim, device=G.w_avg.device)  # image-major: [N * K, c_dim]
-    full = project(G, target_cpu.repeat_interleave(k, dim=0), c=labels, **kwargs)
+    full = project(G, target_cpu.repeat_interleave(k, dim=0), c=labels, **run)
     final = full.losses[:, -1].reshape(n, k)  # [N, K]
     best = final.argmin(dim=1)  # [N]
     rows = torch.arange(n) * k + best

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from conftest import REFERENCE_NETS
 from PIL import Image
 
+from latentkit.latent.prior_cache import cached_prior
 from latentkit import load_generator
 from latentkit.cli import main
 from latentkit.latent.compress import compress
@@ -105,7 +106,7 @@ def test_compress_class(net, tmp_path):
     out = tmp_path / "o"
     result = run("compress", "--network", path, "--seeds", "2,5", "--class", "3", "--samples", "400", "--outdir", out)
     assert result.exit_code == 0, result.output
-    prior = GaussianPrior.cached(G, n_samples=400, classes=[3], progress=False)
+    prior = cached_prior(G, n_samples=400, classes=[3], progress=False)
     assert prior.generator_["classes"] == [3]
     z = torch.cat([z_from_seed(s, G.z_dim) for s in (2, 5)])
     with torch.no_grad():

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 import latentkit.cli.prior as cli_prior
+from latentkit.latent.prior_cache import cached_prior
 from latentkit import io
 from latentkit.cli import main
 from latentkit.latent.compress import DEFAULT_PSI, DEFAULT_TAU, compress
@@ -98,7 +99,7 @@ def test_compress_seeds_end_to_end(toy_generator, use_generator, tmp_path):
                   "--outdir", str(outdir), "--compare-psi", "0.5"])
     assert result.exit_code == 0, result.output
     ws = toy_generator.mapping(torch.cat([z_from_seed(s, toy_generator.z_dim) for s in range(3)]))
-    prior = GaussianPrior.cached(toy_generator, n_samples=800, progress=False)  # the file the command wrote
+    prior = cached_prior(toy_generator, n_samples=800, progress=False)  # the file the command wrote
     saved = io.load_latents(outdir / "compressed_w.npz")
     torch.testing.assert_close(saved, compress(ws, prior, tau=1.5))
     assert saved.shape == (3, toy_generator.num_ws, toy_generator.w_dim)
@@ -152,7 +153,7 @@ def test_compress_conditional_class(toy_conditional_generator, use_generator, tm
     result = run(["compress", "--network", "toy", "--seeds", "4", "--class", "1", "--samples", "600",
                   "--outdir", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
-    per_class = GaussianPrior.cached(G, n_samples=600, classes=[1], progress=False)
+    per_class = cached_prior(G, n_samples=600, classes=[1], progress=False)
     ws = G.mapping(z_from_seed(4, G.z_dim), torch.eye(3)[[1]])
     torch.testing.assert_close(io.load_latents(tmp_path / "o" / "compressed_w.npz"), compress(ws, per_class))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -38,13 +39,19 @@ def images(tmp_path) -> Path:
 
 
 def test_defaults_match_the_api():
+    """The command's defaults are read from the API's settings module, so they cannot drift."""
+    from latentkit.projection import settings as defaults
+
     s = api.ProjectionSettings()
-    assert cli_project._DEFAULT_SPACE == s.space
-    assert cli_project._DEFAULT_STEPS == s.num_steps
-    assert cli_project._DEFAULT_PRIOR_WEIGHT == s.prior_weight == api.DEFAULT_PRIOR_WEIGHT
-    assert cli_project._DEFAULT_SEED == s.seed
-    assert cli_project._DEFAULT_WEIGHTS == s.perceptual_weights
-    assert cli_project._DEFAULT_PARAMETRIZATION == s.parametrization
+    options = {p.name: p.default for p in cli_project.project.params}
+    assert options["space"] == s.space and options["num_steps"] == s.num_steps and options["seed"] == s.seed
+    assert options["prior_weight"] == s.prior_weight == api.DEFAULT_PRIOR_WEIGHT
+    assert options["perceptual_weights"] == s.perceptual_weights and options["parametrization"] == s.parametrization
+    assert options["checkpoint_every"] == defaults.DEFAULT_CHECKPOINT_EVERY
+    assert options["batch_size"] == defaults.DEFAULT_BATCH_SIZE
+    import inspect
+
+    assert inspect.signature(api.project).parameters["checkpoint_every"].default == defaults.DEFAULT_CHECKPOINT_EVERY
 
 
 def test_project_folder_end_to_end(images, tmp_path):
@@ -108,15 +115,22 @@ def test_bare_command_announces_defaults(images, tmp_path, monkeypatch):
     real_lpips, real_project = perceptual.lpips_vgg, api.project
     monkeypatch.setattr(perceptual, "lpips_vgg", lambda weights, **kw: real_lpips("random", **kw))
 
+    seen = []
+
     def short(*args, settings, **kw):  # keep the test fast: 2 steps instead of the default 1000
+        seen.append(settings.num_steps)
+        if settings.num_steps == 2:  # the timed probe behind the cost estimate
+            return real_project(*args, settings=settings, **kw)
         assert settings.num_steps == 1000 and settings.prior_weight == api.DEFAULT_PRIOR_WEIGHT
-        return real_project(*args, settings=api.dataclasses.replace(settings, num_steps=2), **kw)
+        return real_project(*args, settings=dataclasses.replace(settings, num_steps=2), **kw)
 
     monkeypatch.setattr(api, "project", short)
     result = run(["project", str(images / "c.jpg")])
     assert result.exit_code == 0, result.output
     assert f"using the default {str(NET)!r}" in result.stderr
     assert "out/project" in result.stderr and "prior: the cached Gaussian prior" in result.stderr
+    assert "1 image(s) x 1000 steps on cpu" in result.stderr and "s per step" in result.stderr  # the estimate
+    assert seen == [2, 1000]
     record = json.loads((tmp_path / "out" / "project" / "c" / "losses.json").read_text())
     assert record["prior"].startswith("auto") and record["final_terms"]["prior"] > 0
 
@@ -151,14 +165,15 @@ def test_resume_through_the_cli(images, tmp_path, monkeypatch, caplog):
         return real_project(*args, **dict(kw, callback=stop))
 
     monkeypatch.setattr(api, "project", interrupted)
-    stopped = run(base + ["--outdir", str(out_b)])  # click turns Ctrl-C into "Aborted!", exit 1
-    assert stopped.exit_code == 1 and "Aborted" in stopped.output
+    stopped = run(base + ["--outdir", str(out_b)])  # Ctrl-C: a checkpoint at the current step, one line
+    assert stopped.exit_code == 130 and "interrupted at step 5 of 6" in stopped.output and "resume" in stopped.output
+    assert len(stopped.output.strip().splitlines()[-1:]) == 1 and "Traceback" not in stopped.output
     assert not (out_b / "c" / "losses.json").exists()
     assert len(list(out_b.glob(".checkpoint-*.pt"))) == 1
     monkeypatch.setattr(api, "project", real_project)
     with caplog.at_level("INFO", logger="latentkit.projection.project"):
         assert run(base + ["--outdir", str(out_b)]).exit_code == 0
-    assert "resuming from" in caplog.text and "at step 4 of 6" in caplog.text
+    assert "resuming from" in caplog.text and "at step 5 of 6" in caplog.text
     assert torch.equal(load_latents(out_a / "c" / "projected_w.npz"), load_latents(out_b / "c" / "projected_w.npz"))
 
 
@@ -189,7 +204,7 @@ def test_errors_are_one_line(images, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = CliRunner().invoke(main, ["project", str(empty), *common])
-    assert result.exit_code == 2 and "holds no images" in result.output
+    assert result.exit_code == 1 and "holds no images" in result.output
 
 
 def test_save_video(images, tmp_path):

@@ -28,7 +28,7 @@ def prior() -> GaussianPrior:
 
 def test_gaussian_v_passes_and_w_is_skewed(prior):
     held = v_to_w(gaussian_v(4000, 1))
-    diag = prior.diagnostics(held)
+    diag = diagnose(prior, held)
     s = diag.summary()
     assert s["mean_abs_skew_v"] < 0.1 and s["mean_abs_kurtosis_v"] < 0.2
     assert s["mean_abs_skew_w"] > 3 * s["mean_abs_skew_v"]  # the lrelu makes w skewed
@@ -50,7 +50,7 @@ def test_numbers_match_scipy_on_the_same_data(prior):
 
 def test_heavy_tails_are_detected(prior):
     t = torch.from_numpy(stats.t(df=3).rvs(size=(4000, 5), random_state=0))
-    diag = prior.diagnostics(v_to_w(t @ torch.linalg.cholesky(prior.covariance_).T + prior.mean_))
+    diag = diagnose(prior, v_to_w(t @ torch.linalg.cholesky(prior.covariance_).T + prior.mean_))
     assert diag.summary()["mean_abs_kurtosis_v"] > 1 and diag.ks_statistic > 0.05
 
 
@@ -72,7 +72,7 @@ def test_errors(prior):
 
 
 def test_plot_without_matplotlib_says_how_to_install(prior, monkeypatch, tmp_path):
-    diag = prior.diagnostics(v_to_w(gaussian_v(50, 3)))
+    diag = diagnose(prior, v_to_w(gaussian_v(50, 3)))
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(InputError, match=r"pip install 'latentkit\[plot\]'"):
         diag.plot(tmp_path / "d.png")

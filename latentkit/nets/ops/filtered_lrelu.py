@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from latentkit.errors import ShapeError
+from latentkit.errors import InputError, ShapeError
 from latentkit.nets.ops.bias_act import bias_act
 from latentkit.nets.ops.upfirdn2d import parse_padding, upfirdn2d
 
@@ -111,13 +111,13 @@ def filtered_lrelu(
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[1]):
         raise ShapeError(f"b must have shape [{x.shape[1]}] (one bias per channel of x), got {list(b.shape)}")
     if int(up) != up or up < 1 or int(down) != down or down < 1:
-        raise ValueError(f"up and down must be integers >= 1, got up={up}, down={down}")
+        raise InputError(f"up and down must be integers >= 1, got up={up}, down={down}")
     if not gain > 0:
-        raise ValueError(f"gain must be positive, got {gain}")
+        raise InputError(f"gain must be positive, got {gain}")
     if slope < 0:
-        raise ValueError(f"slope must be >= 0, got {slope}")
+        raise InputError(f"slope must be >= 0, got {slope}")
     if clamp is not None and clamp < 0:
-        raise ValueError(f"clamp must be >= 0 or None, got {clamp}")
+        raise InputError(f"clamp must be >= 0 or None, got {clamp}")
     pad = parse_padding(padding)
     out_h, out_w = filtered_lrelu_output_size(
         (x.shape[2], x.shape[3]), fu_size=fu_size, fd_size=fd_size, up=up, down=down, padding=pad

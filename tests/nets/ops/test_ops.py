@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from latentkit.errors import LatentkitError, ShapeError
+from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.nets import ops
 
 
@@ -172,7 +172,7 @@ def test_bias_act_bias_along_other_dim():
 
 
 def test_bias_act_errors():
-    with pytest.raises(ShapeError, match="unknown act='gelu'"):
+    with pytest.raises(InputError, match="unknown act='gelu'"):
         ops.bias_act(torch.zeros(2, 3), act="gelu")
     with pytest.raises(ShapeError, match=r"b must have shape \[3\]"):
         ops.bias_act(torch.zeros(2, 3), torch.zeros(4))

@@ -1,0 +1,108 @@
+"""The prior's file format: an ``.npz`` with float64 ``mean`` ``[w_dim]``, ``covariance`` ``[w_dim, w_dim]``
+and a JSON ``metadata`` string (format name and version, ``n_samples``, the activation inverted, the
+generator it was fitted on). Read with ``allow_pickle=False``; every field is validated, so a damaged or
+hostile file is an :class:`~latentkit.errors.InputError` naming the field, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentkit.errors import InputError
+
+__all__ = ["PRIOR_FORMAT", "PRIOR_FORMAT_VERSION", "read_prior_file", "write_prior_file"]
+
+PRIOR_FORMAT = "latentkit-gaussian-prior"
+PRIOR_FORMAT_VERSION = 1
+MAX_W_DIM = 65_536  # a covariance of this size is 32 GiB in float64: no real generator comes close
+
+
+def write_prior_file(path: str | os.PathLike, mean: np.ndarray, covariance: np.ndarray, metadata: dict[str, Any]) -> Path:
+    """Write ``mean``, ``covariance`` and ``metadata`` (JSON) atomically; returns the path."""
+    from latentkit.io import atomic_path
+
+    path = Path(path)
+    text = json.dumps(metadata)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, mean=mean, covariance=covariance, metadata=np.array(text))
+    return path
+
+
+def _fail(path: Path, what: str) -> InputError:
+    return InputError(f"{path}: {what}; refit it with `latentkit fit-prior`")
+
+
+def _number(meta: dict[str, Any], key: str, path: Path, *, positive: bool = True) -> float:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (positive and value <= 0):
+        raise _fail(path, f"the prior's metadata field {key!r} must be a finite {'positive ' if positive else ''}number, got {value!r}")
+    return float(value)
+
+
+def read_prior_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read and validate a prior file: ``(mean [w_dim] float64, covariance [w_dim, w_dim] float64, metadata)``.
+
+    The returned metadata always holds ``n_samples`` (int >= 2), ``slope``, ``gain`` (positive floats),
+    ``params`` (dict) and ``generator`` (dict).
+
+    Raises:
+        InputError: missing or unreadable file, not a latentkit prior, another format version, or any field
+            of the wrong type, shape or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"prior file not found: {path} (write one with `latentkit fit-prior`)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("it is a single array, not an .npz archive")
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, AttributeError, KeyError) as err:
+        head = path.read_bytes()[:8]
+        reason = f"it is not an .npz file (starts with {head!r})" if not head.startswith(b"PK") else str(err)
+        raise InputError(f"cannot read {path} as a prior .npz: {reason}; write one with `latentkit fit-prior`") from None
+    except Exception as err:  # zipfile.BadZipFile and friends from a damaged archive
+        raise InputError(f"cannot read {path} as a prior .npz: {type(err).__name__}: {err}") from None
+    raw = arrays.get("metadata")
+    if raw is None:
+        raise InputError(f"{path} is not a latentkit prior: it has no 'metadata' (arrays: {sorted(arrays)})")
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise _fail(path, f"the prior's metadata must be one JSON string, got a {raw.dtype} array of shape {list(raw.shape)}")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as err:
+        raise _fail(path, f"the prior's metadata is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise _fail(path, f"the prior's metadata must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != PRIOR_FORMAT:
+        raise InputError(f"{path} is not a latentkit prior (format {meta.get('format')!r}, expected {PRIOR_FORMAT!r})")
+    if meta.get("format_version") != PRIOR_FORMAT_VERSION:
+        raise InputError(
+            f"{path} has prior format version {meta.get('format_version')}, this latentkit reads version "
+            f"{PRIOR_FORMAT_VERSION}: refit it with `latentkit fit-prior`"
+        )
+    mean, cov = arrays.get("mean"), arrays.get("covariance")
+    if mean is None or cov is None or mean.dtype.kind != "f" or cov.dtype.kind != "f":
+        raise _fail(path, "expected float arrays 'mean' [w_dim] and 'covariance' [w_dim, w_dim]")
+    if mean.ndim != 1 or not 1 <= mean.shape[0] <= MAX_W_DIM or cov.shape != (mean.shape[0], mean.shape[0]):
+        raise _fail(path, f"expected 'mean' [w_dim] and 'covariance' [w_dim, w_dim], got {list(mean.shape)} and {list(cov.shape)}")
+    if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+        raise _fail(path, "the prior's mean or covariance holds NaN or inf")
+    if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * float(np.abs(cov).max() or 1.0)):
+        raise _fail(path, "the covariance is not symmetric")
+    n = meta.get("n_samples")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise _fail(path, f"the prior's metadata field 'n_samples' must be an integer >= 2, got {n!r}")
+    params, generator = meta.get("params", {}), meta.get("generator", {})
+    if not isinstance(params, dict) or not isinstance(generator, dict):
+        raise _fail(path, "the prior's metadata fields 'params' and 'generator' must be JSON objects")
+    clean = {**meta, "n_samples": n, "slope": _number(meta, "slope", path), "gain": _number(meta, "gain", path),
+             "params": params, "generator": generator}
+    return mean.astype(np.float64), cov.astype(np.float64), clean

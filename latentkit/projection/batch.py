@@ -1,0 +1,281 @@
+"""Projecting many image files into an output folder, resumably: the library side of ``latentkit project``.
+
+For each input image ``outdir/<name>/`` receives NVIDIA's ``projected_w.npz`` (key ``w``, ``[1, num_ws,
+w_dim]``; a one-hot ``c`` for conditional generators), ``projected_noise.npz``, ``proj.png``,
+``target.png`` and ``losses.json``; ``outdir/manifest.jsonl`` gets one JSON line per finished image (path,
+folder, final loss terms, LPIPS, PSNR, seconds, the settings fingerprint) that ``pandas.read_json(...,
+lines=True)`` reads.
+
+What is done is read from the manifest, not from folders that exist: an image counts as done when its
+line has the same fingerprint (settings, generator, prior, class). A rerun with other settings refuses
+with the difference named (``restart=True`` redoes the work). Inside a batch the state is checkpointed
+every ``checkpoint_every`` steps and on Ctrl-C, so an interrupted run resumes at the step it stopped. A
+lock file keeps two runs from writing into one folder at once. Targets of the next batch are read by a
+loader thread while the current one optimises, so memory stays bounded by two batches.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentkit.errors import InputError
+from latentkit.nets.generator import Generator
+from latentkit.projection.inputs import folder_names
+from latentkit.projection.outdir import append_manifest, folder_lock, read_manifest
+from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, ProjectionSettings
+
+__all__ = ["ImageRecord", "estimate_step_seconds", "project_files", "run_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One finished image: what a manifest line holds."""
+
+    input: str
+    folder: str
+    fingerprint: str
+    final_loss: float
+    final_terms: dict[str, float]
+    lpips: float | None
+    psnr: float
+    seconds: float
+    klass: int | None = None
+    skipped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("klass", "skipped")}
+        out["class"] = self.klass
+        return out
+
+
+def estimate_step_seconds(G: Generator, target: torch.Tensor, settings: ProjectionSettings, *, prior: Any = None,
+                          perceptual_net: Any = None, c: torch.Tensor | None = None) -> float:
+    """Seconds per step of one image, measured: the second of two timed steps (the first warms up)."""
+    import dataclasses
+
+    from latentkit.projection.project import project
+
+    probe = dataclasses.replace(settings, num_steps=2, w_avg_samples=min(settings.w_avg_samples, 1000))
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick(step: int, ws: torch.Tensor) -> None:
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    started = time.perf_counter()
+    project(G, target[:1], settings=probe, prior=prior, c=None if c is None else c[:1], perceptual_net=perceptual_net,
+            callback=tick, progress=False)
+    return times[-1] if len(times) == 2 else (time.perf_counter() - started) / 2
+
+
+def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: Any, *, class_idx: int | None,
+                    classes: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
+    """(sha256, the description it hashes) of everything that decides an image's result besides the image."""
+    mean = getattr(prior, "mean_", None)
+    prior_hash = None if prior is None else (
+        hashlib.sha256(mean.detach().cpu().double().numpy().tobytes()).hexdigest()[:16] if isinstance(mean, torch.Tensor)
+        else type(prior).__name__)
+    described = {
+        "settings": settings.to_dict(),
+        "generator": G.sha256 or str(G.source) or G.architecture,
+        "prior": prior_hash,
+        "class": class_idx,
+        "classes": None if classes is None else list(classes),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
+
+
+def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``'num_steps=1000 (now 30), prior ...'``: the settings that differ between two fingerprints."""
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts += [f"{k}={a.get(k)!r} (now {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            parts.append(f"{key}={a!r} (now {b!r})")
+    return ", ".join(parts) or "the settings"
+
+
+def _write_image(folder: Path, result: Any, k: int, info: dict[str, Any], c_dim: int) -> None:
+    from latentkit.io import atomic_path, save_image, save_latents
+
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if result.classes is not None:  # one-hot label so the latents can be re-rendered with the same class
+        extra["c"] = np.eye(c_dim, dtype=np.float32)[[int(result.classes[k])]]  # [1, c_dim]
+    save_latents(folder / "projected_w.npz", result.ws[k : k + 1], **extra)
+    noise = {name: v[k : k + 1].cpu().numpy() for name, v in result.noises.items()}
+    with atomic_path(folder / "projected_noise.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **noise)
+    save_image(folder / "proj.png", result.images[k : k + 1].clamp(-1, 1))
+    save_image(folder / "target.png", result.targets[k : k + 1].clamp(-1, 1))
+    record = dict(info)
+    record.update({
+        "settings": result.settings.to_dict(),
+        "perceptual_weights": result.perceptual_weights,
+        "final_loss": float(result.losses[k, -1]),
+        "final_terms": {name: float(v[k, -1]) for name, v in result.loss_terms.items()},
+        "losses": [round(float(x), 6) for x in result.losses[k]],
+        "loss_terms": {name: [round(float(x), 6) for x in v[k]] for name, v in result.loss_terms.items()},
+        "noise_file": "projected_noise.npz",
+    })
+    if result.classes is not None:
+        record["class"] = int(result.classes[k])
+    if result.class_losses is not None:
+        record["class_losses"] = {str(c): round(float(v), 6) for c, v in zip(result.candidate_classes, result.class_losses[k])}
+    with atomic_path(folder / "losses.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+
+
+def _psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images against targets, both clamped to [-1, 1] (peak-to-peak 2): ``[N]``."""
+    mse = (images.clamp(-1, 1) - targets.clamp(-1, 1)).square().flatten(1).mean(1).double()
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
+def _video(path: Path, G: Generator, frames: list[torch.Tensor], noises: dict, target: torch.Tensor) -> None:
+    from latentkit.video import save_video
+
+    with torch.no_grad():
+        shots = [G.synthesis(ws.to(G.w_avg.device), noise=noises or None).clamp(-1, 1).cpu() for ws in frames]
+    pairs = torch.cat([torch.cat([target.clamp(-1, 1), shot], dim=3) for shot in shots])  # target | projection
+    save_video(path, pairs, fps=10)
+
+
+def project_files(
+    G: Generator,
+    files: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    *,
+    settings: ProjectionSettings | None = None,
+    prior: Any = None,
+    prior_name: str = "",
+    class_idx: int | None = None,
+    classes: Sequence[int] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    restart: bool = False,
+    save_video: bool = False,
+    perceptual_net: Any = None,
+    info: dict[str, Any] | None = None,
+    on_image: Callable[[ImageRecord], None] | None = None,
+    progress: bool = True,
+) -> list[ImageRecord]:
+    """Project every file into ``outdir``, skipping the ones the manifest has with the same fingerprint.
+
+    Args:
+        G: the generator.
+        files: image files, in output order (a folder listing is sorted by the caller).
+        outdir: the output folder (created).
+        settings: the :class:`~latentkit.projection.settings.ProjectionSettings` (None: the defaults).
+        prior: a fitted prior or None; ``prior_name`` says where it came from (written to ``losses.json``).
+        class_idx: the class of every image for a conditional generator (exclusive with ``classes``).
+        classes: search the class per image among these (see :func:`~latentkit.projection.project.project`).
+        batch_size: images optimised together (results do not depend on it; memory and speed do).
+        checkpoint_every: steps between checkpoints inside a batch.
+        restart: redo images done with other settings and discard checkpoints, instead of refusing.
+        save_video: also write ``proj.mp4`` per image (target | projection at every step; needs imageio).
+        perceptual_net: a ready LPIPS module to share across batches (None: built from the settings).
+        info: extra fields for each ``losses.json`` (e.g. the network's name).
+        on_image: called with each :class:`ImageRecord` as soon as its files are written.
+        progress: tqdm bars on stderr.
+
+    Returns:
+        One :class:`ImageRecord` per file (``skipped=True`` for those already done).
+
+    Raises:
+        InputError: a file done before with other settings (unless ``restart``), another run holding the
+            folder, an unreadable image, or invalid options.
+        ProjectionInterrupted: Ctrl-C; the current batch's state was saved, a rerun resumes it.
+    """
+    from latentkit.latent.sampling import one_hot
+    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.projection.project import prepare_targets, project
+
+    s = settings if settings is not None else ProjectionSettings()
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise InputError("no images to project: give image files, a folder of images, a glob or a list file")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"outdir {outdir} exists and is not a folder; choose another output folder")
+    outdir.mkdir(parents=True, exist_ok=True)
+    key, described = run_fingerprint(G, s, prior, class_idx=class_idx, classes=classes)
+    names = folder_names(paths)
+    with folder_lock(outdir):
+        done = read_manifest(outdir)
+        todo, records = [], {}
+        for path, name in zip(paths, names):
+            old = done.get(str(path.resolve()))
+            if old is not None and old.get("fingerprint") == key and (outdir / name / "losses.json").is_file():
+                records[str(path)] = ImageRecord(**{**{k: old.get(k) for k in ("input", "folder", "fingerprint", "final_loss",
+                                                 "final_terms", "lpips", "psnr", "seconds")}, "klass": old.get("class"), "skipped": True})
+                continue
+            if old is not None and old.get("fingerprint") != key and not restart:
+                raise InputError(
+                    f"{outdir / name} was projected with other settings: {_difference(old.get('described', {}), described)}; "
+                    f"pass restart=True (--restart) to redo it, or choose another output folder"
+                )
+            todo.append((path, name))
+        if len(todo) < len(paths):
+            logger.info("project: %d of %d images already done in %s (manifest), skipped", len(paths) - len(todo), len(paths), outdir)
+        if todo and s.perceptual == "vgg" and perceptual_net is None:
+            perceptual_net = lpips_vgg(s.perceptual_weights, device=G.w_avg.device, max_resolution=s.max_perceptual_resolution)
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentkit-loader") as loader:
+            pending = loader.submit(prepare_targets, G, [p for p, _ in batches[0]]) if batches else None
+            for index, batch in enumerate(batches):
+                targets = pending.result()  # [B, C, H, W]: read while the previous batch optimised
+                pending = loader.submit(prepare_targets, G, [p for p, _ in batches[index + 1]]) if index + 1 < len(batches) else None
+                batch_key = hashlib.sha256(("\n".join(str(p.resolve()) for p, _ in batch) + key).encode()).hexdigest()[:16]
+                checkpoint = outdir / f".checkpoint-{batch_key}.pt"
+                if restart:
+                    checkpoint.unlink(missing_ok=True)
+                c = one_hot([class_idx] * len(batch), G.c_dim, device=G.w_avg.device) if class_idx is not None else None
+                frames: list[torch.Tensor] = []
+                started = time.perf_counter()
+                result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
+                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                                 callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
+                seconds = (time.perf_counter() - started) / len(batch)
+                psnr = _psnr(result.images.cpu(), result.targets)
+                for k, (path, name) in enumerate(batch):
+                    folder = outdir / name
+                    extra = dict(info or {}, input=str(path), prior=prior_name, class_search=None if classes is None else list(classes))
+                    _write_image(folder, result, k, extra, G.c_dim)
+                    if save_video and frames:
+                        noises = {n: v[k : k + 1] for n, v in result.noises.items()}
+                        _video(folder / "proj.mp4", G, [f[k : k + 1] for f in frames], noises, result.targets[k : k + 1])
+                    terms = {n: float(v[k, -1]) for n, v in result.loss_terms.items()}
+                    record = ImageRecord(
+                        input=str(path.resolve()), folder=str(folder), fingerprint=key, final_loss=float(result.losses[k, -1]),
+                        final_terms=terms, lpips=terms["perceptual"] if s.perceptual == "vgg" else None,
+                        psnr=float(psnr[k]), seconds=round(seconds, 3),
+                        klass=None if result.classes is None else int(result.classes[k]),
+                    )
+                    append_manifest(outdir, {**record.to_json(), "described": described})
+                    records[str(path)] = record
+                    if on_image is not None:
+                        on_image(record)
+                checkpoint.unlink(missing_ok=True)
+    return [records[str(p)] for p in paths]

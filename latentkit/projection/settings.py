@@ -1,0 +1,134 @@
+"""Every option of a projection, in one frozen dataclass that the API and the CLI share.
+
+This module imports no torch, so the command line reads its defaults here without loading the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from latentkit.errors import InputError
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CHECKPOINT_EVERY",
+    "DEFAULT_OUTDIR",
+    "DEFAULT_PRIOR_WEIGHT",
+    "LOSS_TERMS",
+    "ProjectionSettings",
+]
+
+DEFAULT_PRIOR_WEIGHT = 1e-5
+"""Weight of the summed squared Mahalanobis distances (chosen by the experiment in benchmarks/)."""
+DEFAULT_CHECKPOINT_EVERY = 50
+"""Steps between checkpoints of a run given a checkpoint file (API and CLI alike)."""
+DEFAULT_BATCH_SIZE = 4
+"""Images optimised together by :func:`latentkit.projection.batch.project_files` (results do not depend on it)."""
+DEFAULT_OUTDIR = "out/project"
+"""Where ``latentkit project`` writes when no ``--outdir`` is given."""
+
+_SPACES = ("w", "w+")
+LOSS_TERMS = ("perceptual", "mse", "noise", "prior")  # ProjectionResult.loss_terms keys, in order
+
+
+@dataclass(frozen=True)
+class ProjectionSettings:
+    """Everything that determines a projection.
+
+    Shared by :func:`~latentkit.projection.project.project` and ``latentkit project``.
+
+    Attributes:
+        space: ``'w+'`` (one w per layer) or ``'w'`` (one w broadcast to all layers).
+        num_steps: optimisation steps.
+        learning_rate: peak Adam learning rate (NVIDIA: 0.1).
+        betas: Adam betas (NVIDIA: (0.9, 0.999)).
+        lr_rampup_length: fraction of the run with a linear learning-rate ramp-up (0.05).
+        lr_rampdown_length: fraction of the run with a cosine ramp-down to zero (0.25).
+        initial_noise_factor: latent noise scale at step 0, in units of the samples' w standard deviation.
+        noise_ramp_length: fraction of the run after which no latent noise is added (0.75).
+        w_avg_samples: mapped samples for the starting point and the w standard deviation (10 000, drawn
+            with ``np.random.RandomState(123)`` as NVIDIA does).
+        start: ``'w_avg'`` (NVIDIA: the samples' mean w), ``'prior_mean'`` (the prior's mode mapped to W,
+            Mahalanobis 0; the mean of w sits far outside the prior's typical set, e.g. a squared distance
+            of ~1e4-3e5 per vector on the nets tried) or ``'auto'`` (``'prior_mean'`` when a prior is given).
+        parametrization: ``'auto'`` (``'prior'`` when a prior is given, else ``'w'``), ``'w'`` (Adam on w,
+            NVIDIA) or ``'prior'`` (Adam on the prior's whitened PCA
+            coefficients u, ``w = prior.from_coefficients(u)``; the prior term is then ``|u|^2`` and the
+            latent noise has the same relative scale: ``initial_noise_factor * sqrt(w_dim)`` per coordinate's
+            unit). ``'prior'`` is well conditioned where the prior has tiny eigenvalues, which make
+            Adam's per-coordinate steps in w blow the Mahalanobis distance up (MobileStyleGAN FFHQ, smallest
+            eigenvalue 3e-8: 5e5 per vector after 2 steps in w, 0.45 after 8 steps in u).
+        regularize_noise_weight: weight of the noise autocorrelation penalty (1e5).
+        optimize_noise: optimise the noise inputs (else keep the stored ones).
+        prior_weight: weight of ``sum_l prior.mahalanobis(w_l)`` (used only when a prior is given).
+        perceptual: ``'vgg'`` (LPIPS VGG16 v0.1) or None for no perceptual term.
+        perceptual_weights: VGG16 weights source (see :func:`latentkit.projection.lpips.lpips_vgg`).
+        max_perceptual_resolution: images are area-downscaled to at most this size for LPIPS (256).
+        mse_weight: weight of the pixel mean squared error (images in [-1, 1]).
+        seed: seed of each image's latent-noise stream (every image gets its own stream from this seed).
+        precision: ``'fp32'``, or opt-in ``'bf16'`` / ``'fp16'`` (CUDA only) autocast of the generator and
+            LPIPS forward passes (see :mod:`latentkit.nets.precision`; its cost in benchmarks/bench_speed.py).
+    """
+
+    space: str = "w+"
+    num_steps: int = 1000
+    learning_rate: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_rampup_length: float = 0.05
+    lr_rampdown_length: float = 0.25
+    initial_noise_factor: float = 0.05
+    noise_ramp_length: float = 0.75
+    w_avg_samples: int = 10_000
+    start: str = "auto"
+    parametrization: str = "auto"
+    regularize_noise_weight: float = 1e5
+    optimize_noise: bool = True
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT
+    perceptual: str | None = "vgg"
+    perceptual_weights: str = "auto"
+    max_perceptual_resolution: int = 256
+    mse_weight: float = 0.0
+    seed: int = 0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "w_avg_samples", "seed", "max_perceptual_resolution"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"{name} must be an integer, got {value!r}")
+        if self.space not in _SPACES:
+            raise InputError(f"space must be one of {_SPACES}, got {self.space!r}")
+        if int(self.num_steps) < 1:
+            raise InputError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.start not in ("auto", "w_avg", "prior_mean"):
+            raise InputError(f"start must be 'auto', 'w_avg' or 'prior_mean', got {self.start!r}")
+        if self.parametrization not in ("auto", "w", "prior"):
+            raise InputError(f"parametrization must be 'auto', 'w' or 'prior', got {self.parametrization!r}")
+        if self.perceptual not in ("vgg", None):
+            raise InputError(f"perceptual must be 'vgg' or None, got {self.perceptual!r}")
+        if self.perceptual is None and self.mse_weight <= 0:
+            raise InputError("perceptual=None needs mse_weight > 0 (otherwise nothing is fitted to the target)")
+        numbers = ("learning_rate", "prior_weight", "mse_weight", "regularize_noise_weight", "initial_noise_factor",
+                   "lr_rampup_length", "lr_rampdown_length", "noise_ramp_length")
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
+        if len(tuple(self.betas)) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.w_avg_samples < 2:
+            raise InputError(f"w_avg_samples must be >= 2, got {self.w_avg_samples}")
+        if self.precision not in ("fp32", "bf16", "fp16"):  # latentkit.nets.precision.PRECISIONS (no torch here)
+            raise InputError(f"precision must be one of ('fp32', 'bf16', 'fp16'), got {self.precision!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of all fields."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
