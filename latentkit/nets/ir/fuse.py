@@ -7,19 +7,23 @@
 
 (bracketed layers optional, the two Adds in either order), where every intermediate value has exactly one
 consumer, so that :class:`~latentkit.nets.ir.program.IRProgram` can run the chain as one
-:func:`~latentkit.nets.ops.separable_modconv.separable_modconv` call.
+:func:`~latentkit.nets.ops.separable_modconv.separable_modconv` call (:func:`run_separable_modconv`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from latentkit.nets.ops.separable_modconv import separable_modconv
 
 if TYPE_CHECKING:
     from latentkit.nets.ir.graph import IRGraph, IRLayer
 
-__all__ = ["SeparableModConvMatch", "find_separable_modconvs"]
+__all__ = ["SeparableModConvMatch", "find_separable_modconvs", "run_separable_modconv"]
 
 Key = tuple[int, int]  # (layer id, input index): what IRProgram.forward's ``replace`` addresses
 Ref = tuple[int, int]  # (layer id, output port id)
@@ -145,3 +149,27 @@ def find_separable_modconvs(graph: IRGraph) -> list[SeparableModConvMatch]:
             tail = nxt
         matches.append(SeparableModConvMatch(tuple(chain), slots, (int(padding[0]), int(padding[1])), slope))
     return matches
+
+
+def run_separable_modconv(
+    attrs: dict[str, Any], x: list[torch.Tensor], workspace: dict[str, torch.Tensor] | None = None
+) -> list[torch.Tensor]:
+    """Run one matched chain: ``attrs`` holds ``slots`` (the names of ``x``'s entries), ``padding``, ``slope``.
+
+    ``workspace`` (no autograd only): this step's buffer from the previous call, reused when its shape fits.
+    """
+    v = dict(zip(attrs["slots"], x, strict=True))
+    data, dw, out = v["x"], v.get("depthwise"), None
+    if workspace is not None:
+        n, _, h, w = data.shape
+        if dw is not None:
+            (ph, pw), (kh, kw) = attrs["padding"], dw.shape[-2:]
+            h, w = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        shape = (max(n, v["styles"].shape[0]), h, w, v["weight"].shape[0])
+        out = workspace.get("out")
+        if out is None or tuple(out.shape) != shape or out.dtype != data.dtype or out.device != data.device:
+            out = workspace["out"] = torch.empty(shape, dtype=data.dtype, device=data.device)
+    return [separable_modconv(
+        data, v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
+        depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"], out=out,
+    )]

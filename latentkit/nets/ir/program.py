@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from latentkit.errors import CheckpointError
-from latentkit.nets.ir.fuse import find_separable_modconvs
-from latentkit.nets.ops.separable_modconv import separable_modconv
+from latentkit.nets.ir.fuse import find_separable_modconvs, run_separable_modconv
 
 if TYPE_CHECKING:
     from latentkit.nets.ir.graph import IRGraph, IRLayer
@@ -180,27 +179,6 @@ def _reduce_mean(attrs: dict, x: list[Value]) -> list[Value]:
     dims = tuple(_axis(a, data.ndim) for a in _as_list(axes))
     return [data.mean(dim=dims, keepdim=attrs["keep_dims"])]
 
-
-def _separable_modconv(attrs: dict, x: list[Value], workspace: dict[str, Value] | None = None) -> list[Value]:
-    """A fused chain found by :func:`~latentkit.nets.ir.fuse.find_separable_modconvs`.
-
-    ``workspace`` (no autograd only): this step's buffer from the previous call, reused when its shape fits.
-    """
-    v = dict(zip(attrs["slots"], x, strict=True))
-    data, dw, out = v["x"], v.get("depthwise"), None
-    if workspace is not None:
-        n, _, h, w = data.shape
-        if dw is not None:
-            (ph, pw), (kh, kw) = attrs["padding"], dw.shape[-2:]
-            h, w = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-        shape = (max(n, v["styles"].shape[0]), h, w, v["weight"].shape[0])
-        out = workspace.get("out")
-        if out is None or tuple(out.shape) != shape or out.dtype != data.dtype or out.device != data.device:
-            out = workspace["out"] = torch.empty(shape, dtype=data.dtype, device=data.device)
-    return [separable_modconv(
-        data, v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
-        depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"], out=out,
-    )]
 
 _OPS: dict[str, Callable[[dict, list[Value]], list[Value]]] = {
     "Add": _binary(torch.add),
@@ -415,7 +393,7 @@ class IRProgram(torch.nn.Module):
                 result = inputs[0]
             else:
                 if op == "SeparableModConv":
-                    produced = _separable_modconv(attrs, inputs, None if workspace is None else workspace.setdefault(i, {}))
+                    produced = run_separable_modconv(attrs, inputs, None if workspace is None else workspace.setdefault(i, {}))
                 else:
                     produced = _OPS[op](attrs, inputs)
                 for port, value in zip(outs, produced, strict=True):
