@@ -161,7 +161,6 @@ def _step_worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads[0])
     from latentkit.load.mobilestylegan import load_mobilestylegan
     from latentkit.projection.lpips import lpips_vgg
-    from latentkit.projection.project import project
 
     G = load_mobilestylegan()
     net = lpips_vgg("random")
@@ -350,6 +349,7 @@ def bench_sg3(args: argparse.Namespace) -> dict:
     import latentkit.nets.ops.upfirdn2d as ops
 
     torch.set_num_threads(args.threads[0])
+    default = ops.SEPARABLE_FAST_PATHS
     G = _sg3t(args.resolution)
     ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():
@@ -372,7 +372,7 @@ def bench_sg3(args: argparse.Namespace) -> dict:
     times = _rounds({"reference_forward": run(False, False), "latentkit_forward": run(True, False),
                      "reference_forward_backward": run(False, True), "latentkit_forward_backward": run(True, True)},
                     args.rounds)
-    ops.SEPARABLE_FAST_PATHS = True
+    ops.SEPARABLE_FAST_PATHS = default
     out = {"machine": _machine(args.threads[:1]), "network": f"StyleGAN3-T {args.resolution} px (random weights)",
            "median_seconds": {k: statistics.median(v) for k, v in times.items()},
            "forward_speedup": _ratio(times, "reference_forward", "latentkit_forward"),

@@ -20,9 +20,10 @@ Padding = int | Sequence[int]
 
 __all__ = ["SEPARABLE_FAST_PATHS", "filter_size", "parse_padding", "setup_filter", "upfirdn2d", "upsample2d"]
 
-SEPARABLE_FAST_PATHS = True
-"""Separable filters: polyphase upsampling and strided downsampling (the same sums without the zero
-products). Set to False to run NVIDIA's zero-insertion reference path (benchmarks compare the two)."""
+SEPARABLE_FAST_PATHS = False
+"""Opt-in: separable filters use polyphase upsampling and strided downsampling (the same sums without the
+zero products). Off by default: on the CPU measured so far (benchmarks/bench_speed.py sg3) it gave 1.07x
+forward but 0.90x forward+backward for StyleGAN3-T 256 px against the zero-insertion reference path."""
 
 
 

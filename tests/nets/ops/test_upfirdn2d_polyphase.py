@@ -7,7 +7,14 @@ import itertools
 import pytest
 import torch
 
+import latentkit.nets.ops.upfirdn2d as upfirdn2d_module
 from latentkit.nets.ops.upfirdn2d import upfirdn2d
+
+
+@pytest.fixture(autouse=True)
+def fast_paths(monkeypatch):
+    """The 1-D filters take the polyphase / strided path; the 2-D ones the zero-insertion reference."""
+    monkeypatch.setattr(upfirdn2d_module, "SEPARABLE_FAST_PATHS", True)
 
 
 CASES = list(itertools.product([1, 2, 3, 4], [1, 2], [(0, 0, 0, 0), (5, 4, 5, 4), (3, 2, 1, 4), (-2, 3, 1, -1)], [4, 5, 12]))
