@@ -346,7 +346,9 @@ def _sg3t(resolution: int):
 
 
 def bench_sg3(args: argparse.Namespace) -> dict:
-    import latentkit.nets.ops.upfirdn2d as ops
+    import importlib
+
+    ops = importlib.import_module("latentkit.nets.ops.upfirdn2d")  # (the package re-exports the function)
 
     torch.set_num_threads(args.threads[0])
     default = ops.SEPARABLE_FAST_PATHS

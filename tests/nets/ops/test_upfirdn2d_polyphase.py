@@ -7,8 +7,11 @@ import itertools
 import pytest
 import torch
 
-import latentkit.nets.ops.upfirdn2d as upfirdn2d_module
+import importlib
+
 from latentkit.nets.ops.upfirdn2d import upfirdn2d
+
+upfirdn2d_module = importlib.import_module("latentkit.nets.ops.upfirdn2d")  # the package re-exports the function
 
 
 @pytest.fixture(autouse=True)
