@@ -337,7 +337,11 @@ def _sg3t(resolution: int):
                                  bandwidth=float(cutoffs[0]))
     G = StyleGAN3Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
                            mapping_layers=2, input_spec=spec_in, layer_specs=specs)
-    with torch.no_grad():  # placeholder filters: a normalised low-pass of the right length
+    with torch.no_grad():  # placeholder weights: random; filters: a normalised low-pass of the right length
+        gen = torch.Generator().manual_seed(0)
+        for name, p in G.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) + (1.0 if name.endswith("affine.bias") else 0.0))
+        G.synthesis_net.input.freqs.copy_(torch.randn(G.synthesis_net.input.freqs.shape, generator=gen) * 2)
         for name, buf in G.named_buffers():
             if buf.ndim == 1 and "filter" in name:
                 buf.copy_(torch.hann_window(buf.numel() + 2, dtype=buf.dtype)[1:-1])
