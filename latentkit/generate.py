@@ -16,6 +16,7 @@ import torch
 
 from latentkit.errors import InputError
 from latentkit.nets.generator import NOISE_MODES, Generator
+from latentkit.nets.precision import autocast
 from latentkit.latent.sampling import one_hot, z_from_seed
 
 __all__ = ["generate_images", "GeneratedImage", "image_name"]
@@ -61,6 +62,7 @@ def generate_images(
     guidance: float | None = None,
     num_classes_sample: int | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Iterator[GeneratedImage]:
     """Render one image per (class, seed), class by class, as NVIDIA's ``gen_images.py`` does.
 
@@ -74,6 +76,8 @@ def generate_images(
         num_classes_sample: with guidance, average the marginal over this many random classes (drawn
             from each image's own seed, so every image is reproducible on its own).
         progress: tqdm bar on stderr.
+        precision: ``'fp32'``, or opt-in ``'bf16'`` / ``'fp16'`` (CUDA) autocast of the synthesis network
+            (:func:`latentkit.nets.precision.autocast`); images are returned as float32.
 
     Yields:
         :class:`GeneratedImage` per sample, ``image`` ``[1, C, H, W]``.
@@ -103,6 +107,7 @@ def generate_images(
         plan = list(classes)
         one_hot(plan, G.c_dim)  # validates the range
     device = G.w_avg.device
+    reduced = autocast(device, precision)  # validates precision before any work
     total = len(plan) * len(seeds)
     with tqdm(total=total, desc="generate", unit="img", disable=not progress, leave=False) as bar:
         for class_idx in plan:
@@ -118,6 +123,7 @@ def generate_images(
                     result = guided_latents(G, z, c, scale=guidance, truncation_psi=truncation_psi,
                                             num_classes_sample=num_classes_sample, seed=seed)
                     ws, calls = result.ws, result.mapping_calls_per_sample
-                image = G.synthesis(ws, noise_mode=noise_mode)
+                with reduced:
+                    image = G.synthesis(ws, noise_mode=noise_mode)
                 bar.update(1)
                 yield GeneratedImage(int(seed), class_idx, image.float().cpu(), ws.cpu(), calls)

@@ -82,9 +82,12 @@ def info(source: str | None, network: str | None, as_json: bool, list_models: bo
 @click.option("--num-classes-sample", type=int, default=None,
               help="With --guidance: average the marginal over this many random classes instead of all.")
 @click.option("--outdir", type=click.Path(file_okay=False), default=None, help=f"Output folder [default: ./{DEFAULT_OUTDIR}].")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Opt-in reduced precision: bf16 (CPUs with AVX512-BF16/AMX, CUDA) or fp16 (CUDA).")
 @device_option
-def generate(source: str | None, network: str | None, seeds: str, classes: str | None, truncation_psi: float, noise_mode: str,
-             guidance: float | None, num_classes_sample: int | None, outdir: str | None, device: str) -> None:
+def generate(source: str | None, network: str | None, seeds: str, classes: str | None, truncation_psi: float,
+             noise_mode: str, guidance: float | None, num_classes_sample: int | None, outdir: str | None,
+             precision: str, device: str) -> None:
     """Render images from seeds as NVIDIA's gen_images.py does: seedNNNN.png and grid.png.
 
     SOURCE (or --network) is a checkpoint file or a registry name (default: NVIDIA's StyleGAN2 FFHQ if
@@ -106,7 +109,8 @@ def generate(source: str | None, network: str | None, seeds: str, classes: str |
     folder = Path(outdir)
     grid, calls = [], 1
     for item in generate_images(G, seed_list, classes=class_list, truncation_psi=truncation_psi,
-                                noise_mode=noise_mode, guidance=guidance, num_classes_sample=num_classes_sample):
+                                noise_mode=noise_mode, guidance=guidance, num_classes_sample=num_classes_sample,
+                                precision=precision):
         path = save_image(folder / image_name(item.seed, item.class_idx, many_classes=many), item.image)
         click.echo(str(path))
         calls = item.mapping_calls

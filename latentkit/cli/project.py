@@ -136,10 +136,13 @@ def _duration(seconds: float) -> str:
               help="Steps between checkpoints; Ctrl-C also saves one, and the same command resumes.")
 @click.option("--restart", is_flag=True, help="Discard checkpoints and redo images done with other settings.")
 @click.option("--save-video", is_flag=True, help="Also write proj.mp4 (target | projection per step).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Opt-in reduced precision of the generator and LPIPS passes: bf16 (AVX512-BF16/AMX CPUs, CUDA), "
+              "fp16 (CUDA).")
 @device_option
 def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch_size, outdir, seed,
             perceptual_weights, mse_weight, parametrization, class_idx, classes_text, checkpoint_every, restart,
-            save_video, device) -> None:
+            save_video, precision, device) -> None:
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
     import signal
 
@@ -155,7 +158,7 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
         raise click.UsageError("pass either --class K (a given class) or --classes (search over classes), not both")
     settings = ProjectionSettings(space=space, num_steps=num_steps, prior_weight=prior_weight, seed=seed,
                                   perceptual_weights=perceptual_weights, mse_weight=mse_weight,
-                                  parametrization=parametrization)
+                                  parametrization=parametrization, precision=precision)
     files = expand_inputs(inputs)
     check_images(files)  # unreadable images fail here, before any slow set-up
     dev = resolve_device(device)
@@ -171,6 +174,8 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
         shown = f"all {G.c_dim} classes" if classes_arg == "all" else ",".join(map(str, candidates))
         say(f"class search over {shown}: each image is projected {len(candidates)} times")
     prior, prior_name = _load_prior(prior_choice, G, dev)
+    if precision != "fp32":
+        say(f"reduced precision: generator and LPIPS forward passes in {precision} autocast")
     net = lpips_vgg(perceptual_weights, device=dev, max_resolution=settings.max_perceptual_resolution)
     c = one_hot([class_idx], G.c_dim, device=dev) if class_idx is not None else None
     _announce_cost(G, files, settings, prior, net, c, candidates)

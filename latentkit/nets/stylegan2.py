@@ -107,6 +107,19 @@ class BlockConfig:
     fused_modconv: bool | None = None
 
 
+def _fuse_modconv(block: torch.nn.Module, dtype: torch.dtype, ws: torch.Tensor) -> bool:
+    """Whether a block runs its modulated convolutions as one grouped convolution (per-sample weights).
+
+    Per-sample weights only pay off when their gradients are wanted (training). When autograd is on but
+    the weights are frozen (projection: gradients reach only ws and noise), the grouped path would still
+    compute ``[N, O, I, k, k]`` weight gradients; scaling the activations instead (one shared weight)
+    computes only what is needed. Otherwise NVIDIA's rule: fused in float32 or for a single sample.
+    """
+    if torch.is_grad_enabled() and not any(p.requires_grad for p in block.parameters()):
+        return False
+    return dtype != torch.float16 or ws.shape[0] == 1
+
+
 def _rng(generator: torch.Generator | None) -> torch.Generator:
     """The generator for initial weights: the caller's, else a fresh one seeded 0 (the global RNG is never
     touched, so building or loading a network does not change the user's random stream)."""
@@ -406,7 +419,7 @@ class SynthesisBlock(torch.nn.Module):
         dtype = torch.float16 if self.config.use_fp16 and self.fp16 and not force_fp32 else compute
         fused = self.config.fused_modconv
         if fused is None:
-            fused = dtype != torch.float16 or ws.shape[0] == 1
+            fused = _fuse_modconv(self, dtype, ws)
         w_iter = iter(ws.unbind(dim=1))
         kw = dict(noise_mode=noise_mode, fused_modconv=fused)
         if self.in_channels == 0:

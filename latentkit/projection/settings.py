@@ -69,6 +69,8 @@ class ProjectionSettings:
         max_perceptual_resolution: images are area-downscaled to at most this size for LPIPS (256).
         mse_weight: weight of the pixel mean squared error (images in [-1, 1]).
         seed: seed of each image's latent-noise stream (every image gets its own stream from this seed).
+        precision: ``'fp32'``, or opt-in ``'bf16'`` / ``'fp16'`` (CUDA only) autocast of the generator and
+            LPIPS forward passes (see :mod:`latentkit.nets.precision`; its cost in benchmarks/bench_speed.py).
     """
 
     space: str = "w+"
@@ -90,6 +92,7 @@ class ProjectionSettings:
     max_perceptual_resolution: int = 256
     mse_weight: float = 0.0
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "w_avg_samples", "seed", "max_perceptual_resolution"):
@@ -120,6 +123,8 @@ class ProjectionSettings:
             raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.w_avg_samples < 2:
             raise InputError(f"w_avg_samples must be >= 2, got {self.w_avg_samples}")
+        if self.precision not in ("fp32", "bf16", "fp16"):  # latentkit.nets.precision.PRECISIONS (no torch here)
+            raise InputError(f"precision must be one of ('fp32', 'bf16', 'fp16'), got {self.precision!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from latentkit.errors import InputError
 from latentkit.nets.generator import Generator
+from latentkit.nets.precision import autocast
 from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings
 
 if TYPE_CHECKING:
@@ -216,16 +217,47 @@ class ProjectionState:
             group["lr"] = _learning_rate(s, step)
         scale = (self.w_std * _noise_scale(s, step)).view(n, 1, 1)
         w_noise = torch.stack([torch.randn(self.w_opt.shape[1:], generator=g) for g in self.streams]).to(device)
-        ws = self.to_w(self.w_opt + w_noise * scale).expand(-1, G.num_ws, -1)  # [N, num_ws, w_dim]
-        images = G.synthesis(ws, noise_mode="const", noise=self.noises or None)
-        zero = torch.zeros(n, device=device)
+        self.optimizer.zero_grad(set_to_none=True)
+        rows = []
+        for part in self._parts():
+            loss, terms = self._losses(part, w_noise[part] * scale[part])
+            loss.sum().backward()  # a sum keeps each image's gradient its own
+            rows.append(torch.stack([loss.detach()] + [terms[k].detach() for k in LOSS_TERMS], dim=1).cpu())
+        self.optimizer.step()
+        for buf in self.noises.values():
+            _renormalise(buf)
+        self.history.append(torch.cat(rows))
+        return self.history[-1][:, 0].to(device)
+
+    def _parts(self) -> list[slice]:
+        """How the N images are split for the forward and backward passes.
+
+        On the CPU each image runs alone: batched convolutions and LPIPS are slower per image there than
+        one image at a time (one sample keeps every feature map in cache-friendly sizes), and the result
+        of each image is then bit-identical to projecting it alone. Other devices run the whole batch.
+        """
+        n = self.n
+        return [slice(i, i + 1) for i in range(n)] if self.device.type == "cpu" else [slice(0, n)]
+
+    def _losses(self, part: slice, w_noise: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss ``[n]`` and its terms for images ``part`` (n of them), latent noise ``w_noise`` added."""
+        G, s, prior, net = self.G, self.settings, self.prior, self.net
+        w_opt = self.w_opt[part]
+        n = w_opt.shape[0]
+        ws = self.to_w(w_opt + w_noise).expand(-1, G.num_ws, -1)  # [n, num_ws, w_dim]
+        noises = {k: v[part] for k, v in self.noises.items()}
+        with self._precision():
+            images = G.synthesis(ws, noise_mode="const", noise=noises or None)
+            feats = net.features(images) if net is not None else None
+        images = images.float()
+        zero = torch.zeros(n, device=self.device)
         terms = {
-            "perceptual": net.distance_from_features(net.features(images), self.target_feats)
+            "perceptual": net.distance_from_features([f.float() for f in feats], [f[part] for f in self.target_feats])
             if net is not None
             else zero,
-            "mse": (images - self.target).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
-            "noise": _noise_penalty(self.noises, n, device) if s.optimize_noise else zero,
-            "prior": (self.w_opt.square().sum(dim=2) if self.in_prior else prior.mahalanobis(self.w_opt)).sum(dim=1)
+            "mse": (images - self.target[part]).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
+            "noise": _noise_penalty(noises, n, self.device) if s.optimize_noise else zero,
+            "prior": (w_opt.square().sum(dim=2) if self.in_prior else prior.mahalanobis(w_opt)).sum(dim=1)
             if prior is not None
             else zero,
         }
@@ -234,14 +266,12 @@ class ProjectionState:
             + s.mse_weight * terms["mse"]
             + s.regularize_noise_weight * terms["noise"]
             + (s.prior_weight * terms["prior"] if prior is not None else zero)
-        )  # [N]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()  # a sum keeps each image's gradient its own
-        self.optimizer.step()
-        for buf in self.noises.values():
-            _renormalise(buf)
-        self.history.append(torch.stack([loss.detach()] + [terms[k].detach() for k in LOSS_TERMS], dim=1).cpu())
-        return loss.detach()
+        )  # [n]
+        return loss, terms
+
+    def _precision(self):
+        """Autocast context for the generator and LPIPS forward passes (``settings.precision``)."""
+        return autocast(self.device, self.settings.precision)
 
     # Checkpoints: tensors and plain data only, read back with torch.load(weights_only=True).
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from latentkit.errors import CheckpointError, LatentkitError
+from latentkit.nets.ir.fuse import find_separable_modconvs, run_separable_modconv
 
 if TYPE_CHECKING:
     from latentkit.nets.ir.graph import IRGraph, IRLayer
@@ -89,15 +90,16 @@ def _conv(attrs: dict, x: list[Value]) -> list[Value]:
 
 def _conv_transpose(attrs: dict, x: list[Value]) -> list[Value]:
     data, weight = x
-    if attrs["grouped"] and attrs["disjoint"] and weight.shape[1] == 1:
-        # Kernel windows do not overlap (stride == kernel, no padding) and each output reads one input
-        # channel, so every output is one product: a broadcast multiply gives the same numbers, faster.
-        # Computed as [N, H, kH, W, kW, C, C_out] so that the result comes out channels-last.
+    if attrs["grouped"] and attrs["disjoint"] and weight.shape[1] == 1 and weight.shape[2] == 1:
+        # Kernel windows do not overlap (stride == kernel, no padding) and each output is one product of
+        # one input: out[n, c, i * kh + a, j * kw + b] = data[n, c, i, j] * weight[c, 0, 0, a, b].
         n, c, h, w = data.shape
-        _, _, c_out, kh, kw = weight.shape
-        rows = data.permute(0, 2, 3, 1)[:, :, None, :, None, :, None]  # a view: no copy
-        out = rows * weight.permute(3, 4, 0, 2, 1).reshape(1, 1, kh, 1, kw, c, c_out)
-        return [out.reshape(n, h * kh, w * kw, c * c_out).permute(0, 3, 1, 2)]
+        kh, kw = weight.shape[3:]
+        if kw == 1 and data.is_contiguous():  # [N, C, H, kh, W]: a broadcast multiply with W innermost
+            out = data[:, :, :, None, :] * weight.reshape(1, c, 1, kh, 1)
+            return [out.reshape(n, c, h * kh, w)]
+        if data.device.type == "cpu":  # oneDNN's transposed convolution is fast on channels-last tensors
+            data = data.contiguous(memory_format=torch.channels_last)
     groups = 1
     if attrs["grouped"]:  # [G, C_in/G, C_out/G, kH, kW] -> [C_in, C_out/G, kH, kW]
         groups = weight.shape[0]
@@ -265,15 +267,26 @@ class IRProgram(torch.nn.Module):
     Floating-point constants become parameters (``constants['c<layer id>']``), so ``.to(device)`` moves
     them; integer constants (shapes, axes, indices) stay on the CPU, where all shape arithmetic runs.
 
+    Chains of layers that MobileStyleGAN's separable modulated convolutions consist of (style multiply,
+    depthwise and 1x1 convolution, noise, bias, leaky ReLU) run as one fused operation
+    (:func:`~latentkit.nets.ops.separable_modconv.separable_modconv`); ``fuse=False`` runs every layer
+    on its own (the same function up to float rounding).
+
     Args:
         graph: the parsed IR (:func:`latentkit.load.openvino_ir.read_ir`).
+        fuse: run recognised layer chains as fused operations.
+
+    Attributes:
+        reuse_buffers: calls without autograd keep each fused operation's output buffer and write into it
+            again on the next call (about the size of all intermediate feature maps of one call; freed by
+            :meth:`release_buffers`). The returned tensor is never such a buffer.
 
     Raises:
         CheckpointError: if the graph uses an operation outside :data:`SUPPORTED_OPS` or an unsupported
             attribute, or does not have exactly one input and one output.
     """
 
-    def __init__(self, graph: IRGraph) -> None:
+    def __init__(self, graph: IRGraph, *, fuse: bool = True) -> None:
         super().__init__()
         unknown = sorted({layer.type for layer in graph.layers.values()} - set(SUPPORTED_OPS))
         if unknown:
@@ -291,9 +304,21 @@ class IRProgram(torch.nn.Module):
         self.input_layer, self.output_layer = params[0], results[0]
         self.constants = torch.nn.ParameterDict()
         self._int_constants: dict[int, torch.Tensor] = {}
-        self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[int]]] = []
+        self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[tuple[int, int]], list[int]]] = []
+        fused = {m.layers[-1]: m for m in find_separable_modconvs(graph)} if fuse else {}
+        absorbed = {lid for m in fused.values() for lid in m.layers[:-1]}
+        self.fused_layers = sum(len(m.layers) for m in fused.values())
         shared: dict[tuple, torch.Tensor] = {}  # constants that view the same BIN bytes share one tensor
         for layer in graph.topological_order():
+            if layer.id in absorbed:
+                continue
+            if layer.id in fused:
+                m = fused[layer.id]
+                attrs = {"slots": tuple(m.inputs), "padding": m.padding, "slope": m.slope}
+                keys = [key for key, _ in m.inputs.values()]
+                refs = [ref for _, ref in m.inputs.values()]
+                self._steps.append((layer.id, "SeparableModConv", attrs, refs, keys, [layer.outputs[0].id]))
+                continue
             if layer.type == "Const":
                 value = layer.value
                 if value is None:
@@ -319,15 +344,24 @@ class IRProgram(torch.nn.Module):
                 slope = graph.layers[refs[1][0]].value
                 if slope is not None and slope.size == 1 and slope.dtype.kind == "f":
                     attrs["slope"] = float(slope.reshape(()))
-            self._steps.append((layer.id, layer.type, attrs, refs, outs))
+            self._steps.append((layer.id, layer.type, attrs, refs, [(layer.id, k) for k in range(len(refs))], outs))
         # Free each intermediate value after its last use (saves memory at 1024x1024 without autograd).
         last_use: dict[_Ref, int] = {}
-        for i, (_, _, _, refs, _) in enumerate(self._steps):
+        for i, (_, _, _, refs, _, _) in enumerate(self._steps):
             for ref in refs:
                 last_use[ref] = i
-        self._release: list[list[_Ref]] = [[] for _ in self._steps]
+        self._release: list[list[_Ref]] = [[] for _ in self._steps]  # linear in the number of values
         for ref, j in last_use.items():
             self._release[j].append(ref)
+        # Without autograd, each fused step writes into its buffer from the previous call: fresh
+        # [N, 64, 512, 512] tensors cost more in page faults than the arithmetic that fills them.
+        self.reuse_buffers = True
+        self._workspace: dict[int, dict[str, torch.Tensor]] = {}
+        self._running = False
+
+    def release_buffers(self) -> None:
+        """Free the buffers that calls without autograd keep for reuse (see :attr:`reuse_buffers`)."""
+        self._workspace.clear()
 
     def constant(self, layer_id: int) -> torch.Tensor:
         """The value of a ``Const`` layer (float constants on the module's device, integers on the CPU)."""
@@ -349,23 +383,37 @@ class IRProgram(torch.nn.Module):
         Returns:
             The value reaching the graph's ``Result`` layer.
         """
-        replace = replace or {}
+        if torch.is_grad_enabled() or not self.reuse_buffers or self._running:
+            return self._run(x, replace or {}, None)
+        self._running = True  # a re-entrant or concurrent call allocates its own buffers
+        try:
+            result = self._run(x, replace or {}, self._workspace)
+        finally:
+            self._running = False
+        held = {t.untyped_storage().data_ptr() for step in self._workspace.values() for t in step.values()}
+        return result.clone() if result.untyped_storage().data_ptr() in held else result
+
+    def _run(
+        self, x: torch.Tensor, replace: dict[tuple[int, int], torch.Tensor], workspace: dict[int, dict] | None
+    ) -> torch.Tensor:
         values: dict[_Ref, torch.Tensor] = {(self.input_layer.id, self.input_layer.outputs[0].id): x}
         result: torch.Tensor | None = None
-        for i, (lid, op, attrs, refs, outs) in enumerate(self._steps):
+        for i, (lid, op, attrs, refs, keys, outs) in enumerate(self._steps):
             if op == "Parameter":
                 continue
             inputs = [
-                replace[(lid, k)] if (lid, k) in replace else
-                (values[ref] if ref in values else self.constant(ref[0]))
-                for k, ref in enumerate(refs)
+                replace[key] if key in replace else (values[ref] if ref in values else self.constant(ref[0]))
+                for key, ref in zip(keys, refs, strict=True)
             ]
             if op == "Result":
                 result = inputs[0]
             else:
                 try:
-                    outputs = _OPS[op](attrs, inputs)
-                    for port, value in zip(outs, outputs, strict=True):
+                    if op == "SeparableModConv":
+                        produced = run_separable_modconv(attrs, inputs, None if workspace is None else workspace.setdefault(i, {}))
+                    else:
+                        produced = _OPS[op](attrs, inputs)
+                    for port, value in zip(outs, produced, strict=True):
                         values[(lid, port)] = value
                 except (RuntimeError, ValueError, IndexError, TypeError) as err:
                     if isinstance(err, LatentkitError):

@@ -18,7 +18,12 @@ from latentkit.errors import ShapeError
 Scaling = int | Sequence[int]
 Padding = int | Sequence[int]
 
-__all__ = ["filter_size", "parse_padding", "setup_filter", "upfirdn2d", "upsample2d"]
+__all__ = ["SEPARABLE_FAST_PATHS", "filter_size", "parse_padding", "setup_filter", "upfirdn2d", "upsample2d"]
+
+SEPARABLE_FAST_PATHS = False
+"""Opt-in: separable filters use polyphase upsampling and strided downsampling (the same sums without the
+zero products; equal to the zero-insertion path to 1e-12 in float64). Off by default until its speed is
+measured (``python benchmarks/bench_speed.py sg3`` compares the two paths on StyleGAN3-T)."""
 
 
 
@@ -157,6 +162,24 @@ def upfirdn2d(
             f"up={up!r}, down={down!r}, padding={padding!r}"
         )
 
+    fast = SEPARABLE_FAST_PATHS and f.ndim == 1
+    if fast and max(upx, upy) > 1:
+        # Separable and upsampling: polyphase, one axis at a time, never materialising the zero-stuffed
+        # signal. Each output sums the same non-zero products in the same order (x then y) as below.
+        g = (f * (gain ** 0.5)).to(x.dtype)
+        if not flip_filter:
+            g = g.flip(0)
+        x = _polyphase_up(x, g, upx, px0, out_w * downx - (downx - 1), dim=3)
+        x = _polyphase_up(x, g, upy, py0, out_h * downy - (downy - 1), dim=2)
+        return x[:, :, ::downy, ::downx]
+    if fast and max(downx, downy) > 1 and min(px0, px1, py0, py1) >= 0:
+        # Separable and downsampling: strided passes compute only the kept outputs.
+        weight = (f * (gain ** 0.5)).to(x.dtype)
+        weight = (weight if flip_filter else weight.flip(0))[None, None].repeat(c, 1, 1)
+        x = F.pad(x, [px0, px1, py0, py1])
+        x = F.conv2d(x, weight.unsqueeze(2), stride=(1, downx), groups=c)
+        return F.conv2d(x, weight.unsqueeze(3), stride=(downy, 1), groups=c)
+
     # Zero insertion: each pixel followed by (up - 1) zeros along each axis.
     x = x.reshape(n, c, h, 1, w, 1)
     x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
@@ -177,6 +200,47 @@ def upfirdn2d(
         x = F.conv2d(x, weight.unsqueeze(2), groups=c)
         x = F.conv2d(x, weight.unsqueeze(3), groups=c)
     return x[:, :, ::downy, ::downx]
+
+
+def _polyphase_up(x: torch.Tensor, g: torch.Tensor, up: int, pad0: int, length: int, dim: int) -> torch.Tensor:
+    """Along ``dim`` (3: x, 2: y): zero insertion by ``up``, padding ``pad0`` before, correlation with ``g``
+    ``[taps]``; the first ``length`` outputs. Output ``j = up * q + r`` is the correlation of ``x`` with the
+    taps ``g[t0::up]`` (``t0 = (pad0 - r) mod up``) at offset ``q + e_r``; all phases run as one grouped
+    convolution (each phase's taps shifted by leading zero taps to a common start) and are interleaved."""
+    if up == 1 and pad0 == 0 and length == x.shape[dim] - g.shape[0] + 1:
+        kernel = g.reshape((1, -1) if dim == 3 else (-1, 1))
+        return F.conv2d(x, kernel[None, None].expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
+    taps = g.shape[0]
+    phases = []  # (offset e_r, taps of phase r)
+    for r in range(up):
+        t0 = (pad0 - r) % up
+        phases.append(((r + t0 - pad0) // up, g[t0::up]))
+    e_min = min(e for e, _ in phases)
+    size = max(e - e_min + len(sub) for e, sub in phases)
+    kernel = torch.zeros(up, max(size, 1), dtype=g.dtype, device=g.device)
+    for r, (e, sub) in enumerate(phases):
+        kernel[r, e - e_min : e - e_min + len(sub)] = sub
+    q = -(-length // up)  # outputs per phase
+    n_in = x.shape[dim]
+    left = max(0, -e_min)
+    right = max(0, e_min + left + q - 1 + kernel.shape[1] - (n_in + left))
+    c = x.shape[1]
+    weight = kernel.repeat(c, 1)  # [C * up, size]: output channel c * up + r is phase r of channel c
+    if dim == 3:
+        x = F.pad(x, [left, right])
+        y = F.conv2d(x, weight[:, None, None, :], groups=c)  # [N, C * up, H, >= q]
+        start = e_min + left
+        y = y[:, :, :, start : start + q]
+        n, _, h, _ = y.shape
+        y = y.reshape(n, c, up, h, q).permute(0, 1, 3, 4, 2).reshape(n, c, h, q * up)
+        return y[:, :, :, :length]
+    x = F.pad(x, [0, 0, left, right])
+    y = F.conv2d(x, weight[:, None, :, None], groups=c)  # [N, C * up, >= q, W]
+    start = e_min + left
+    y = y[:, :, start : start + q]
+    n, _, _, w = y.shape
+    y = y.reshape(n, c, up, q, w).permute(0, 1, 3, 2, 4).reshape(n, c, q * up, w)
+    return y[:, :, :length]
 
 
 def upsample2d(

@@ -1,0 +1,175 @@
+"""Find fusable layer patterns in an OpenVINO IR graph (plain graph matching; nothing is executed).
+
+:func:`find_separable_modconvs` finds MobileStyleGAN's depthwise-separable modulated layers::
+
+    Multiply(x [N, C, H, W], s [N, C, 1, 1]) -> [GroupConvolution depthwise kxk] -> Convolution 1x1
+        -> [Add noise const [1, 1, H, W]] -> [Add bias const [1, C_out, 1, 1]] -> [PReLU scalar slope]
+
+(bracketed layers optional, the two Adds in either order), where every intermediate value has exactly one
+consumer, so that :class:`~latentkit.nets.ir.program.IRProgram` can run the chain as one
+:func:`~latentkit.nets.ops.separable_modconv.separable_modconv` call (:func:`run_separable_modconv`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from latentkit.nets.ops.separable_modconv import separable_modconv
+
+if TYPE_CHECKING:
+    from latentkit.nets.ir.graph import IRGraph, IRLayer
+
+__all__ = ["SeparableModConvMatch", "find_separable_modconvs", "run_separable_modconv"]
+
+Key = tuple[int, int]  # (layer id, input index): what IRProgram.forward's ``replace`` addresses
+Ref = tuple[int, int]  # (layer id, output port id)
+
+
+@dataclass(frozen=True)
+class SeparableModConvMatch:
+    """One matched chain.
+
+    Attributes:
+        layers: ids of all layers the chain replaces, first to last.
+        inputs: slot name -> (replace key, producer ref); slots ``x``, ``styles``, ``weight`` and, when
+            present, ``depthwise``, ``noise``, ``bias``.
+        padding: the depthwise convolution's symmetric padding ``(ph, pw)``.
+        slope: the PReLU slope, or None without activation.
+    """
+
+    layers: tuple[int, ...]
+    inputs: dict[str, tuple[Key, Ref]]
+    padding: tuple[int, int]
+    slope: float | None
+
+
+def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
+    text = (text or "").replace(" ", "")
+    return tuple(int(t) for t in text.split(",")) if text else default
+
+
+def _plain(layer: IRLayer) -> bool:
+    """Stride 1, dilation 1 and explicit symmetric padding."""
+    a = layer.attrs
+    pads = _ints(a.get("pads_begin"), (0, 0)), _ints(a.get("pads_end"), (0, 0))
+    return (
+        _ints(a.get("strides"), (1, 1)) == (1, 1) and _ints(a.get("dilations"), (1, 1)) == (1, 1)
+        and pads[0] == pads[1] and a.get("auto_pad", "explicit") in ("explicit", "notset")
+    )
+
+
+def find_separable_modconvs(graph: IRGraph) -> list[SeparableModConvMatch]:
+    """All non-overlapping matches of the separable modulated layer pattern, in graph order."""
+    layers = graph.layers
+    uses = Counter((e.from_layer, e.from_port) for e in graph.edges)
+    consumers: dict[int, list[int]] = {}
+    producers: dict[int, dict[int, Ref]] = {}
+    for e in graph.edges:
+        consumers.setdefault(e.from_layer, []).append(e.to_layer)
+        producers.setdefault(e.to_layer, {})[e.to_port] = (e.from_layer, e.from_port)
+
+    def inputs_of(lid: int) -> list[Ref]:
+        ports = producers.get(lid, {})
+        return [ports[p.id] for p in layers[lid].inputs] if all(p.id in ports for p in layers[lid].inputs) else []
+
+    def const(ref: Ref):
+        layer = layers[ref[0]]
+        return layer.value if layer.type == "Const" and layer.value is not None else None
+
+    def single_use(lid: int) -> bool:
+        outs = layers[lid].outputs
+        return len(outs) == 1 and uses[(lid, outs[0].id)] == 1
+
+    matches = []
+    for conv in graph.topological_order():
+        if conv.type != "Convolution" or not _plain(conv):
+            continue
+        refs = inputs_of(conv.id)
+        weight = const(refs[1]) if len(refs) == 2 else None
+        if weight is None or weight.ndim != 4 or weight.shape[2:] != (1, 1) or _ints(conv.attrs.get("pads_begin"), (0, 0)) != (0, 0):
+            continue
+        c_out, c = int(weight.shape[0]), int(weight.shape[1])
+        chain, slots = [conv.id], {"weight": ((conv.id, 1), refs[1])}
+        padding = (0, 0)
+        head = layers[refs[0][0]]
+        if head.type == "GroupConvolution" and single_use(head.id) and _plain(head):
+            dw_refs = inputs_of(head.id)
+            dw = const(dw_refs[1]) if len(dw_refs) == 2 else None
+            if dw is None or dw.ndim != 5 or tuple(dw.shape[:3]) != (c, 1, 1):
+                continue
+            padding = _ints(head.attrs.get("pads_begin"), (0, 0))
+            slots["depthwise"] = ((head.id, 1), dw_refs[1])
+            chain.insert(0, head.id)
+            head = layers[dw_refs[0][0]]
+        if head.type != "Multiply" or not single_use(head.id) or not single_use(chain[0]):
+            continue
+        mul_refs = inputs_of(head.id)
+        dims = [tuple(p.dims) for p in head.inputs]
+        if len(mul_refs) != 2 or any(len(d) != 4 or d[1] != c for d in dims):
+            continue
+        styles = [k for k, d in enumerate(dims) if d[2:] == (1, 1)]
+        if len(styles) != 1 or dims[1 - styles[0]][2] * dims[1 - styles[0]][3] <= 1:
+            continue
+        k_style = styles[0]
+        slots["styles"] = ((head.id, k_style), mul_refs[k_style])
+        slots["x"] = ((head.id, 1 - k_style), mul_refs[1 - k_style])
+        chain.insert(0, head.id)
+        # Forward from the 1x1 convolution: optional noise and bias Adds, then an optional PReLU.
+        tail, slope = conv.id, None
+        while single_use(tail):
+            (nxt,) = consumers[tail]
+            layer = layers[nxt]
+            add_refs = inputs_of(nxt)
+            if layer.type == "Add" and len(add_refs) == 2:
+                k = 1 if add_refs[0][0] == tail else 0
+                value = const(add_refs[k])
+                if value is None or add_refs[1 - k][0] != tail or value.ndim != 4:
+                    break
+                shape = tuple(value.shape)
+                if shape[:2] == (1, 1) and "noise" not in slots:
+                    slots["noise"] = ((nxt, k), add_refs[k])
+                elif shape == (1, c_out, 1, 1) and "bias" not in slots:
+                    slots["bias"] = ((nxt, k), add_refs[k])
+                else:
+                    break
+            elif layer.type == "PReLU" and len(add_refs) == 2:
+                value = const(add_refs[1])
+                if value is None or value.size != 1 or value.dtype.kind != "f":
+                    break
+                slope = float(value.reshape(()))
+                chain.append(nxt)
+                break
+            else:
+                break
+            chain.append(nxt)
+            tail = nxt
+        matches.append(SeparableModConvMatch(tuple(chain), slots, (int(padding[0]), int(padding[1])), slope))
+    return matches
+
+
+def run_separable_modconv(
+    attrs: dict[str, Any], x: list[torch.Tensor], workspace: dict[str, torch.Tensor] | None = None
+) -> list[torch.Tensor]:
+    """Run one matched chain: ``attrs`` holds ``slots`` (the names of ``x``'s entries), ``padding``, ``slope``.
+
+    ``workspace`` (no autograd only): this step's buffer from the previous call, reused when its shape fits.
+    """
+    v = dict(zip(attrs["slots"], x, strict=True))
+    data, dw, out = v["x"], v.get("depthwise"), None
+    if workspace is not None:
+        n, _, h, w = data.shape
+        if dw is not None:
+            (ph, pw), (kh, kw) = attrs["padding"], dw.shape[-2:]
+            h, w = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        shape = (max(n, v["styles"].shape[0]), h, w, v["weight"].shape[0])
+        out = workspace.get("out")
+        if out is None or tuple(out.shape) != shape or out.dtype != data.dtype or out.device != data.device:
+            out = workspace["out"] = torch.empty(shape, dtype=data.dtype, device=data.device)
+    return [separable_modconv(
+        data, v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
+        depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"], out=out,
+    )]

@@ -1,0 +1,101 @@
+"""Depthwise-separable modulated convolution (MobileStyleGAN's layer) with style, bias, noise and activation fused.
+
+One MobileStyleGAN layer, as its OpenVINO IR spells it, is six full-resolution passes::
+
+    x * s  ->  depthwise kxk  ->  1x1 conv  ->  + noise  ->  + bias  ->  leaky_relu
+
+The style ``s [N, C, 1, 1]`` scales input channels, and the depthwise convolution acts on each channel
+alone, so ``depthwise(x * s) == depthwise(x) * s`` and the style folds into each sample's 1x1 weights:
+``W_n = W * s_n`` (``[C_out, C]``, a few thousand numbers instead of a ``[N, C, H, W]`` multiply). The 1x1
+convolution then is one (batched) matrix product over channels-last pixels, and noise, bias and the
+activation run in place on its output. Mathematically the same function; values differ from the
+op-by-op order only by float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["separable_modconv"]
+
+
+def separable_modconv(
+    x: torch.Tensor,
+    styles: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    depthwise: torch.Tensor | None = None,
+    padding: tuple[int, int] = (0, 0),
+    noise: torch.Tensor | None = None,
+    slope: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``leaky_relu(conv1x1(depthwise(x * styles), weight) + noise + bias, slope)`` in few passes.
+
+    Args:
+        x: ``[N, C, H, W]`` (any memory format; channels-last is fastest).
+        styles: broadcastable to ``[N, C, 1, 1]`` (e.g. ``[N, C, 1, 1]`` or ``[1, C, 1, 1]``).
+        weight: 1x1 weights ``[C_out, C, 1, 1]`` (or ``[C_out, C]``).
+        bias: broadcastable to ``[1, C_out, 1, 1]``, or None.
+        depthwise: optional depthwise kernel ``[C, 1, kh, kw]`` applied (stride 1) before the 1x1 conv.
+        padding: symmetric zero padding of the depthwise convolution ``(ph, pw)``.
+        noise: optional, broadcastable to ``[N, 1, H', W']`` (a 0-dim tensor too), added before the bias.
+        slope: leaky ReLU slope, or None for no activation.
+        out: optional buffer ``[N, H', W', C_out]`` to write the result into (no autograd), so that repeated
+            calls reuse memory instead of faulting in fresh pages.
+
+    Returns:
+        ``[N, C_out, H', W']``, channels-last in memory, in the dtype of ``x``.
+    """
+    if depthwise is not None:
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, depthwise, padding=padding, groups=x.shape[1])
+    if torch.is_autocast_enabled(x.device.type):  # the products below are not autocast (in place, out=)
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    n, c, h, w = x.shape
+    c_out = weight.shape[0]
+    wt = weight.reshape(c_out, c).t().to(x.dtype)  # [C, C_out]
+    s = styles.reshape(-1, c, 1).to(x.dtype)  # [Ns, C, 1]: scales rows of wt
+    pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # [N, HW, C]: a view when x is channels-last
+    n = max(n, s.shape[0])
+    # Start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix product accumulate into
+    # it (beta = 1): the same sum as conv + noise + bias with two fewer full-resolution passes.
+    shape = (n, h, w, c_out)
+    nz = None if noise is None else (noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise).to(x.dtype)
+    b = None if bias is None else bias.reshape(c_out).to(x.dtype)
+    if nz is not None and nz.ndim < 4:  # a scalar (e.g. noise_mode='none' feeds 0): fold it into the bias
+        b, nz = (nz if b is None else b + nz).expand(c_out), None
+    same = s.shape[0] == 1 and n == pixels.shape[0]  # one weight matrix for all samples
+    if torch.is_grad_enabled():
+        # Out of place: an in-place update of a view would make autograd copy the whole base tensor.
+        if same:
+            flat = pixels.reshape(n * h * w, c)
+            acc = (flat @ (wt * s[0]) if b is None else torch.addmm(b, flat, wt * s[0])).view(shape)
+        else:
+            wn = (wt.unsqueeze(0) * s).expand(n, c, c_out)
+            acc = torch.bmm(pixels.expand(n, h * w, c), wn) if b is None else torch.baddbmm(b, pixels.expand(n, h * w, c), wn)
+            acc = acc.view(shape)
+        if nz is not None:
+            acc = acc + nz
+        out = acc if slope is None else F.leaky_relu(acc, slope)
+        return out.permute(0, 3, 1, 2)
+    # Without autograd: start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix
+    # product accumulate into it (beta = 1): two fewer full-resolution passes than conv, + noise, + bias.
+    fits = out is not None and out.dtype == x.dtype and tuple(out.shape) == shape
+    acc = out if fits else torch.empty(shape, dtype=x.dtype, device=x.device)
+    if nz is not None and b is not None:
+        torch.add(nz.expand(shape[:3] + (1,)), b, out=acc)
+    elif nz is None and b is None:
+        acc.zero_()
+    else:
+        acc.copy_((b if nz is None else nz).expand(shape))
+    acc3 = acc.view(n, h * w, c_out)
+    if same:
+        acc3.view(n * h * w, c_out).addmm_(pixels.reshape(n * h * w, c), wt * s[0])
+    else:
+        acc3.baddbmm_(pixels.expand(n, h * w, c), (wt.unsqueeze(0) * s).expand(n, c, c_out))
+    out = acc if slope is None else F.leaky_relu_(acc, slope) if slope > 0 else F.leaky_relu(acc, slope)
+    return out.permute(0, 3, 1, 2)  # [N, C_out, H, W], channels-last memory
