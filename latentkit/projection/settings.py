@@ -19,6 +19,8 @@ __all__ = [
     "DEFAULT_PRIOR_WEIGHT",
     "LOSS_TERMS",
     "ProjectionSettings",
+    "learning_rate_at",
+    "noise_scale_at",
 ]
 
 DEFAULT_PRIOR_WEIGHT = 1e-5
@@ -132,3 +134,21 @@ class ProjectionSettings:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
         return out
+
+
+def learning_rate_at(s: ProjectionSettings, step: int) -> float:
+    """NVIDIA's projector schedule at ``step``: a linear ramp-up over the first ``lr_rampup_length`` of the
+    run and a cosine ramp-down over the last ``lr_rampdown_length``, peaking at ``learning_rate``."""
+    t = step / s.num_steps
+    ramp = min(1.0, (1.0 - t) / s.lr_rampdown_length) if s.lr_rampdown_length > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    ramp = ramp * (min(1.0, t / s.lr_rampup_length) if s.lr_rampup_length > 0 else 1.0)
+    return float(s.learning_rate * ramp)
+
+
+def noise_scale_at(s: ProjectionSettings, step: int) -> float:
+    """Scale of the latent noise at ``step`` (in units of the w standard deviation): quadratic decay from
+    ``initial_noise_factor`` to zero at ``noise_ramp_length`` of the run."""
+    if s.noise_ramp_length <= 0:
+        return 0.0
+    return s.initial_noise_factor * max(0.0, 1.0 - (step / s.num_steps) / s.noise_ramp_length) ** 2

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from latentkit.errors import InputError
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
-from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings
+from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learning_rate_at, noise_scale_at
 
 if TYPE_CHECKING:
     from latentkit.projection.lpips import PerceptualLoss
@@ -54,21 +54,6 @@ def _w_stats(G: Generator, c: torch.Tensor, n_samples: int) -> tuple[torch.Tenso
         means.append(cache[key][0])
         stds.append(cache[key][1])
     return torch.stack(means), torch.stack(stds)
-
-
-def _learning_rate(s: ProjectionSettings, step: int) -> float:
-    t = step / s.num_steps
-    ramp = min(1.0, (1.0 - t) / s.lr_rampdown_length) if s.lr_rampdown_length > 0 else 1.0
-    ramp = 0.5 - 0.5 * np.cos(ramp * np.pi)
-    ramp = ramp * (min(1.0, t / s.lr_rampup_length) if s.lr_rampup_length > 0 else 1.0)
-    return float(s.learning_rate * ramp)
-
-
-def _noise_scale(s: ProjectionSettings, step: int) -> float:
-    t = step / s.num_steps
-    if s.noise_ramp_length <= 0:
-        return 0.0
-    return s.initial_noise_factor * max(0.0, 1.0 - t / s.noise_ramp_length) ** 2
 
 
 def _noise_penalty(noises: dict[str, torch.Tensor], n: int, device: torch.device) -> torch.Tensor:
@@ -214,8 +199,8 @@ class ProjectionState:
         """
         G, s, n, device, prior, net = self.G, self.settings, self.n, self.device, self.prior, self.net
         for group in self.optimizer.param_groups:
-            group["lr"] = _learning_rate(s, step)
-        scale = (self.w_std * _noise_scale(s, step)).view(n, 1, 1)
+            group["lr"] = learning_rate_at(s, step)
+        scale = (self.w_std * noise_scale_at(s, step)).view(n, 1, 1)
         w_noise = torch.stack([torch.randn(self.w_opt.shape[1:], generator=g) for g in self.streams]).to(device)
         self.optimizer.zero_grad(set_to_none=True)
         rows = []

@@ -23,7 +23,7 @@ import torch
 from latentkit.errors import InputError
 from latentkit.nets.generator import Generator
 from latentkit.projection.project import TargetLike, prepare_targets
-from latentkit.projection.settings import ProjectionSettings
+from latentkit.projection.settings import ProjectionSettings, learning_rate_at, noise_scale_at
 
 __all__ = ["ZProjectionResult", "project_z", "Z_LOSS_TERMS"]
 
@@ -51,21 +51,6 @@ class ZProjectionResult:
     loss_terms: dict[str, torch.Tensor]
     settings: ProjectionSettings
     perceptual_weights: str | None = None
-
-
-def _learning_rate(s: ProjectionSettings, step: int) -> float:
-    """NVIDIA's projector schedule: linear ramp-up, cosine ramp-down."""
-    t = step / s.num_steps
-    ramp = min(1.0, (1.0 - t) / s.lr_rampdown_length) if s.lr_rampdown_length > 0 else 1.0
-    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
-    ramp = ramp * (min(1.0, t / s.lr_rampup_length) if s.lr_rampup_length > 0 else 1.0)
-    return float(s.learning_rate * ramp)
-
-
-def _noise_scale(s: ProjectionSettings, step: int) -> float:
-    if s.noise_ramp_length <= 0:
-        return 0.0
-    return s.initial_noise_factor * max(0.0, 1.0 - (step / s.num_steps) / s.noise_ramp_length) ** 2
 
 
 def project_z(
@@ -134,9 +119,9 @@ def project_z(
     with tqdm(total=s.num_steps, desc="project_z", disable=not progress, leave=False) as bar:
         for step in range(s.num_steps):
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(s, step)
+                group["lr"] = learning_rate_at(s, step)
             noise = torch.stack([torch.randn(G.z_dim, generator=g) for g in streams]).to(device)
-            images = G(z_opt + noise * (z_std * _noise_scale(s, step)))
+            images = G(z_opt + noise * (z_std * noise_scale_at(s, step)))
             terms = {
                 "perceptual": net.distance_from_features(net.features(images), target_feats) if net is not None else zero,
                 "mse": (images - target).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,

@@ -17,7 +17,9 @@ from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.projection.lpips import lpips_vgg
 from latentkit.latent.prior import GaussianPrior
 from latentkit.projection.project import ProjectionResult, ProjectionSettings, prepare_targets, project
-from latentkit.projection.state import _learning_rate, _noise_penalty, _noise_scale
+from latentkit.projection.settings import learning_rate_at as _learning_rate
+from latentkit.projection.settings import noise_scale_at as _noise_scale
+from latentkit.projection.state import _noise_penalty
 
 REFERENCE = Path(__file__).parents[1] / "data" / "reference-nets"
 FAST = dict(perceptual=None, mse_weight=1.0, progress=False)
