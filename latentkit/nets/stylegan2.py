@@ -27,15 +27,9 @@ import torch
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
 from latentkit.nets.generator import NOISE_MODES, Generator, float_dtype
-from latentkit.nets.ops import (
-    ACTIVATIONS,
-    bias_act,
-    conv2d_resample,
-    modulated_conv2d,
-    normalize_2nd_moment,
-    setup_filter,
-    upsample2d,
-)
+from latentkit.nets.mapping import FullyConnectedLayer, MappingConfig, MappingLayers, MappingNetwork, init_generator
+from latentkit.nets.stylegan2_layers import SkipConv, SynthesisLayer, ToRGBLayer, filter_buffer
+from latentkit.nets.ops import upsample2d
 
 __all__ = [
     "BlockConfig",
@@ -52,25 +46,6 @@ __all__ = [
 ]
 
 ARCHITECTURES = ("orig", "skip", "resnet")
-
-
-@dataclass(frozen=True)
-class MappingConfig:
-    """Mapping network options (NVIDIA's ``mapping_kwargs``).
-
-    Attributes:
-        num_layers: number of fully connected layers.
-        layer_features: width of the hidden layers (None: ``w_dim``).
-        embed_features: width of the label embedding (None: ``w_dim``; unused when ``c_dim == 0``).
-        lr_multiplier: learning-rate multiplier of the fully connected layers.
-        activation: activation of the fully connected layers.
-    """
-
-    num_layers: int = 8
-    layer_features: int | None = None
-    embed_features: int | None = None
-    lr_multiplier: float = 0.01
-    activation: str = "lrelu"
 
 
 @dataclass(frozen=True)
@@ -120,18 +95,6 @@ def _fuse_modconv(block: torch.nn.Module, dtype: torch.dtype, ws: torch.Tensor) 
     return dtype != torch.float16 or ws.shape[0] == 1
 
 
-def _rng(generator: torch.Generator | None) -> torch.Generator:
-    """The generator for initial weights: the caller's, else a fresh one seeded 0 (the global RNG is never
-    touched, so building or loading a network does not change the user's random stream)."""
-    return generator if generator is not None else torch.Generator().manual_seed(0)
-
-
-def _filter_buffer(shape: Sequence[int]) -> torch.Tensor:
-    """A placeholder FIR filter of the given shape: the binomial filter of that size, normalised."""
-    taps = [math.comb(shape[0] - 1, k) for k in range(shape[0])]
-    return setup_filter(taps, separable=len(shape) == 1)
-
-
 def default_blocks(
     *,
     img_resolution: int,
@@ -169,205 +132,6 @@ def default_blocks(
     ]
 
 
-class FullyConnectedLayer(torch.nn.Module):
-    """Equalised-learning-rate linear layer: ``act(x @ (weight * weight_gain).T + bias * bias_gain)``.
-
-    ``weight_gain = lr_multiplier / sqrt(in_features)``, ``bias_gain = lr_multiplier``.
-    """
-
-    def __init__(
-        self, in_features: int, out_features: int, *, activation: str = "linear", lr_multiplier: float = 1.0,
-        bias: bool = True, bias_init: float = 0.0, generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.activation = in_features, out_features, activation
-        self.weight = torch.nn.Parameter(torch.randn(out_features, in_features, generator=_rng(generator))
-                                         / lr_multiplier)
-        self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = float(lr_multiplier)
-
-    def _effective(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        if b is not None and self.bias_gain != 1:
-            b = b * self.bias_gain
-        return w, b
-
-    def preactivation(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, in_features] -> [N, out_features]`` before the activation."""
-        w, b = self._effective(x)
-        return bias_act(x.matmul(w.t()), b)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}, lr_multiplier={self.bias_gain:g}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, in_features] -> [N, out_features]``."""
-        w, b = self._effective(x)
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
-
-
-class MappingLayers(torch.nn.Module):
-    """Base of the mapping networks: an input stage (:meth:`inputs`) followed by ``fc0 ... fc{num_layers-1}``."""
-
-    num_layers: int
-
-    def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """The input of ``fc0``, ``[N, in_features]``."""
-        raise NotImplementedError
-
-    def _run(self, z: torch.Tensor, c: torch.Tensor, preact: bool) -> torch.Tensor:
-        x = self.inputs(z, c)
-        for idx in range(self.num_layers):
-            layer = getattr(self, f"fc{idx}")
-            x = layer.preactivation(x) if preact and idx == self.num_layers - 1 else layer(x)
-        return x
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``z [N, z_dim]``, ``c [N, c_dim]`` -> ``w [N, w_dim]`` (no broadcast, no truncation)."""
-        return self._run(z, c, preact=False)
-
-    def last_preactivation(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Input of the last activation ``[N, w_dim]``: ``w = sqrt(2) * leaky_relu(pre, 0.2)``."""
-        return self._run(z, c, preact=True)
-
-
-class MappingNetwork(MappingLayers):
-    """z (and labels c) -> w ``[N, w_dim]``, without broadcasting or truncation."""
-
-    def __init__(
-        self, *, z_dim: int, c_dim: int, w_dim: int, config: MappingConfig, generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        generator = _rng(generator)
-        self.z_dim, self.c_dim, self.w_dim, self.num_layers = z_dim, c_dim, w_dim, config.num_layers
-        embed = (config.embed_features or w_dim) if c_dim > 0 else 0
-        hidden = config.layer_features or w_dim
-        features = [z_dim + embed] + [hidden] * (config.num_layers - 1) + [w_dim]
-        self.embed = FullyConnectedLayer(c_dim, embed, generator=generator) if c_dim > 0 else None
-        for idx in range(config.num_layers):
-            layer = FullyConnectedLayer(features[idx], features[idx + 1], activation=config.activation,
-                                        lr_multiplier=config.lr_multiplier, generator=generator)
-            self.add_module(f"fc{idx}", layer)
-
-    def inputs(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """RMS-normalised z, concatenated with the RMS-normalised label embedding when conditional."""
-        parts = []
-        if self.z_dim > 0:
-            parts.append(normalize_2nd_moment(z.to(float_dtype(self))))
-        if self.embed is not None:
-            parts.append(normalize_2nd_moment(self.embed(c.to(float_dtype(self)))))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-
-
-class SynthesisLayer(torch.nn.Module):
-    """Modulated 3x3 convolution (optionally 2x upsampling), noise, bias, activation, clamp."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, *, w_dim: int, resolution: int, up: int = 1,
-        kernel_size: int = 3, use_noise: bool = True, activation: str = "lrelu", conv_clamp: float | None = None,
-        resample_filter_shape: Sequence[int] = (4, 4), generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        generator = _rng(generator)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.resolution, self.up, self.use_noise, self.activation = resolution, up, use_noise, activation
-        self.conv_clamp = conv_clamp
-        self.padding = kernel_size // 2
-        self.act_gain = ACTIVATIONS[activation].gain
-        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, generator=generator)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        self.weight = torch.nn.Parameter(torch.randn(shape, generator=generator))
-        if use_noise:
-            self.noise_strength = torch.nn.Parameter(torch.zeros([]))
-        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
-        self.register_buffer("resample_filter", _filter_buffer(resample_filter_shape))
-        if use_noise:
-            self.register_buffer("noise_const", torch.randn(resolution, resolution, generator=generator))
-
-    def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, resolution={self.resolution}, up={self.up}, activation={self.activation}, conv_clamp={self.conv_clamp}, use_noise={self.use_noise}"
-
-    def forward(
-        self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const", noise: torch.Tensor | None = None,
-        fused_modconv: bool = True, gain: float = 1.0,
-    ) -> torch.Tensor:
-        """``x [N, in_channels, res // up, res // up]``, ``w [N, w_dim]`` -> ``[N, out_channels, res, res]``.
-
-        ``noise`` (``[N or 1, 1, res, res]``) replaces the stored ``noise_const``; it is multiplied by the
-        learned strength like the stored one.
-        """
-        styles = self.affine(w)  # [N, in_channels]
-        noise_input = None
-        if self.use_noise:
-            if noise is not None:
-                noise_input = noise.to(x.device, self.noise_strength.dtype) * self.noise_strength
-            elif noise_mode == "random":
-                noise_input = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
-                                          dtype=self.noise_strength.dtype)
-                noise_input = noise_input * self.noise_strength
-            elif noise_mode == "const":
-                noise_input = self.noise_const * self.noise_strength
-        if noise_input is not None:
-            noise_input = noise_input.to(x.dtype)
-        x = modulated_conv2d(x, self.weight, styles, noise=noise_input, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=self.up == 1,
-                             fused_modconv=fused_modconv)
-        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
-
-
-class ToRGBLayer(torch.nn.Module):
-    """Modulated 1x1 convolution to image channels, without demodulation; bias, optional clamp."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, *, w_dim: int, kernel_size: int = 1,
-        conv_clamp: float | None = None, generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        generator = _rng(generator)
-        self.conv_clamp = conv_clamp
-        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1, generator=generator)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        self.weight = torch.nn.Parameter(torch.randn(shape, generator=generator))
-        self.bias = torch.nn.Parameter(torch.zeros(out_channels))
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
-
-    def extra_repr(self) -> str:
-        return f"in_channels={self.weight.shape[1]}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[2]}, conv_clamp={self.conv_clamp}"
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, *, fused_modconv: bool = True) -> torch.Tensor:
-        """``x [N, in_channels, H, W]``, ``w [N, w_dim]`` -> ``[N, out_channels, H, W]``."""
-        styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
-
-
-class SkipConv(torch.nn.Module):
-    """The ``'resnet'`` shortcut: a bias-free 1x1 convolution with 2x FIR upsampling."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, *, resample_filter_shape: Sequence[int],
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(out_channels, in_channels, 1, 1, generator=_rng(generator)))
-        self.register_buffer("resample_filter", _filter_buffer(resample_filter_shape))
-        self.weight_gain = 1 / math.sqrt(in_channels)
-
-    def extra_repr(self) -> str:
-        return f"in_channels={self.weight.shape[1]}, out_channels={self.weight.shape[0]}, up=2"
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        """``[N, in_channels, H, W] -> [N, out_channels, 2H, 2W]``, scaled by ``gain``."""
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        x = conv2d_resample(x, w, self.resample_filter, up=2, flip_weight=False)
-        return bias_act(x, None, gain=gain)
-
-
 class SynthesisBlock(torch.nn.Module):
     """One resolution of the synthesis network: ``(x, img, ws) -> (x, img)``."""
 
@@ -375,7 +139,7 @@ class SynthesisBlock(torch.nn.Module):
         self, config: BlockConfig, *, w_dim: int, img_channels: int, generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        generator = _rng(generator)
+        generator = init_generator(generator)
         if config.architecture not in ARCHITECTURES:
             raise InputError(f"architecture must be one of {ARCHITECTURES}, got {config.architecture!r}")
         self.config = config
@@ -389,7 +153,7 @@ class SynthesisBlock(torch.nn.Module):
         if config.in_channels == 0:
             shape = (config.out_channels, config.resolution, config.resolution)
             self.const = torch.nn.Parameter(torch.randn(shape, generator=generator))
-        self.register_buffer("resample_filter", _filter_buffer(config.resample_filter_shape))
+        self.register_buffer("resample_filter", filter_buffer(config.resample_filter_shape))
         self.num_conv = 1 if config.in_channels == 0 else 2
         self.has_torgb = config.is_last or config.architecture == "skip"
         if config.in_channels != 0:
@@ -450,7 +214,7 @@ class SynthesisNetwork(torch.nn.Module):
         self, *, w_dim: int, img_channels: int, blocks: Sequence[BlockConfig], generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        generator = _rng(generator)
+        generator = init_generator(generator)
         if not blocks:
             raise InputError("blocks: a StyleGAN2 synthesis network needs at least one block, got none")
         self.w_dim, self.img_channels = w_dim, img_channels

@@ -55,7 +55,11 @@ def _ints(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
 def _plain(layer: IRLayer) -> bool:
     """Stride 1, dilation 1 and explicit symmetric padding."""
     a = layer.attrs
-    pads = _ints(a.get("pads_begin"), (0, 0)), _ints(a.get("pads_end"), (0, 0))
+    try:
+        pads = _ints(a.get("pads_begin"), (0, 0)), _ints(a.get("pads_end"), (0, 0))
+        _ints(a.get("strides"), (1, 1)), _ints(a.get("dilations"), (1, 1))
+    except ValueError:  # malformed: not fused; the op-by-op path reports it, naming the layer
+        return False
     return (
         _ints(a.get("strides"), (1, 1)) == (1, 1) and _ints(a.get("dilations"), (1, 1)) == (1, 1)
         and pads[0] == pads[1] and a.get("auto_pad", "explicit") in ("explicit", "notset")

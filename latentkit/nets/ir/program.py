@@ -305,7 +305,10 @@ class IRProgram(torch.nn.Module):
         self.constants = torch.nn.ParameterDict()
         self._int_constants: dict[int, torch.Tensor] = {}
         self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[tuple[int, int]], list[int]]] = []
-        fused = {m.layers[-1]: m for m in find_separable_modconvs(graph)} if fuse else {}
+        try:
+            fused = {m.layers[-1]: m for m in find_separable_modconvs(graph)} if fuse else {}
+        except (ValueError, KeyError, TypeError, OverflowError) as err:
+            raise CheckpointError(f"IR graph {graph.name!r}: malformed attributes ({err})") from err
         absorbed = {lid for m in fused.values() for lid in m.layers[:-1]}
         self.fused_layers = sum(len(m.layers) for m in fused.values())
         shared: dict[tuple, torch.Tensor] = {}  # constants that view the same BIN bytes share one tensor
