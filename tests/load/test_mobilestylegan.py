@@ -25,7 +25,7 @@ from latentkit import hub
 from latentkit.errors import CheckpointError, InputError, ShapeError, WeightsUnavailableError
 from latentkit.load.mobilestylegan import IR_FILES, load_mobilestylegan
 from latentkit.load.openvino_ir import read_ir, read_ir_files
-from latentkit.nets.ir import program as irp
+from latentkit.nets.ir import ops as irp
 from latentkit.nets.ir.program import IRProgram
 from latentkit.nets.mobilestylegan import MobileStyleGAN
 
