@@ -136,6 +136,11 @@ def render(G, ws: torch.Tensor, *, batch: int = 4, noise=None) -> torch.Tensor:
     return torch.cat(outs)
 
 
+def render_map(G, ws: torch.Tensor, fn, *, batch: int = 4) -> list:
+    """``[fn(images) for each batch]``: render ``ws`` batch by batch without keeping the images (full sizes)."""
+    return [fn(render(G, ws[i:i + batch], batch=batch)) for i in range(0, len(ws), batch)]
+
+
 def mapped(G, seeds) -> torch.Tensor:
     """``[N, num_ws, w_dim]`` for z from the given seeds (as NVIDIA's gen_images)."""
     from latentkit.latent.sampling import z_from_seed

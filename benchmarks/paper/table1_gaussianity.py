@@ -53,7 +53,7 @@ KS statistic **{s['ks_statistic']:.3f}** (p = {s['ks_pvalue']:.2g}); condition n
 {table(['quantile', 'observed d²', 'chi² quantile'], qrows)}
 
 Claim 1 verdict: after the inversion mean |skewness| and |excess kurtosis| fall by
-{s['mean_abs_skew_w'] / max(s['mean_abs_skew_v'], 1e-12):.0f}x and {s['mean_abs_kurtosis_w'] / max(s['mean_abs_kurtosis_v'], 1e-12):.0f}x), but the joint radius is **not** chi-square: the
+{s['mean_abs_skew_w'] / max(s['mean_abs_skew_v'], 1e-12):.0f}x and {s['mean_abs_kurtosis_w'] / max(s['mean_abs_kurtosis_v'], 1e-12):.0f}x, but the joint radius is **not** chi-square: the
 observed 5-95 % range of d² is {q['0.05']['observed']:.0f}-{q['0.95']['observed']:.0f} against {q['0.05']['chi2']:.0f}-{q['0.95']['chi2']:.0f}.
 
 ![Table 1 figure](table1_gaussianity.png)
@@ -70,8 +70,8 @@ likelihood on {radius['n_fit']} held-out samples, evaluated on the other {radius
 ])}
 
 Held-out gain of the t: **{radius['gain_per_sample']:.2f} ± {radius['gain_stderr']:.2f} nats per sample** (mean ± standard error).
-A t only widens the radius law upwards and downwards symmetrically in log-scale terms of an F law; it is
-a report-only alternative (`latentkit.latent.radius.StudentTRadius`), not wired into GaussianPrior.
+Under the t, d² ν/((ν-2) w_dim) follows F(w_dim, ν): one extra parameter widens the radius law on both
+sides while the per-dimension moments stay those of the Gaussian fit. It is a report-only alternative (`latentkit.latent.radius.StudentTRadius`), not wired into GaussianPrior.
 
 ![radius models](beyond_radius.png)
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import REAL_TARGETS, mapped, parser, pm, render, save_grid, setup, table, write
+from common import REAL_TARGETS, mapped, parser, pm, render, render_map, save_grid, setup, table, write
 
 STEP_FRACTION = 0.1   # stability: |delta v| per layer = 0.1 * sqrt(trace Cov(v)), the typical v radius
 log = logging.getLogger("paper.table2")
@@ -79,7 +79,7 @@ def run(G, prior, size, out, network: str, extra_targets: str | None = None) -> 
     pairs += [(len(gen_img) + i, len(gen_img) + i + 1) for i in range(0, len(real_img) - 1, 2)]
     if not pairs and len(targets) >= 2:
         pairs = [(0, 1)]
-    bank = pixel_feats(render(G, mapped(G, range(5000, 5000 + size.bank))))
+    bank = torch.cat(render_map(G, mapped(G, range(5000, 5000 + size.bank)), pixel_feats))
     bank_nn = torch.cdist(bank, bank).fill_diagonal_(float("inf")).min(1).values.median()  # typical NN distance
     radius_v = float(prior.explained_variance_.sum().sqrt())
     gen_delta = torch.Generator().manual_seed(7)

