@@ -96,6 +96,13 @@ def write(out: Path, name: str, data: dict, markdown: str, *, size: Size, networ
     (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
 
 
+def rewrite(out: Path, name: str, markdown: str) -> None:
+    """Rebuild ``<name>.md`` from new markdown, keeping the header of the run recorded in ``<name>.json``."""
+    meta = json.loads((out / f"{name}.json").read_text())["meta"]
+    head = f"_Size `{meta['size']['name']}`, network `{meta['network']}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
+    (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
+
+
 def _json(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()

@@ -13,6 +13,7 @@ samples, before and after compression and truncation.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 
@@ -120,10 +121,27 @@ def _equal_distance(rows) -> list[list]:
     return out
 
 
+def _equal_axis(rows, key) -> list[list]:
+    """For each tau, the psi curve's identity at the same value of ``key`` (mean over samples), linear in between."""
+    ps = sorted((r for r in rows if r["method"] == "psi"), key=lambda r: np.mean(r[key]))
+    fx, fy = [float(np.mean(r[key])) for r in ps], [float(np.mean(r["identity"])) for r in ps]
+    out = []
+    for r in (r for r in rows if r["method"] == "tau"):
+        x, ident = float(np.mean(r[key])), float(np.mean(r["identity"]))
+        if fx and fx[0] <= x <= fx[-1]:
+            at = float(np.interp(x, fx, fy))
+            out.append([f"tau={r['value']:g}", x, ident, at, f"{ident - at:+.3g}"])
+        else:
+            out.append([f"tau={r['value']:g}", x, ident, "outside the psi range", "-"])
+    return out
+
+
 def _markdown(rows, n, art) -> str:
     body = [[r["method"], r["value"], pm(r["identity"]), r["fd_pixels"], f"{r['kd_pixels']:.3g} ± {r['kd_pixels_std']:.2g}",
              pm(r["diversity_lpips"]), pm(r["w_moved"])] for r in rows]
     eq = _equal_distance(rows)
+    eq_div = _equal_axis(rows, "diversity_lpips")
+    eq_mov = _equal_axis(rows, "w_moved")
     return f"""## Table 3: log-compression (tau) versus truncation (psi)
 
 N = {n} samples per setting (seeds 0..{n - 1}), reference = the untruncated samples of seeds {n}..{2 * n - 1}. Identity:
@@ -138,6 +156,12 @@ At equal distance (the truncation curve's identity interpolated at each tau's fd
 
 {table(['compression', 'fd_pixels', 'identity (tau)', 'identity (psi, same fd)', 'tau − psi'], eq)}
 
+At equal diversity (mean pairwise LPIPS) and at equal latent displacement (mean per-layer |Δw|), same interpolation:
+
+{table(['compression', 'diversity LPIPS', 'identity (tau)', 'identity (psi, same diversity)', 'tau − psi'], eq_div)}
+
+{table(['compression', 'w moved', 'identity (tau)', 'identity (psi, same |Δw|)', 'tau − psi'], eq_mov)}
+
 ![tradeoff](table3_tradeoff.png)
 
 Artifacts: the {len(art['seeds'])} samples with the largest whitened PCA coefficient |u| among {art['pool']} mapped samples
@@ -150,6 +174,16 @@ Columns: {', '.join(art['columns'])}.
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    args = parser(__doc__).parse_args()
-    G, prior, size, out = setup(args)
-    run(G, prior, size, out, args.network)
+    p = parser(__doc__)
+    p.add_argument("--markdown-only", action="store_true", help="rebuild table3.md from table3.json")
+    args = p.parse_args()
+    if args.markdown_only:
+        from pathlib import Path
+
+        from common import rewrite
+
+        d = json.loads((Path(args.out) / "table3.json").read_text())
+        rewrite(Path(args.out), "table3", _markdown(d["rows"], len(d["rows"][0]["identity"]), d["artifacts"]))
+    else:
+        G, prior, size, out = setup(args)
+        run(G, prior, size, out, args.network)
