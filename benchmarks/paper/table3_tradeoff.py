@@ -176,6 +176,7 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     p = parser(__doc__)
     p.add_argument("--markdown-only", action="store_true", help="rebuild table3.md from table3.json")
+    p.add_argument("--num-samples", type=int, default=None, help="override the size's N per setting")
     args = p.parse_args()
     if args.markdown_only:
         from pathlib import Path
@@ -185,5 +186,9 @@ if __name__ == "__main__":
         d = json.loads((Path(args.out) / "table3.json").read_text())
         rewrite(Path(args.out), "table3", _markdown(d["rows"], len(d["rows"][0]["identity"]), d["artifacts"]))
     else:
+        import dataclasses
+
         G, prior, size, out = setup(args)
+        if args.num_samples:
+            size = dataclasses.replace(size, trade_n=args.num_samples)
         run(G, prior, size, out, args.network)
