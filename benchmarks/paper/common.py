@@ -1,0 +1,176 @@
+"""Shared pieces of the paper benchmarks: sizes, arguments, the generator and prior, images, markdown.
+
+Every table script takes ``--network`` (default ``mobilestylegan-ffhq``), ``--size quick|cpu|full`` and
+``--out`` (default ``examples/paper``) and writes ``<out>/<table>.json`` and ``<out>/<table>.md``;
+``run_all.py`` runs them and assembles ``<out>/REPORT.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_NETWORK = "mobilestylegan-ffhq"
+DEFAULT_OUT = ROOT / "examples" / "paper"
+REAL_TARGETS = [ROOT / "examples" / "face.png", *sorted((ROOT / "tests" / "data" / "photos").glob("*.jpg"))]
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much work each table does (the report prints the size behind every number)."""
+
+    name: str
+    prior_samples: int      # fit of the Gaussian prior (seed 0), also P_N
+    heldout: int            # Table 1 held-out samples (seed 2)
+    proj_steps: int         # Table 2 steps per method
+    gen_targets: int        # Table 2 generated targets (seeds 1000..)
+    real_targets: int       # Table 2 real photos (first of REAL_TARGETS, then --targets)
+    sweep: tuple            # Table 2 extra prior weights
+    interp_steps: int       # Table 2 frames per interpolation
+    bank: int               # Table 2 generated samples for the midpoint distance
+    perturbations: int      # Table 2 random v-steps per image
+    trade_n: int            # Table 3 samples per setting
+    artifact_pool: int      # Table 3 mapped samples searched for the largest coefficients
+    artifact_k: int         # Table 3 samples shown
+    t_method: bool          # Table 2 also runs the Student-t prior
+
+
+SIZES = {
+    "quick": Size("quick", 4000, 4000, 3, 2, 2, (1e-3,), 4, 4, 1, 4, 500, 1, True),
+    "cpu": Size("cpu", 100_000, 100_000, 5, 1, 1, (), 4, 4, 1, 5, 10_000, 2, False),
+    "full": Size("full", 100_000, 200_000, 500, 8, 8, (1e-6, 1e-4, 1e-3), 9, 500, 4, 1000, 100_000, 4, True),
+}
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="generator name, path or URL (latentkit.load_generator)")
+    p.add_argument("--size", default="cpu", choices=sorted(SIZES), help="quick (test), cpu (this report), full (GPU)")
+    p.add_argument("--quick", action="store_const", const="quick", dest="size", help="same as --size quick")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="report folder")
+    p.add_argument("--targets", default=None, help="folder of extra real aligned faces for Table 2")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def setup(args: argparse.Namespace):
+    """(G, prior, size, out) for parsed arguments; the prior is the cached fit of size.prior_samples."""
+    import latentkit
+    from latentkit.latent.prior_cache import cached_prior
+
+    G = latentkit.load_generator(args.network).to(args.device).eval()
+    size = SIZES[args.size]
+    prior = cached_prior(G, n_samples=size.prior_samples, progress=False)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return G, prior, size, out
+
+
+def machine() -> str:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Model name")), "")
+    except OSError:
+        model = ""
+    threads = torch.get_num_threads()
+    return f"{model or platform.processor() or 'unknown CPU'}, torch {torch.__version__}, {threads} threads"
+
+
+def write(out: Path, name: str, data: dict, markdown: str, *, size: Size, network: str, started: float) -> None:
+    """Save ``<name>.json`` and ``<name>.md`` (with the size, network, machine and wall time)."""
+    meta = {"size": asdict(size), "network": network, "machine": machine(), "wall_s": time.time() - started}
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, **data}, indent=1, default=_json))
+    head = f"_Size `{size.name}`, network `{network}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
+    (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
+
+
+def rewrite(out: Path, name: str, markdown: str) -> None:
+    """Rebuild ``<name>.md`` from new markdown, keeping the header of the run recorded in ``<name>.json``."""
+    meta = json.loads((out / f"{name}.json").read_text())["meta"]
+    head = f"_Size `{meta['size']['name']}`, network `{meta['network']}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
+    (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
+
+
+def _json(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return x.tolist()
+    return str(x)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table; floats get 4 significant digits."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def mean_sem(x) -> tuple[float, float]:
+    """Mean and its standard error (0 for a single value)."""
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
+
+
+def pm(x) -> str:
+    m, s = mean_sem(x)
+    return f"{m:.4g} ± {s:.2g}"
+
+
+def render(G, ws: torch.Tensor, *, batch: int = 4, noise=None) -> torch.Tensor:
+    """``G.synthesis`` in batches, no grad, const noise: float ``[N, C, H, W]`` in [-1, 1] on the CPU."""
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(ws), batch):
+            outs.append(G.synthesis(ws[i:i + batch].to(G.w_avg.device), noise_mode="const", noise=noise).cpu())
+    return torch.cat(outs)
+
+
+def render_map(G, ws: torch.Tensor, fn, *, batch: int = 4) -> list:
+    """``[fn(images) for each batch]``: render ``ws`` batch by batch without keeping the images (full sizes)."""
+    return [fn(render(G, ws[i:i + batch], batch=batch)) for i in range(0, len(ws), batch)]
+
+
+def mapped(G, seeds) -> torch.Tensor:
+    """``[N, num_ws, w_dim]`` for z from the given seeds (as NVIDIA's gen_images)."""
+    from latentkit.latent.sampling import z_from_seed
+
+    z = torch.cat([z_from_seed(s, G.z_dim) for s in seeds]).to(G.w_avg.device)
+    with torch.no_grad():
+        return G.mapping(z, None)
+
+
+def save_grid(rows: list[torch.Tensor], path: Path, *, cell: int = 128, labels: list[str] | None = None) -> Path:
+    """Save rows of images (each ``[K, C, H, W]`` in [-1, 1]) as one PNG, ``cell`` px per image."""
+    from PIL import Image, ImageDraw
+
+    cols = max(len(r) for r in rows)
+    pad = 150 if labels else 0
+    canvas = Image.new("RGB", (pad + cols * cell, len(rows) * cell), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, r in enumerate(rows):
+        small = torch.nn.functional.interpolate(r.float(), size=(cell, cell), mode="area")
+        arr = ((small.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for j, a in enumerate(arr):
+            canvas.paste(Image.fromarray(a if a.shape[2] == 3 else a.repeat(3, 2)), (pad + j * cell, i * cell))
+        if labels:
+            draw.text((4, i * cell + cell // 2), labels[i][:24], fill="black")
+    canvas.save(path)
+    return path
