@@ -136,6 +136,35 @@ class Generator(torch.nn.Module):
             return self.w_avg[c.argmax(dim=1)]
         return self.w_avg.unsqueeze(0).expand(c.shape[0], -1)
 
+    @staticmethod
+    def check_noise_mode(noise_mode: str) -> None:
+        """Raise :class:`~latentkit.errors.InputError` unless ``noise_mode`` is one of :data:`NOISE_MODES`."""
+        if noise_mode not in NOISE_MODES:
+            from latentkit.errors import InputError
+
+            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+    def mean_mapped_w(self, num_samples: int, *, seed: int = 0, batch_size: int = 4096) -> torch.Tensor:
+        """The mean of ``map_latent(z)`` over ``num_samples`` standard normal z (unconditional nets), ``[w_dim]``.
+
+        z is drawn on the CPU from ``torch.Generator().manual_seed(seed)`` in chunks of ``batch_size`` (the
+        same estimate on every device) and the sum is accumulated in float64. Used by networks whose files
+        store no ``w_avg``.
+
+        Raises:
+            InputError: if ``num_samples < 1``.
+        """
+        from latentkit.errors import InputError
+
+        if num_samples < 1:
+            raise InputError(f"num_samples must be >= 1, got {num_samples}")
+        gen = torch.Generator().manual_seed(seed)
+        total = torch.zeros(self.w_dim, dtype=torch.float64, device=self.w_avg.device)
+        for start in range(0, num_samples, batch_size):
+            z = torch.randn(min(batch_size, num_samples - start), self.z_dim, generator=gen)
+            total += self.map_latent(z.to(self.w_avg.device), z[:, :0]).double().sum(dim=0)
+        return total / num_samples
+
     def prepare_labels(self, c: torch.Tensor | None, n: int) -> torch.Tensor:
         """Validate class labels; returns ``[N, c_dim]`` float32 on the generator's device.
 

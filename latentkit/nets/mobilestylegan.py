@@ -29,7 +29,7 @@ import torch
 
 from latentkit.checks import check_shape
 from latentkit.errors import CheckpointError, InputError, ShapeError
-from latentkit.nets.generator import NOISE_MODES, Generator, MappingActivation
+from latentkit.nets.generator import Generator, MappingActivation
 from latentkit.nets.ir.program import IRProgram
 
 if TYPE_CHECKING:
@@ -170,14 +170,7 @@ class MobileStyleGAN(Generator):
         Raises:
             InputError: if ``num_samples < 1``.
         """
-        if num_samples < 1:
-            raise InputError(f"num_samples must be >= 1, got {num_samples}")
-        gen = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.w_dim, dtype=torch.float64, device=self.w_avg.device)
-        for start in range(0, num_samples, batch_size):
-            z = torch.randn(min(batch_size, num_samples - start), self.z_dim, generator=gen)
-            total += self.map_latent(z.to(self.w_avg.device), z[:, :0]).double().sum(dim=0)
-        self.w_avg.copy_((total / num_samples).to(self.w_avg.dtype))
+        self.w_avg.copy_(self.mean_mapped_w(num_samples, seed=seed, batch_size=batch_size).to(self.w_avg.dtype))
         self.w_avg_source = f"estimated: mean of {num_samples} mapped z (seed {seed}); the IR stores none"
         return self.w_avg
 
@@ -218,8 +211,7 @@ class MobileStyleGAN(Generator):
             InputError: for an unknown ``noise_mode`` or noise key.
         """
         n = self.check_ws(ws)
-        if noise_mode not in NOISE_MODES:
-            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         param = self.w_avg
         ws = ws.to(device=param.device, dtype=param.dtype)
         replace = {(lid, 0): ws[:, k] for k, lid in enumerate(self._affines)}  # [N, w_dim] each

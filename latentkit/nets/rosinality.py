@@ -29,7 +29,7 @@ import torch
 
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
-from latentkit.nets.generator import NOISE_MODES, Generator, MappingActivation
+from latentkit.nets.generator import Generator, MappingActivation
 from latentkit.nets.rosinality_layers import (
     ConstInput,
     EqualLinear,
@@ -180,15 +180,7 @@ class RosinalityGenerator(Generator):
         Returns:
             The new ``w_avg`` ``[style_dim]``.
         """
-        if num_samples < 1:
-            raise InputError(f"num_samples must be >= 1, got {num_samples}")
-        gen = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.style_dim, dtype=torch.float64, device=self.w_avg.device)
-        for start in range(0, num_samples, batch_size):
-            count = min(batch_size, num_samples - start)
-            z = torch.randn(count, self.style_dim, generator=gen).to(self.w_avg.device)
-            total += self.map_latent(z).double().sum(dim=0)
-        self.w_avg.copy_((total / num_samples).to(self.w_avg.dtype))
+        self.w_avg.copy_(self.mean_mapped_w(num_samples, seed=seed, batch_size=batch_size).to(self.w_avg.dtype))
         self.w_avg_source = f"estimated: mean of {num_samples} mapped z (seed {seed})"
         return self.w_avg
 
@@ -202,8 +194,7 @@ class RosinalityGenerator(Generator):
     def _noise_inputs(
         self, n: int, noise_mode: str, noise: Mapping[str, torch.Tensor] | None, like: torch.Tensor
     ) -> list[torch.Tensor | None]:
-        if noise_mode not in NOISE_MODES:
-            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         stored = self.const_noise()
         given = dict(noise or {})
         unknown = sorted(set(given) - set(stored))

@@ -26,7 +26,7 @@ import torch
 
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
-from latentkit.nets.generator import NOISE_MODES, Generator, float_dtype
+from latentkit.nets.generator import Generator, float_dtype
 from latentkit.nets.mapping import FullyConnectedLayer, MappingConfig, MappingLayers, MappingNetwork, init_generator
 from latentkit.nets.stylegan2_layers import SkipConv, SynthesisLayer, ToRGBLayer, filter_buffer
 from latentkit.nets.ops import upsample2d
@@ -351,8 +351,7 @@ class StyleGAN2Generator(Generator):
             InputError: if ``noise_mode`` is unknown or ``noise`` has unknown keys.
         """
         n = self.check_ws(ws)
-        if noise_mode not in NOISE_MODES:
-            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         if noise:
             self._check_noise(noise, n)
         ws = ws.to(self.w_avg.device)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
 from latentkit.nets.ops.filtered_lrelu import filtered_lrelu
-from latentkit.nets.generator import NOISE_MODES, Generator, float_dtype
+from latentkit.nets.generator import Generator, float_dtype
 from latentkit.nets.stylegan2 import FullyConnectedLayer, MappingConfig, MappingNetwork
 
 __all__ = [
@@ -297,8 +297,7 @@ class FourierGenerator(Generator):
             InputError: if ``noise_mode`` is unknown or ``noise`` names inputs this network lacks.
         """
         self.check_ws(ws)
-        if noise_mode not in NOISE_MODES:
-            raise InputError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        self.check_noise_mode(noise_mode)
         if noise:
             raise InputError(
                 f"noise: {self.architecture} has no noise inputs (const_noise() is empty), got keys "

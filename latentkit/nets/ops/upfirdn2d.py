@@ -210,7 +210,6 @@ def _polyphase_up(x: torch.Tensor, g: torch.Tensor, up: int, pad0: int, length: 
     if up == 1 and pad0 == 0 and length == x.shape[dim] - g.shape[0] + 1:
         kernel = g.reshape((1, -1) if dim == 3 else (-1, 1))
         return F.conv2d(x, kernel[None, None].expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
-    taps = g.shape[0]
     phases = []  # (offset e_r, taps of phase r)
     for r in range(up):
         t0 = (pad0 - r) % up
