@@ -197,7 +197,7 @@ class ProjectionState:
         Returns:
             ``[N]`` total loss of each image at this step (detached).
         """
-        G, s, n, device, prior, net = self.G, self.settings, self.n, self.device, self.prior, self.net
+        s, n, device = self.settings, self.n, self.device
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(s, step)
         scale = (self.w_std * noise_scale_at(s, step)).view(n, 1, 1)
