@@ -23,6 +23,17 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def synthetic_prior(w_dim: int = 6, n: int = 4000, seed: int = 0):
+    """A GaussianPrior fitted on ``n`` W vectors whose v is a known, well-conditioned linear mix of Gaussians
+    (float64), for tests of code that needs a prior but no generator."""
+    from latentkit.latent.prior import GaussianPrior, v_to_w
+
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(w_dim, w_dim, generator=g, dtype=torch.float64) + 2 * torch.eye(w_dim, dtype=torch.float64)
+    v = torch.randn(n, w_dim, generator=g, dtype=torch.float64) @ mix - 0.2
+    return GaussianPrior().fit(v_to_w(v))
+
+
 def roundoff_tolerance(reference: torch.Tensor, terms: int) -> float:
     """Absolute tolerance for float32 results that may differ only in the order of their sums (CPU kernels,
     e.g. oneDNN's, are chosen by batch shape): Higham's worst-case bound ``terms * eps * scale`` for sums of

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_prior
 
 from latentkit.errors import InputError, ShapeError
 from latentkit.latent.directions import Directions, pca_directions, prior_directions
@@ -18,10 +19,7 @@ EPS = torch.finfo(torch.float64).eps
 
 @pytest.fixture(scope="module")
 def prior() -> GaussianPrior:
-    g = torch.Generator().manual_seed(0)
-    mix = torch.randn(W_DIM, W_DIM, generator=g, dtype=torch.float64) + 2 * torch.eye(W_DIM, dtype=torch.float64)
-    v = torch.randn(4000, W_DIM, generator=g, dtype=torch.float64) @ mix - 0.2
-    return GaussianPrior().fit(v_to_w(v))
+    return synthetic_prior(W_DIM)
 
 
 def test_prior_directions_are_the_prior_components(prior):

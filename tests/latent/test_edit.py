@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import synthetic_prior
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,10 +22,7 @@ EPS = torch.finfo(torch.float64).eps
 
 @pytest.fixture(scope="module")
 def prior() -> GaussianPrior:
-    g = torch.Generator().manual_seed(0)
-    mix = torch.randn(W_DIM, W_DIM, generator=g, dtype=torch.float64) + 2 * torch.eye(W_DIM, dtype=torch.float64)
-    v = torch.randn(4000, W_DIM, generator=g, dtype=torch.float64) @ mix - 0.2
-    return GaussianPrior().fit(v_to_w(v))
+    return synthetic_prior(W_DIM)
 
 
 def latents(prior: GaussianPrior, n: int, seed: int) -> torch.Tensor:
