@@ -17,7 +17,7 @@ _NGC_SG3 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versi
 _XL = "https://s3.eu-central-1.amazonaws.com/avg-projects/stylegan_xl/models/"
 _TF_SG2 = "https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/"
 _TF_ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada/pretrained/"
-_NVIDIA_TF_SG2 = "non-commercial research and evaluation only (NVIDIA Source Code License-NC of NVlabs/stylegan2)"
+_NVIDIA_TF_SG2 = "non-commercial research and evaluation only (NVIDIA's license of NVlabs/stylegan2, LICENSE.txt)"
 _NVIDIA_TF_ADA = "non-commercial research and evaluation only (NVIDIA's license of NVlabs/stylegan2-ada, LICENSE.txt)"
 
 _NVIDIA_NC = (
