@@ -23,6 +23,24 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def reference_arrays(name: str) -> dict:
+    """The reference outputs ``tests/data/reference-nets/<name>.npz``, as numpy arrays."""
+    import numpy as np
+
+    with np.load(REFERENCE_NETS / f"{name}.npz", allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def assert_matches_reference(ours: torch.Tensor, ref, what: str) -> None:
+    """The reference nets' criterion (their README): max |ours - ref| <= 1e-5 * max(1, max |ref|)."""
+    import numpy as np
+
+    tol = 1e-5 * max(1.0, float(np.abs(ref).max()))
+    assert tuple(ours.shape) == ref.shape, f"{what}: shape {tuple(ours.shape)} != {ref.shape}"
+    err = float(np.abs(ours.detach().cpu().numpy() - ref).max())
+    assert err <= tol, f"{what}: max abs error {err:.3g} > tolerance {tol:.3g}"
+
+
 def synthetic_prior(w_dim: int = 6, n: int = 4000, seed: int = 0):
     """A GaussianPrior fitted on ``n`` W vectors whose v is a known, well-conditioned linear mix of Gaussians
     (float64), for tests of code that needs a prior but no generator."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_matches_reference, reference_arrays
 
 from latentkit.errors import CheckpointError, InputError, ShapeError
 from latentkit.load.nvidia_stylegan2 import build_stylegan2, translate_key
@@ -30,21 +31,10 @@ def _generator(name: str) -> StyleGAN2Generator:
     return _CACHE[name]
 
 
-def _ref(name: str) -> dict[str, np.ndarray]:
-    with np.load(REFERENCE_NETS / f"{name}.npz", allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _assert_matches(ours: torch.Tensor, ref: np.ndarray, what: str) -> None:
-    """The README criterion: max |ours - ref| <= 1e-5 * max(1, max |ref|)."""
-    tol = 1e-5 * max(1.0, float(np.abs(ref).max()))
-    err = float(np.abs(ours.detach().cpu().numpy() - ref).max())
-    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != {ref.shape}"
-    assert err <= tol, f"{what}: max abs error {err:.3g} > tolerance {tol:.3g}"
 
 
 def _inputs(name: str):
-    ref = _ref(name)
+    ref = reference_arrays(name)
     G = _generator(name)
     z = torch.from_numpy(ref["z"])
     c = torch.from_numpy(ref["c"]) if G.c_dim else None
@@ -87,7 +77,7 @@ def test_effective_per_layer_values():
 def test_mapping_matches_reference(name, psi, key):
     G, ref, z, c = _inputs(name)
     with torch.no_grad():
-        _assert_matches(G.mapping(z, c, truncation_psi=psi), ref[key], f"{name} {key}")
+        assert_matches_reference(G.mapping(z, c, truncation_psi=psi), ref[key], f"{name} {key}")
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -95,8 +85,8 @@ def test_last_preactivation_and_w_avg(name):
     G, ref, z, c = _inputs(name)
     with torch.no_grad():
         pre = G.last_preactivation(z, c)
-    _assert_matches(pre, ref["mapping_last_preact"], f"{name} mapping_last_preact")
-    _assert_matches(G.w_avg, ref["w_avg"], f"{name} w_avg")
+    assert_matches_reference(pre, ref["mapping_last_preact"], f"{name} mapping_last_preact")
+    assert_matches_reference(G.w_avg, ref["w_avg"], f"{name} w_avg")
     act = G.mapping_activation
     torch.testing.assert_close(act.gain * torch.nn.functional.leaky_relu(pre, act.slope),
                                torch.from_numpy(ref["ws_psi1"][:, 0]), rtol=0, atol=1e-5)
@@ -109,8 +99,8 @@ def test_synthesis_and_end_to_end_match_reference(name, psi):
     with torch.no_grad():
         img = G.synthesis(torch.from_numpy(ref[f"ws_psi{psi}"]), noise_mode="const")
         end_to_end = G(z, c, truncation_psi=float(psi.replace("07", "0.7")))
-    _assert_matches(img, ref[f"img_synth_psi{psi}"], f"{name} img_synth_psi{psi}")
-    _assert_matches(end_to_end, ref[f"img_G_psi{psi}"], f"{name} img_G_psi{psi}")
+    assert_matches_reference(img, ref[f"img_synth_psi{psi}"], f"{name} img_synth_psi{psi}")
+    assert_matches_reference(end_to_end, ref[f"img_G_psi{psi}"], f"{name} img_G_psi{psi}")
 
 
 @pytest.mark.parametrize("name", ["sg2ada_uncond_map8_res32", "sg2ada_cond_map2_res32"])
@@ -120,7 +110,7 @@ def test_noise_none_matches_reference_and_zero_override(name):
     with torch.no_grad():
         none = G.synthesis(ws, noise_mode="none")
         zeros = G.synthesis(ws, noise={k: torch.zeros_like(v) for k, v in G.const_noise().items()})
-    _assert_matches(none, ref["img_synth_psi1_noise_none"], f"{name} img_synth_psi1_noise_none")
+    assert_matches_reference(none, ref["img_synth_psi1_noise_none"], f"{name} img_synth_psi1_noise_none")
     torch.testing.assert_close(zeros, none, rtol=0, atol=0)
 
 
@@ -195,7 +185,7 @@ def test_fp16_is_opt_in_and_ignored_on_cpu():
             img = G.synthesis(torch.from_numpy(ref["ws_psi1"]))
     finally:
         G.fp16 = False
-    _assert_matches(img, ref["img_synth_psi1"], "fp16 flag on the CPU")
+    assert_matches_reference(img, ref["img_synth_psi1"], "fp16 flag on the CPU")
 
 
 @pytest.mark.parametrize("name", ["sg2ada_uncond_map8_res32", "sg2ada_cond_map2_res32"])
@@ -220,7 +210,7 @@ def test_half_precision_path_stays_within_float16_precision(name):
     err = float(np.abs(half.numpy() - ref["img_synth_psi1"]).max())
     unit_roundoff = 2.0**-11
     assert 1e-4 * scale < err <= 100 * unit_roundoff * scale
-    _assert_matches(full, ref["img_synth_psi1"], f"{name} float32 path with fp16 switched on")
+    assert_matches_reference(full, ref["img_synth_psi1"], f"{name} float32 path with fp16 switched on")
 
 
 @pytest.mark.gpu
@@ -230,7 +220,7 @@ def test_fp16_on_cuda_close_to_reference():
     G = build_stylegan2(_record("sg2ada_uncond_map8_res32")).to("cuda")
     ws = torch.from_numpy(ref["ws_psi1"]).cuda()
     with torch.no_grad():
-        _assert_matches(G.synthesis(ws).cpu(), ref["img_synth_psi1"], "float32 on CUDA")
+        assert_matches_reference(G.synthesis(ws).cpu(), ref["img_synth_psi1"], "float32 on CUDA")
         G.fp16 = True
         half = G.synthesis(ws).cpu()
     assert half.dtype == torch.float32
@@ -242,9 +232,9 @@ def test_load_generator_dispatches_here():
 
     G = load_generator(REFERENCE_NETS / "sg2ada_cond_map2_res32.pkl")
     assert isinstance(G, StyleGAN2Generator) and G.sha256
-    ref = _ref("sg2ada_cond_map2_res32")
+    ref = reference_arrays("sg2ada_cond_map2_res32")
     with torch.no_grad():
-        _assert_matches(G(torch.from_numpy(ref["z"]), torch.from_numpy(ref["c"]), truncation_psi=0.7),
+        assert_matches_reference(G(torch.from_numpy(ref["z"]), torch.from_numpy(ref["c"]), truncation_psi=0.7),
                         ref["img_G_psi07"], "load_generator img_G_psi07")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_matches_reference, reference_arrays
 
 from latentkit import load_generator
 from latentkit.errors import CheckpointError
@@ -32,17 +33,6 @@ def _pytorch(name: str) -> StyleGAN2Generator:
     return _CACHE[name]
 
 
-def _ref(name: str) -> dict[str, np.ndarray]:
-    with np.load(REFERENCE_NETS / f"{name}.npz", allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _assert_matches(ours: torch.Tensor, ref: np.ndarray, what: str) -> None:
-    """The reference nets' criterion: max |ours - ref| <= 1e-5 * max(1, max |ref|)."""
-    tol = 1e-5 * max(1.0, float(np.abs(ref).max()))
-    err = float(np.abs(ours.detach().cpu().numpy() - ref).max())
-    assert tuple(ours.shape) == ref.shape, what
-    assert err <= tol, f"{what}: max abs error {err:.3g} > tolerance {tol:.3g}"
 
 
 def _write(tmp_path: Path, obj, name: str = "net.pkl", protocol: int = 3) -> Path:
@@ -61,21 +51,21 @@ def test_tf_pickle_reproduces_the_reference_outputs(tmp_path, name):
     assert sniff_format(path) == "nvidia-tf"
     G = load_generator(path)
     assert isinstance(G, StyleGAN2Generator) and G.sha256 and G.info()["architecture"] == "stylegan2"
-    ref = _ref(name)
+    ref = reference_arrays(name)
     z = torch.from_numpy(ref["z"])
     c = torch.from_numpy(ref["c"]) if G.c_dim else None
-    _assert_matches(G.mapping(z, c), ref["ws_psi1"], "ws_psi1")
-    _assert_matches(G.mapping(z, c, truncation_psi=0.7), ref["ws_psi07"], "ws_psi07")
-    _assert_matches(G.last_preactivation(z, c), ref["mapping_last_preact"], "mapping_last_preact")
+    assert_matches_reference(G.mapping(z, c), ref["ws_psi1"], "ws_psi1")
+    assert_matches_reference(G.mapping(z, c, truncation_psi=0.7), ref["ws_psi07"], "ws_psi07")
+    assert_matches_reference(G.last_preactivation(z, c), ref["mapping_last_preact"], "mapping_last_preact")
     standard = {k: v for k, v in G.state_dict().items() if k.endswith("resample_filter")}
     same_weights = copy.deepcopy(source)
     same_weights.load_state_dict(standard, strict=False)
-    _assert_matches(G(z, c, truncation_psi=0.7), same_weights(z, c, truncation_psi=0.7).numpy(), "vs PyTorch path")
+    assert_matches_reference(G(z, c, truncation_psi=0.7), same_weights(z, c, truncation_psi=0.7).numpy(), "vs PyTorch path")
     G.load_state_dict({k: v for k, v in source.state_dict().items() if k.endswith("resample_filter")}, strict=False)
-    _assert_matches(G.synthesis(torch.from_numpy(ref["ws_psi1"])), ref["img_synth_psi1"], "img_synth_psi1")
-    _assert_matches(G(z, c, truncation_psi=0.7), ref["img_G_psi07"], "img_G_psi07")
+    assert_matches_reference(G.synthesis(torch.from_numpy(ref["ws_psi1"])), ref["img_synth_psi1"], "img_synth_psi1")
+    assert_matches_reference(G(z, c, truncation_psi=0.7), ref["img_G_psi07"], "img_G_psi07")
     if "img_synth_psi1_noise_none" in ref:
-        _assert_matches(G.synthesis(torch.from_numpy(ref["ws_psi1"]), noise_mode="none"),
+        assert_matches_reference(G.synthesis(torch.from_numpy(ref["ws_psi1"]), noise_mode="none"),
                         ref["img_synth_psi1_noise_none"], "noise none")
 
 
@@ -104,7 +94,7 @@ def test_config_variants_render_what_the_pytorch_path_renders(tmp_path, architec
     z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
     c = torch.eye(5)[[0, 3, 4]] if conditional else None
     ref = source(z, c, truncation_psi=0.6).numpy()
-    _assert_matches(G(z, c, truncation_psi=0.6), ref, architecture)
+    assert_matches_reference(G(z, c, truncation_psi=0.6), ref, architecture)
     assert set(G.state_dict()) == set(source.state_dict())
 
 
@@ -124,7 +114,7 @@ def test_without_noise_and_with_another_resample_kernel(tmp_path):
     G = load_tf_pickle(_write(tmp_path, tf_writer.tf_snapshot(source, kwargs=kwargs)))
     assert not G.const_noise()
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(2))
-    _assert_matches(G(z), source(z).numpy(), "kernel [1, 2, 1], no noise")
+    assert_matches_reference(G(z), source(z).numpy(), "kernel [1, 2, 1], no noise")
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
@@ -133,7 +123,7 @@ def test_pickle_protocols_and_single_network(tmp_path, protocol):
     _, _, Gs = tf_writer.tf_snapshot(source)
     G = load_generator(_write(tmp_path, Gs, protocol=protocol))
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
-    _assert_matches(G(z), source(z).numpy(), f"protocol {protocol}")
+    assert_matches_reference(G(z), source(z).numpy(), f"protocol {protocol}")
 
 
 def test_torgb_lod_names_mean_orig(tmp_path):
@@ -146,7 +136,7 @@ def test_torgb_lod_names_mean_orig(tmp_path):
                                                 "synthesis": tf_writer.Network("G_synthesis", kwargs, synthesis)})
     G = load_tf_pickle(_write(tmp_path, net))
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
-    _assert_matches(G(z), source(z).numpy(), "ToRGB_lod")
+    assert_matches_reference(G(z), source(z).numpy(), "ToRGB_lod")
 
 
 def test_the_state_is_read_as_data(tmp_path):
@@ -191,7 +181,7 @@ def test_build_module_src_never_runs(tmp_path):
     G = load_generator(_write(tmp_path, tf_writer.tf_snapshot(source, synthesis_src=src)))
     assert not marker.exists()
     z = torch.randn(1, 8, generator=torch.Generator().manual_seed(0))
-    _assert_matches(G(z), source(z).numpy(), "with build_module_src")
+    assert_matches_reference(G(z), source(z).numpy(), "with build_module_src")
 
 
 def test_object_arrays_are_refused(tmp_path):
@@ -273,7 +263,7 @@ def test_a_dict_subclass_stub_reads_the_same(tmp_path, monkeypatch):
     monkeypatch.setattr(tf_writer, "Network", _DictNetwork)
     G = load_generator(_write(tmp_path, (as_dict(G_stub), as_dict(D_stub), as_dict(Gs_stub))))
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
-    _assert_matches(G(z), source(z).numpy(), "dict stub")
+    assert_matches_reference(G(z), source(z).numpy(), "dict stub")
 
 
 def test_info_recognises_a_tf_pickle_by_content(tmp_path):
