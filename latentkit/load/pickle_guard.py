@@ -22,7 +22,7 @@ from typing import Any
 
 from latentkit.errors import CheckpointError
 
-__all__ = ["scan_opcodes", "LoadBudget", "check_tree", "CALL_OPCODES", "DATA_OPCODES", "MAX_DEPTH", "MAX_OPCODES", "MAX_STACK"]
+__all__ = ["scan_opcodes", "LoadBudget", "check_tree", "lookup_global", "CALL_OPCODES", "DATA_OPCODES", "MAX_DEPTH", "MAX_OPCODES", "MAX_STACK"]
 
 MAX_DEPTH = 100
 """Deepest container nesting accepted in a checkpoint (NVIDIA's pickles nest about 25 deep)."""
@@ -44,6 +44,26 @@ DATA_OPCODES = frozenset(
 # Opcodes that call an allow-listed global (checked again, by object type, while unpickling).
 CALL_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "NEWOBJ"})
 _MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def lookup_global(table: dict, module: str, name: str, *, what: str) -> Any:
+    """The allow-listed stand-in for the global ``module.name`` in ``table``; Python 2 spellings (protocol
+    0-2 files: ``__builtin__``, ``copy_reg``) are mapped first, as pickle's own ``find_class`` does.
+
+    Raises:
+        CheckpointError: naming the refused global and ``what`` the allow-list is for.
+    """
+    import _compat_pickle
+
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    allowed = table.get((module, name))
+    if allowed is None:
+        raise CheckpointError(
+            f"refused global {module}.{name}: it is not on latentkit's allow-list for {what} "
+            "(the file may be malicious, or a format latentkit does not know)"
+        )
+    return allowed
 
 
 def scan_opcodes(

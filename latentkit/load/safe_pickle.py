@@ -21,7 +21,6 @@ nothing but plain Python data, float/int/bool CPU tensors, non-object numpy arra
 
 from __future__ import annotations
 
-import _compat_pickle
 import io
 import logging
 import math
@@ -39,7 +38,7 @@ import torch
 
 from latentkit.errors import CheckpointError
 from latentkit.load.legacy_storage import load_storage_from_bytes
-from latentkit.load.pickle_guard import LoadBudget, check_tree, scan_opcodes
+from latentkit.load.pickle_guard import LoadBudget, check_tree, lookup_global, scan_opcodes
 from latentkit.load.pickle_standins import (
     ArrayStandIn,
     DTypeStandIn,
@@ -172,16 +171,7 @@ _BUILDABLE = (ModuleRecord, DTypeStandIn, ArrayStandIn)
 
 
 def _lookup(module: str, name: str) -> Global:
-    # Python 2 spellings (protocol 0-2 files: __builtin__, copy_reg), mapped as pickle's own find_class does
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-    allowed = _ALLOWED.get((module, name))
-    if allowed is None:
-        raise CheckpointError(
-            f"refused global {module}.{name}: it is not on latentkit's allow-list for network pickles "
-            "(the file may be malicious, or a format latentkit does not know)"
-        )
-    return allowed
+    return lookup_global(_ALLOWED, module, name, what="network pickles")
 
 
 class _RestrictedUnpickler(pickle._Unpickler):

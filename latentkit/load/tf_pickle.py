@@ -14,7 +14,6 @@ module does the latter, as data:
 
 from __future__ import annotations
 
-import _compat_pickle
 import io
 import os
 import pickle
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from latentkit.errors import CheckpointError
-from latentkit.load.pickle_guard import CALL_OPCODES, DATA_OPCODES, scan_opcodes
+from latentkit.load.pickle_guard import CALL_OPCODES, DATA_OPCODES, lookup_global, scan_opcodes
 
 __all__ = ["TFNetwork", "ALLOWED_GLOBALS", "TF_NETWORK_GLOBAL", "loads_tf_pickle", "read_tf_pickle",
            "is_tf_pickle_head"]
@@ -219,15 +218,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 def _resolve(module: str, name: str) -> Any:
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-    allowed = ALLOWED_GLOBALS.get((module, name))
-    if allowed is None:
-        raise CheckpointError(
-            f"refused global {module}.{name}: it is not on latentkit's allow-list for TensorFlow network "
-            "pickles (the file may be malicious, or a format latentkit does not know)"
-        )
-    return allowed
+    return lookup_global(ALLOWED_GLOBALS, module, name, what="TensorFlow network pickles")
 
 
 def _check_global(module: str, name: str) -> None:
