@@ -22,6 +22,7 @@ RANKS = {
     "latentkit.checksums": 0,
     "latentkit.registry": 0,
     "latentkit.distributed": 0,
+    "latentkit.cpu_memory": 0,
     "latentkit.nets": 1,
     "latentkit.load": 2,
     "latentkit.latent": 3,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentkit import hub
+from latentkit.cpu_memory import retain_freed_memory
 from latentkit.errors import CheckpointError, InputError
 from latentkit.load.tf_pickle import is_tf_pickle_head
 
@@ -157,7 +158,9 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
 
     Returns:
         The :class:`~latentkit.nets.generator.Generator` in eval mode, float32, gradients off, with
-        ``source`` and ``sha256`` (of the checkpoint file; '' for a folder) set.
+        ``source`` and ``sha256`` (of the checkpoint file; '' for a folder) set. Loading also makes the
+        process keep freed CPU memory for reuse (:func:`latentkit.cpu_memory.retain_freed_memory`; opt out
+        with ``LATENTKIT_RETAIN_CPU_MEMORY=0``).
 
     Raises:
         InputError: missing file, unknown registry name (the message lists the closest names), ``http://``.
@@ -169,6 +172,7 @@ def load_generator(source: str | os.PathLike, *, device: torch.device | str | No
         >>> G = load_generator("stylegan3-t-ffhq-1024", device="cuda")  # doctest: +SKIP
         >>> img = G(torch.randn(1, G.z_dim, device="cuda"))  # [1, 3, 1024, 1024]
     """
+    retain_freed_memory()
     if isinstance(source, str) and source in hub.REGISTRY and hub.REGISTRY[source].kind == "pip":
         # Fetched with pip; that loader owns the download and its by-hand instructions.
         from latentkit.load.mobilestylegan import load_mobilestylegan

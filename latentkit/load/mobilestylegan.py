@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from latentkit import hub
+from latentkit.cpu_memory import retain_freed_memory
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
 from latentkit.io import atomic_path
 from latentkit.load.build import as_int
@@ -174,7 +175,9 @@ def load_mobilestylegan(source: str | os.PathLike | None = None) -> MobileStyleG
 
     Returns:
         A :class:`~latentkit.nets.mobilestylegan.MobileStyleGAN` on the CPU in float32, eval mode,
-        gradients off (``z_dim = w_dim = 512``, ``num_ws = 23``, 1024x1024 RGB output in [-1, 1]).
+        gradients off (``z_dim = w_dim = 512``, ``num_ws = 23``, 1024x1024 RGB output in [-1, 1]). Like
+        :func:`latentkit.load_generator`, it makes the process keep freed CPU memory for reuse
+        (:mod:`latentkit.cpu_memory`).
 
     Raises:
         WeightsUnavailableError: the wheel is not cached and ``pip download`` failed; the message gives
@@ -186,6 +189,7 @@ def load_mobilestylegan(source: str | os.PathLike | None = None) -> MobileStyleG
         >>> G = load_mobilestylegan()  # doctest: +SKIP
         >>> img = G(torch.randn(1, 512))  # [1, 3, 1024, 1024]
     """
+    retain_freed_memory()
     meta: dict[str, str] = {}
     if source is None or (isinstance(source, str) and source == REGISTRY_NAME):
         path = _fetch_wheel()

@@ -61,8 +61,6 @@ def separable_modconv(
     s = styles.reshape(-1, c, 1).to(x.dtype)  # [Ns, C, 1]: scales rows of wt
     pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # [N, HW, C]: a view when x is channels-last
     n = max(n, s.shape[0])
-    # Start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix product accumulate into
-    # it (beta = 1): the same sum as conv + noise + bias with two fewer full-resolution passes.
     shape = (n, h, w, c_out)
     nz = None if noise is None else (noise.permute(0, 2, 3, 1) if noise.ndim == 4 else noise).to(x.dtype)
     b = None if bias is None else bias.reshape(c_out).to(x.dtype)
@@ -70,6 +68,8 @@ def separable_modconv(
         b, nz = (nz if b is None else b + nz).expand(c_out), None
     same = s.shape[0] == 1 and n == pixels.shape[0]  # one weight matrix for all samples
     if torch.is_grad_enabled():
+        if not weight.requires_grad and (slope is None or slope > 0):
+            return _StyleGradient.apply(x, s, wt, b, nz, slope)
         # Out of place: an in-place update of a view would make autograd copy the whole base tensor.
         if same:
             flat = pixels.reshape(n * h * w, c)
@@ -82,10 +82,21 @@ def separable_modconv(
             acc = acc + nz
         out = acc if slope is None else F.leaky_relu(acc, slope)
         return out.permute(0, 3, 1, 2)
+    return _forward(pixels, s, wt, b, nz, slope, shape, out)
+
+
+def _forward(
+    pixels: torch.Tensor, s: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None, nz: torch.Tensor | None,
+    slope: float | None, shape: tuple[int, int, int, int], out: torch.Tensor | None,
+) -> torch.Tensor:
+    """The layer without autograd: ``pixels [N, HW, C]`` -> ``[N, C_out, H, W]`` (channels-last memory)."""
+    n, h, w, c_out = shape
+    c = pixels.shape[-1]
+    same = s.shape[0] == 1 and n == pixels.shape[0]
     # Without autograd: start from noise + bias (one pass writing [N, H, W, C_out]) and let the matrix
     # product accumulate into it (beta = 1): two fewer full-resolution passes than conv, + noise, + bias.
-    fits = out is not None and out.dtype == x.dtype and tuple(out.shape) == shape
-    acc = out if fits else torch.empty(shape, dtype=x.dtype, device=x.device)
+    fits = out is not None and out.dtype == pixels.dtype and tuple(out.shape) == shape
+    acc = out if fits else torch.empty(shape, dtype=pixels.dtype, device=pixels.device)
     if nz is not None and b is not None:
         torch.add(nz.expand(shape[:3] + (1,)), b, out=acc)
     elif nz is None and b is None:
@@ -99,3 +110,52 @@ def separable_modconv(
         acc3.baddbmm_(pixels.expand(n, h * w, c), (wt.unsqueeze(0) * s).expand(n, c, c_out))
     out = acc if slope is None else F.leaky_relu_(acc, slope) if slope > 0 else F.leaky_relu(acc, slope)
     return out.permute(0, 3, 1, 2)  # [N, C_out, H, W], channels-last memory
+
+
+class _StyleGradient(torch.autograd.Function):
+    """The layer with a backward pass that never forms the per-sample weight gradient.
+
+    For ``acc = (y * s) @ W + noise + bias`` and ``G = dL/dacc @ W^T`` (one matrix product shared by all
+    samples): ``dL/dy = G * s`` and ``dL/ds = sum over pixels of G * y``, an elementwise product and a
+    reduction where autograd's route (``dL/d(W * s_n) = pixels^T @ dL/dacc`` per sample, then a reduction
+    to ``s``) costs a second matrix product as large as the forward's. ``W`` (the network's constant
+    weights) gets no gradient; the bias and the noise get theirs (sums of ``dL/dacc``).
+    """
+
+    @staticmethod
+    def forward(ctx, y, s, wt, b, nz, slope):  # noqa: D102 - see the class docstring
+        n, c, h, w = y.shape
+        shape = (max(n, s.shape[0]), h, w, wt.shape[1])
+        pixels = y.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        out = _forward(pixels, s, wt, b, nz, slope, shape, None)
+        ctx.slope, ctx.shapes = slope, (s.shape, None if b is None else b.shape, None if nz is None else nz.shape)
+        ctx.save_for_backward(pixels, s, wt, out if slope is not None else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102 - see the class docstring
+        pixels, s, wt, out = ctx.saved_tensors
+        s_shape, b_shape, nz_shape = ctx.shapes
+        n, c_out, h, w = grad.shape
+        if out is not None:  # d leaky_relu from its output (same sign as its input for a positive slope)
+            grad = torch.ops.aten.leaky_relu_backward(grad, out, ctx.slope, True)
+        g = grad.permute(0, 2, 3, 1).reshape(n, h * w, c_out)  # [N, HW, C_out], a view when channels-last
+        need_y, need_s, _, need_b, need_nz, _ = ctx.needs_input_grad
+        grad_y = grad_s = grad_b = grad_nz = None
+        if need_y or need_s:
+            big = (g.reshape(n * h * w, c_out) @ wt.t()).view(n, h * w, -1)  # [N, HW, C]
+            if need_s:
+                grad_s = (big * pixels).sum(1).unsqueeze(-1)  # [N, C, 1]
+                grad_s = grad_s.sum(0, keepdim=True) if s_shape[0] == 1 and n > 1 else grad_s
+            if need_y:
+                grad_y = big.mul_(s.transpose(1, 2)).view(n, h, w, -1)  # big is not needed again
+                grad_y = grad_y.sum(0, keepdim=True) if pixels.shape[0] == 1 and n > 1 else grad_y
+                grad_y = grad_y.permute(0, 3, 1, 2)  # [N, C, H, W], channels-last memory
+        if need_b:
+            grad_b = g.sum((0, 1)).reshape(b_shape)
+        if need_nz:
+            grad_nz = g.sum(-1).view(n, h, w, 1)
+            if nz_shape[0] == 1 and n > 1:
+                grad_nz = grad_nz.sum(0, keepdim=True)
+            grad_nz = grad_nz.reshape(nz_shape)
+        return grad_y, grad_s, None, grad_b, grad_nz, None

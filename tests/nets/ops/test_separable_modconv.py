@@ -62,3 +62,32 @@ def test_gradcheck_in_every_input():
         return separable_modconv(x, s, weight, bias, depthwise=dw, padding=(1, 1), noise=noise, slope=0.2)
 
     assert torch.autograd.gradcheck(fn, (x, s, weight, bias, dw, noise))
+
+
+@pytest.mark.parametrize("n, ns, nn", [(1, 1, 1), (3, 3, 1), (3, 1, 3), (1, 2, 1), (2, 2, 2)])
+@pytest.mark.parametrize("with_dw, with_noise, with_bias, slope", [
+    (True, True, True, 0.2), (False, False, True, None), (True, False, False, 0.2), (False, True, False, None),
+])
+def test_style_gradient_without_weight_gradient(n, ns, nn, with_dw, with_noise, with_bias, slope):
+    """Constant weights (a loaded network) take the backward pass that skips the weight gradient."""
+    x, s, weight, bias, dw, noise = _inputs(n, ns, nn, seed=2)
+    inputs = [x, s] + ([bias] if with_bias else []) + ([noise] if with_noise else [])
+    for t in inputs:
+        t.requires_grad_(True)
+
+    def fn(x, s, *rest):
+        rest = list(rest)
+        b = rest.pop(0) if with_bias else None
+        nz = rest.pop(0) if with_noise else None
+        return separable_modconv(x, s, weight, b, depthwise=dw if with_dw else None, padding=(1, 1), noise=nz,
+                                 slope=slope)
+
+    assert torch.autograd.gradcheck(fn, tuple(inputs))
+    # The same gradients as autograd through the op-by-op definition.
+    probe = torch.randn(max(n, ns), 4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ours = torch.autograd.grad((fn(*inputs) * probe).sum(), inputs)
+    ref = _reference(x, s, weight, bias if with_bias else None, dw if with_dw else None, (1, 1),
+                     noise if with_noise else None, slope)
+    expected = torch.autograd.grad((ref * probe).sum(), inputs)
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
