@@ -71,7 +71,7 @@ likelihood on {radius['n_fit']} held-out samples, evaluated on the other {radius
 
 Held-out gain of the t: **{radius['gain_per_sample']:.2f} ± {radius['gain_stderr']:.2f} nats per sample** (mean ± standard error).
 Under the t, d² ν/((ν-2) w_dim) follows F(w_dim, ν): one extra parameter widens the radius law on both
-sides while the per-dimension moments stay those of the Gaussian fit. It is a report-only alternative (`latentkit.latent.radius.StudentTRadius`), not wired into GaussianPrior.
+sides while the per-dimension moments stay those of the Gaussian fit. Projection can use it: `latentkit project --prior-radius student-t` (API `cached_prior(G, radius="student-t")`, `latentkit.latent.radius.StudentTRadius`).
 
 ![radius models](beyond_radius.png)
 """

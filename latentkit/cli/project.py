@@ -62,17 +62,29 @@ def _resolve_classes(G, class_idx: int | None, classes: str | list[int] | None) 
     return None if classes is None else resolve_classes(G, classes, name="--classes", unique=True)
 
 
-def _load_prior(choice: str, G, device):
+_RADIUS_CHOICES = ["gaussian", "student-t"]  # latentkit.latent.radius.RADIUS_MODELS (checked in the CLI tests)
+
+
+def _load_prior(choice: str, radius: str, G, device):
+    """(prior, the name losses.json records) for ``--prior`` and ``--prior-radius``."""
     from latentkit.latent.prior import GaussianPrior
     from latentkit.latent.prior_cache import cached_prior
+    from latentkit.latent.radius import load_student_t
 
+    student_t = radius == "student-t"
     if choice.lower() == "none":
         return None, "none"
     if choice.lower() == "auto":
         say("prior: the cached Gaussian prior of this network (fitted once; --prior FILE.npz from fit-prior, "
             "or --prior none)")
-        return cached_prior(G, device=device), "auto (cached fit)"
-    return GaussianPrior.load(choice), choice
+        prior, name = cached_prior(G, device=device, radius=radius), "auto (cached fit)"
+    else:
+        prior, name = (load_student_t(choice, G, device=device) if student_t else GaussianPrior.load(choice)), choice
+    if student_t:
+        seed = "" if prior.fit_seed_ is None else f", z seed {prior.fit_seed_}"
+        say(f"prior radius: Student-t, nu = {prior.nu_:.1f} (fitted on {prior.n_fit_} held-out samples{seed}; "
+            "--prior-radius gaussian for the chi-square radius)")
+    return prior, name
 
 
 def _announce_cost(G, files, settings, prior, net, c, candidates) -> None:
@@ -112,8 +124,13 @@ def _duration(seconds: float) -> str:
               help="Optimise one w (broadcast) or one per layer.")
 @click.option("--prior", "prior_choice", default="auto", show_default=True,
               help="Gaussian prior: 'auto' (cached fit of this network), a prior .npz from fit-prior, or 'none'.")
+@click.option("--prior-radius", type=click.Choice(_RADIUS_CHOICES), default="gaussian", show_default=True,
+              help="Radius model of the prior: 'gaussian' (chi-square radius) or 'student-t' (the covariance-matched "
+              "Student-t; nu from the prior file, else fitted on 20000 held-out samples, z seed 3; better held-out "
+              "likelihood).")
 @click.option("--prior-weight", type=click.FloatRange(min=0), default=_DEFAULTS.prior_weight, show_default=True,
-              help="Weight of the summed squared Mahalanobis distances of the optimised w vectors.")
+              help="Weight of the summed squared Mahalanobis distances of the optimised w vectors (with "
+              "--prior-radius student-t: of the t's penalty (nu + w_dim) log(1 + d2 / (nu - 2))).")
 @click.option("--num-steps", "--steps", "num_steps", type=click.IntRange(min=1), default=_DEFAULTS.num_steps,
               show_default=True, help="Optimisation steps (NVIDIA's projector: 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
@@ -140,7 +157,7 @@ def _duration(seconds: float) -> str:
               help="Opt-in reduced precision of the generator and LPIPS passes: bf16 (AVX512-BF16/AMX CPUs, CUDA), "
               "fp16 (CUDA).")
 @device_option
-def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch_size, outdir, seed,
+def project(inputs, network, space, prior_choice, prior_radius, prior_weight, num_steps, batch_size, outdir, seed,
             perceptual_weights, mse_weight, parametrization, class_idx, classes_text, checkpoint_every, restart,
             save_video, precision, device) -> None:
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
@@ -156,6 +173,8 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
     classes_arg = _parse_classes(classes_text)
     if class_idx is not None and classes_arg is not None:
         raise click.UsageError("pass either --class K (a given class) or --classes (search over classes), not both")
+    if prior_radius != "gaussian" and prior_choice.lower() == "none":
+        raise click.UsageError(f"--prior-radius {prior_radius} needs a prior: --prior auto or --prior FILE.npz, not none")
     settings = ProjectionSettings(space=space, num_steps=num_steps, prior_weight=prior_weight, seed=seed,
                                   perceptual_weights=perceptual_weights, mse_weight=mse_weight,
                                   parametrization=parametrization, precision=precision)
@@ -173,7 +192,7 @@ def project(inputs, network, space, prior_choice, prior_weight, num_steps, batch
     if candidates is not None:
         shown = f"all {G.c_dim} classes" if classes_arg == "all" else ",".join(map(str, candidates))
         say(f"class search over {shown}: each image is projected {len(candidates)} times")
-    prior, prior_name = _load_prior(prior_choice, G, dev)
+    prior, prior_name = _load_prior(prior_choice, prior_radius, G, dev)
     if precision != "fp32":
         say(f"reduced precision: generator and LPIPS forward passes in {precision} autocast")
     net = lpips_vgg(perceptual_weights, device=dev, max_resolution=settings.max_perceptual_resolution)

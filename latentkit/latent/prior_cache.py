@@ -2,6 +2,8 @@
 
 Files live in ``latentkit.hub.cache_dir('priors')`` and are keyed by the generator (its checkpoint
 sha256, else its source, else a hash of its parameters), the number of samples, the seed and the classes.
+With ``radius="student-t"`` the Student-t's nu is fitted once on held-out samples (seed + 3) and stored in
+the same file's optional ``radius`` field (:mod:`latentkit.latent.prior_file`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from latentkit.errors import LatentkitError
+from latentkit.errors import InputError, LatentkitError
 from latentkit.latent.prior import DEFAULT_CACHED_SAMPLES, PRIOR_FORMAT_VERSION, GaussianPrior
+from latentkit.latent.radius import DEFAULT_NU_SAMPLES, NU_SEED_OFFSET, RADIUS_MODELS, StudentTRadius, fit_student_t
 from latentkit.latent.sampling import resolve_classes
 
 if TYPE_CHECKING:
@@ -59,19 +62,57 @@ def cached_prior(
     batch_size: int = 10_000,
     device: torch.device | str | None = None,
     progress: bool = True,
-) -> GaussianPrior:
+    radius: str = "gaussian",
+) -> GaussianPrior | StudentTRadius:
     """The prior of ``G`` from the cache, fitted and saved on first use.
 
     A cache file that cannot be read (truncated, from another version, for another ``w_dim``) is
     refitted with a warning, so a broken cache heals itself. Arguments as
-    :meth:`GaussianPrior.from_generator`.
+    :meth:`GaussianPrior.from_generator`, and:
+
+    Args:
+        radius: ``'gaussian'`` (the Gaussian prior) or ``'student-t'``: the covariance-matched Student-t
+            around it (:class:`~latentkit.latent.radius.StudentTRadius`), whose nu is fitted on 20 000
+            held-out samples (z seed ``seed + 3``) on first use and kept in the same cache file.
 
     Returns:
-        A fitted :class:`~latentkit.latent.prior.GaussianPrior`.
+        A fitted :class:`~latentkit.latent.prior.GaussianPrior`, or a
+        :class:`~latentkit.latent.radius.StudentTRadius` for ``radius='student-t'``.
+
+    Raises:
+        InputError: ``radius`` not one of ``'gaussian'``, ``'student-t'``.
 
     Example:
         >>> prior = cached_prior(G)            # 1e5 samples, fitted once per generator  # doctest: +SKIP
+        >>> t = cached_prior(G, radius="student-t")      # the same prior with a fitted nu  # doctest: +SKIP
     """
+    if radius not in RADIUS_MODELS:
+        raise InputError(f"radius must be one of {', '.join(map(repr, RADIUS_MODELS))}, got {radius!r}")
+    prior = _cached_gaussian(G, n_samples, seed, classes, batch_size, device, progress)
+    if radius == "gaussian":
+        return prior
+    return _cached_nu(G, prior, prior_cache_path(G, n_samples=n_samples, seed=seed, classes=classes),
+                      seed + NU_SEED_OFFSET, batch_size, device)
+
+
+def _cached_nu(G: Generator, prior: GaussianPrior, path: Path, seed: int, batch_size: int,
+               device: torch.device | str | None) -> StudentTRadius:
+    """The t around ``prior`` with the nu stored in its cache file ``path``, fitted and stored when missing."""
+    try:
+        model = StudentTRadius.load(path)
+    except (LatentkitError, OSError, ValueError):
+        model = None
+    if model is not None and (model.n_fit_, model.fit_seed_, model.w_dim) == (DEFAULT_NU_SAMPLES, seed, G.w_dim):
+        logger.info("prior: using the cached Student-t nu = %.4g, %s", model.nu_, path)
+        return StudentTRadius.from_nu(prior, model.nu_, n_fit=model.n_fit_, seed=model.fit_seed_)
+    logger.info("prior: fitting the Student-t nu on %d held-out samples (seed %d; cached in %s)",
+                DEFAULT_NU_SAMPLES, seed, path)
+    model = fit_student_t(prior, G, seed=seed, batch_size=batch_size, device=device)
+    model.save(path)
+    return model
+
+
+def _cached_gaussian(G, n_samples, seed, classes, batch_size, device, progress) -> GaussianPrior:
     path = prior_cache_path(G, n_samples=n_samples, seed=seed, classes=classes)
     if path.is_file():
         try:

@@ -2,6 +2,12 @@
 and a JSON ``metadata`` string (format name and version, ``n_samples``, the activation inverted, the
 generator it was fitted on). Read with ``allow_pickle=False``; every field is validated, so a damaged or
 hostile file is an :class:`~latentkit.errors.InputError` naming the field, never a crash.
+
+One metadata field is optional: ``radius``, written by :meth:`~latentkit.latent.radius.StudentTRadius.save`,
+``{"model": "student-t", "nu": float > 2, "n_fit": int >= 8, "seed": int >= 0 or null}`` (the fitted degrees
+of freedom of the covariance-matched Student-t, how many held-out W vectors they were fitted on, and the
+seed of those vectors' z stream). Files without it are Gaussian priors, as before; readers that do not know
+the field ignore it, so the format version stays 1.
 """
 
 from __future__ import annotations
@@ -16,11 +22,22 @@ import numpy as np
 
 from latentkit.errors import InputError
 
-__all__ = ["PRIOR_FORMAT", "PRIOR_FORMAT_VERSION", "read_prior_file", "write_prior_file"]
+__all__ = ["MIN_RADIUS_SAMPLES", "PRIOR_FORMAT", "PRIOR_FORMAT_VERSION", "RADIUS_MODEL", "check_nu", "read_prior_file",
+           "write_prior_file"]
 
 PRIOR_FORMAT = "latentkit-gaussian-prior"
 PRIOR_FORMAT_VERSION = 1
 MAX_W_DIM = 65_536  # a covariance of this size is 32 GiB in float64: no real generator comes close
+RADIUS_MODEL = "student-t"  # the one value of the optional field radius.model
+MIN_RADIUS_SAMPLES = 8  # fewest W vectors nu may be fitted on
+
+
+def check_nu(nu: Any, name: str = "nu") -> float:
+    """``nu`` as a float if it is a finite real number > 2 (the t's covariance exists only then), else InputError."""
+    if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)) or not math.isfinite(nu) or nu <= 2:
+        raise InputError(f"{name} must be a finite number > 2 (the Student-t's covariance exists only for nu > 2), "
+                         f"got {nu!r}")
+    return float(nu)
 
 
 def write_prior_file(path: str | os.PathLike, mean: np.ndarray, covariance: np.ndarray, metadata: dict[str, Any]) -> Path:
@@ -50,7 +67,7 @@ def read_prior_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
     """Read and validate a prior file: ``(mean [w_dim] float64, covariance [w_dim, w_dim] float64, metadata)``.
 
     The returned metadata always holds ``n_samples`` (int >= 2), ``slope``, ``gain`` (positive floats),
-    ``params`` (dict) and ``generator`` (dict).
+    ``params`` (dict), ``generator`` (dict) and ``radius`` (the validated optional field, or None).
 
     Raises:
         InputError: missing or unreadable file, not a latentkit prior, another format version, or any field
@@ -111,5 +128,25 @@ def read_prior_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
     if not isinstance(params, dict) or not isinstance(generator, dict):
         raise _fail(path, "the prior's metadata fields 'params' and 'generator' must be JSON objects")
     clean = {**meta, "n_samples": n, "slope": _number(meta, "slope", path), "gain": _number(meta, "gain", path),
-             "params": params, "generator": generator}
+             "params": params, "generator": generator, "radius": _radius(meta.get("radius"), path)}
     return mean.astype(np.float64), cov.astype(np.float64), clean
+
+
+def _radius(value: Any, path: Path) -> dict[str, Any] | None:
+    """The optional ``radius`` field, validated (None when the file has none)."""
+    if value is None:
+        return None
+    expected = (f"an object {{'model': {RADIUS_MODEL!r}, 'nu': > 2, 'n_fit': integer >= {MIN_RADIUS_SAMPLES}, "
+                "'seed': integer >= 0 or null}")
+    if not isinstance(value, dict) or value.get("model") != RADIUS_MODEL:
+        raise _fail(path, f"the prior's metadata field 'radius' must be {expected}, got {value!r:.200}")
+    try:
+        nu = check_nu(value.get("nu"), "the prior's metadata field radius.nu")
+    except InputError as err:
+        raise _fail(path, str(err)) from None
+    n_fit, seed = value.get("n_fit"), value.get("seed")
+    if isinstance(n_fit, bool) or not isinstance(n_fit, int) or n_fit < MIN_RADIUS_SAMPLES:
+        raise _fail(path, f"the prior's metadata field radius.n_fit must be an integer >= {MIN_RADIUS_SAMPLES}, got {n_fit!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise _fail(path, f"the prior's metadata field radius.seed must be an integer >= 0 or null, got {seed!r}")
+    return {"model": RADIUS_MODEL, "nu": nu, "n_fit": n_fit, "seed": seed}

@@ -3,8 +3,8 @@
 For each input image ``outdir/<name>/`` receives NVIDIA's ``projected_w.npz`` (key ``w``, ``[1, num_ws,
 w_dim]``; a one-hot ``c`` for conditional generators), ``projected_noise.npz``, ``proj.png``,
 ``target.png`` and ``losses.json``; ``outdir/manifest.jsonl`` gets one JSON line per finished image (path,
-folder, final loss terms, LPIPS, PSNR, seconds, the settings fingerprint) that ``pandas.read_json(...,
-lines=True)`` reads.
+folder, final loss terms, LPIPS, PSNR, seconds, the prior's radius model, the settings fingerprint) that
+``pandas.read_json(..., lines=True)`` reads.
 
 What is done is read from the manifest, not from folders that exist: an image counts as done when its
 line has the same fingerprint (settings, generator, prior, class). A rerun with other settings refuses
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from latentkit.errors import InputError, LatentkitError
+from latentkit.latent.radius import describe_radius, radius_key
 from latentkit.nets.generator import Generator
 from latentkit.projection.inputs import folder_names
 from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
@@ -104,6 +105,9 @@ def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: Any, *, c
         "class": class_idx,
         "classes": None if classes is None else list(classes),
     }
+    radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
+    if radius is not None:
+        described["prior_radius"] = radius
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
 
 
@@ -193,6 +197,8 @@ def project_files(
         outdir: the output folder (created).
         settings: the :class:`~latentkit.projection.settings.ProjectionSettings` (None: the defaults).
         prior: a fitted prior or None; ``prior_name`` says where it came from (written to ``losses.json``).
+            Each ``losses.json`` and manifest line records its radius model as ``prior_radius``:
+            ``{"model": "gaussian"}``, the Student-t's ``{"model": "student-t", "nu", "n_fit", "seed"}``, or null.
         class_idx: the class of every image for a conditional generator (exclusive with ``classes``).
         classes: search the class per image among these (see :func:`~latentkit.projection.project.project`).
         batch_size: images optimised together (results do not depend on it; memory and speed do).
@@ -295,7 +301,8 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
             psnr = _psnr(result.images.cpu(), result.targets)
             for k, (path, name) in enumerate(batch):
                 folder = outdir / name
-                extra = dict(info or {}, input=str(path), prior=prior_name, class_search=None if classes is None else list(classes))
+                extra = dict(info or {}, input=str(path), prior=prior_name, prior_radius=describe_radius(prior),
+                             class_search=None if classes is None else list(classes))
                 _write_image(folder, result, k, extra, G.c_dim)
                 if save_video and frames:
                     noises = {n: v[k : k + 1] for n, v in result.noises.items()}
@@ -307,7 +314,8 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
                     psnr=float(psnr[k]), seconds=round(seconds, 3),
                     klass=None if result.classes is None else int(result.classes[k]),
                 )
-                append_manifest(outdir, {**record.to_json(), "described": described}, name=manifest)
+                append_manifest(outdir, {**record.to_json(), "prior_radius": describe_radius(prior), "described": described},
+                                name=manifest)
                 records[str(path)] = record
                 if on_image is not None:
                     on_image(record)

@@ -13,7 +13,7 @@ autocorrelation of the noise inputs, which are renormalised after every step. Di
   which lies far outside the prior's typical set;
 * ``space='w+'`` (the default) optimises one w per layer; ``'w'`` one w broadcast to all layers;
 * an optional Gaussian prior term ``prior_weight * sum_l prior.mahalanobis(w_l)`` keeps latents in
-  well-behaved regions;
+  well-behaved regions (or the heavier-tailed Student-t radius prior's, which fits W's radius better);
 * N images are optimised together with per-image losses, statistics and random streams, so each
   image's result does not depend on the batch it is in;
 * the state can be checkpointed every K steps and resumed bit for bit;
@@ -205,8 +205,11 @@ def project(
         targets: image path(s) and/or float tensors ``[N, C, H, W]`` in the generator's output range;
             resized and centre-cropped to ``G.img_resolution`` with a logged notice (see :func:`prepare_targets`).
         settings: the :class:`ProjectionSettings` (None: the defaults, NVIDIA's 1000 steps).
-        prior: a fitted :class:`~latentkit.latent.prior.GaussianPrior` (anything with a differentiable
-            ``mahalanobis(w [..., w_dim]) -> [...]``), or None for no prior term.
+        prior: a fitted :class:`~latentkit.latent.prior.GaussianPrior`, the Student-t radius prior around one
+            (:class:`~latentkit.latent.radius.StudentTRadius`, e.g. ``cached_prior(G, radius="student-t")``;
+            its penalty is ``(nu + w_dim) log(1 + d2 / (nu - 2))`` instead of ``d2``, in either
+            parametrization), anything with a differentiable ``mahalanobis(w [..., w_dim]) -> [...]``, or
+            None for no prior term.
         c: class labels ``[N, c_dim]`` for conditional generators (exclusive with ``classes``).
         classes: search the class (conditional generators): each target is projected once per class in
             this list, as extra batch items (results do not depend on the batch), and the class with the

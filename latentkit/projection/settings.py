@@ -58,7 +58,8 @@ class ProjectionSettings:
             of ~1e4-3e5 per vector on the nets tried) or ``'auto'`` (``'prior_mean'`` when a prior is given).
         parametrization: ``'auto'`` (``'prior'`` when a prior is given, else ``'w'``), ``'w'`` (Adam on w,
             NVIDIA) or ``'prior'`` (Adam on the prior's whitened PCA
-            coefficients u, ``w = prior.from_coefficients(u)``; the prior term is then ``|u|^2`` and the
+            coefficients u, ``w = prior.from_coefficients(u)``; the prior term is then ``|u|^2`` (the
+            Student-t radius prior's ``radius_penalty(|u|^2)``, the same value as in w) and the
             latent noise has the same relative scale: ``initial_noise_factor * sqrt(w_dim)`` per coordinate's
             unit). ``'prior'`` is well conditioned where the prior has tiny eigenvalues, which make
             Adam's per-coordinate steps in w blow the Mahalanobis distance up (MobileStyleGAN FFHQ, smallest

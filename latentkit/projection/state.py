@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from latentkit.errors import InputError
+from latentkit.latent.radius import radius_key
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
 from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learning_rate_at, noise_scale_at
@@ -96,6 +97,9 @@ def fingerprint(
         "prior": None if prior is None else type(prior).__name__,
         "perceptual": perceptual_weights,
     }
+    radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
+    if radius is not None:
+        meta["radius"] = radius
     digest.update(json.dumps(meta, sort_keys=True).encode())
     mean = getattr(prior, "mean_", None)  # a different prior file must not resume this run
     if isinstance(mean, torch.Tensor):
@@ -119,7 +123,7 @@ class ProjectionState:
         target: ``[N, C, H, W]`` in [-1, 1], on the generator's device.
         labels: ``[N, c_dim]`` class labels (``c_dim`` may be 0).
         settings: the :class:`ProjectionSettings`.
-        prior: a fitted GaussianPrior or None.
+        prior: a fitted GaussianPrior, a :class:`~latentkit.latent.radius.StudentTRadius` around one, or None.
         perceptual: the LPIPS network on the generator's device, or None.
 
     Attributes:
@@ -242,9 +246,7 @@ class ProjectionState:
             else zero,
             "mse": (images - self.target[part]).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
             "noise": _noise_penalty(noises, n, self.device) if s.optimize_noise else zero,
-            "prior": (w_opt.square().sum(dim=2) if self.in_prior else prior.mahalanobis(w_opt)).sum(dim=1)
-            if prior is not None
-            else zero,
+            "prior": self._prior_term(w_opt) if prior is not None else zero,
         }
         loss = (
             terms["perceptual"]
@@ -253,6 +255,19 @@ class ProjectionState:
             + (s.prior_weight * terms["prior"] if prior is not None else zero)
         )  # [n]
         return loss, terms
+
+    def _prior_term(self, w_opt: torch.Tensor) -> torch.Tensor:
+        """``[n]``: the prior's penalty of the optimised variable ``[n, layers, w_dim]``, summed over layers.
+
+        In w it is ``prior.mahalanobis(w)``. In the whitened coefficients u the squared Mahalanobis distance
+        is ``|u|^2`` exactly; a prior with a ``radius_penalty`` (the Student-t) maps it through that, so the
+        two parametrizations optimise the same objective (the Gaussian's penalty is ``|u|^2`` itself).
+        """
+        if not self.in_prior:
+            return self.prior.mahalanobis(w_opt).sum(dim=1)
+        d2 = w_opt.square().sum(dim=2)  # [n, layers]
+        penalty = getattr(self.prior, "radius_penalty", None)
+        return (penalty(d2) if callable(penalty) else d2).sum(dim=1)
 
     def _precision(self):
         """Autocast context for the generator and LPIPS forward passes (``settings.precision``)."""
