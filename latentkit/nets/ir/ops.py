@@ -84,16 +84,16 @@ def _conv(attrs: dict, x: list[Value]) -> list[Value]:
 
 def _conv_transpose(attrs: dict, x: list[Value]) -> list[Value]:
     data, weight = x
-    if attrs["grouped"] and attrs["disjoint"] and weight.shape[1] == 1 and weight.shape[2] == 1:
-        # Kernel windows do not overlap (stride == kernel, no padding) and each output is one product of
-        # one input: out[n, c, i * kh + a, j * kw + b] = data[n, c, i, j] * weight[c, 0, 0, a, b].
+    if (not torch.is_grad_enabled() and attrs["grouped"] and attrs["disjoint"] and weight.shape[1] == 1
+            and weight.shape[2] == 1 and weight.shape[4] == 1 and data.is_contiguous()):
+        # Kernel windows do not overlap (stride == kernel, no padding), so each output is one product of one
+        # input: out[n, c, i * kh + a, j] = data[n, c, i, j] * weight[c, 0, 0, a, 0], a broadcast multiply.
+        # (Under autograd its gradient would come back in [N, C, H, W] layout; oneDNN's stays channels-last.)
         n, c, h, w = data.shape
-        kh, kw = weight.shape[3:]
-        if kw == 1 and data.is_contiguous():  # [N, C, H, kh, W]: a broadcast multiply with W innermost
-            out = data[:, :, :, None, :] * weight.reshape(1, c, 1, kh, 1)
-            return [out.reshape(n, c, h * kh, w)]
-        if data.device.type == "cpu":  # oneDNN's transposed convolution is fast on channels-last tensors
-            data = data.contiguous(memory_format=torch.channels_last)
+        kh = weight.shape[3]
+        return [(data[:, :, :, None, :] * weight.reshape(1, c, 1, kh, 1)).reshape(n, c, h * kh, w)]
+    if data.device.type == "cpu":  # oneDNN: fast on channels-last tensors, and so are its gradients
+        data = data.contiguous(memory_format=torch.channels_last)
     groups = 1
     if attrs["grouped"]:  # [G, C_in/G, C_out/G, kH, kW] -> [C_in, C_out/G, kH, kW]
         groups = weight.shape[0]

@@ -137,6 +137,8 @@ class _StyleGradient(torch.autograd.Function):
         pixels, s, wt, out = ctx.saved_tensors
         s_shape, b_shape, nz_shape = ctx.shapes
         n, c_out, h, w = grad.shape
+        if grad.device.type == "cpu":  # the layout of out and of the GEMM below: one transpose, then fast passes
+            grad = grad.contiguous(memory_format=torch.channels_last)
         if out is not None:  # d leaky_relu from its output (same sign as its input for a positive slope)
             grad = torch.ops.aten.leaky_relu_backward(grad, out, ctx.slope, True)
         g = grad.permute(0, 2, 3, 1).reshape(n, h * w, c_out)  # [N, HW, C_out], a view when channels-last
