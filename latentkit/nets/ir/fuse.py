@@ -8,6 +8,13 @@
 (bracketed layers optional, the two Adds in either order), where every intermediate value has exactly one
 consumer, so that :class:`~latentkit.nets.ir.program.IRProgram` can run the chain as one
 :func:`~latentkit.nets.ops.separable_modconv.separable_modconv` call (:func:`run_separable_modconv`).
+
+:func:`find_subband_upsamples` finds the inverse wavelet steps between them::
+
+    Add(up(Add(up(p0), up(p1))), up(Add(up(p2), up(p3))))
+
+(``up``: a depthwise transposed convolution with disjoint windows), run as one
+:func:`~latentkit.nets.ops.subband_upsample.subband_upsample` (:func:`run_subband_upsample`).
 """
 
 from __future__ import annotations
@@ -18,12 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from latentkit.nets.ir.ops import parse_attrs
 from latentkit.nets.ops.separable_modconv import separable_modconv
+from latentkit.nets.ops.subband_upsample import compose_kernels, subband_upsample
 
 if TYPE_CHECKING:
     from latentkit.nets.ir.graph import IRGraph, IRLayer
 
-__all__ = ["SeparableModConvMatch", "find_separable_modconvs", "run_separable_modconv"]
+__all__ = [
+    "SeparableModConvMatch", "SubbandUpsampleMatch", "find_separable_modconvs", "find_subband_upsamples",
+    "run_separable_modconv", "run_subband_upsample",
+]
 
 Key = tuple[int, int]  # (layer id, input index): what IRProgram.forward's ``replace`` addresses
 Ref = tuple[int, int]  # (layer id, output port id)
@@ -177,3 +189,94 @@ def run_separable_modconv(
         data, v["styles"], v["weight"], v.get("bias"), noise=v.get("noise"), slope=attrs["slope"],
         depthwise=None if dw is None else dw.reshape((-1,) + tuple(dw.shape[2:])), padding=attrs["padding"], out=out,
     )]
+
+
+@dataclass(frozen=True)
+class SubbandUpsampleMatch:
+    """One matched inverse wavelet step.
+
+    Attributes:
+        layers: ids of the nine layers it replaces (the final Add last).
+        inputs: slot name -> (replace key, producer ref): ``part0..3`` (the sub-bands), ``inner0..3`` (their
+            first up-sampling kernels, ``[C, 1, 1, kh, kw]``) and ``outer0``, ``outer1`` (the second, for parts
+            0-1 and 2-3).
+    """
+
+    layers: tuple[int, ...]
+    inputs: dict[str, tuple[Key, Ref]]
+
+
+def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
+    """All matches of ``Add(up(Add(up, up)), up(Add(up, up)))`` with single-use intermediates, in graph order."""
+    layers = graph.layers
+    uses = Counter((e.from_layer, e.from_port) for e in graph.edges)
+    producers: dict[int, dict[int, Ref]] = {}
+    for e in graph.edges:
+        producers.setdefault(e.to_layer, {})[e.to_port] = (e.from_layer, e.from_port)
+
+    def inputs_of(lid: int) -> list[Ref]:
+        ports = producers.get(lid, {})
+        return [ports[p.id] for p in layers[lid].inputs] if all(p.id in ports for p in layers[lid].inputs) else []
+
+    def single_use(lid: int) -> bool:
+        outs = layers[lid].outputs
+        return len(outs) == 1 and uses[(lid, outs[0].id)] == 1
+
+    def up(ref: Ref) -> tuple[int, Ref, Ref] | None:
+        """(layer, data ref, kernel ref) if ``ref`` is a single-use disjoint depthwise up-sampling."""
+        layer = layers[ref[0]]
+        if layer.type != "GroupConvolutionBackpropData" or not single_use(layer.id):
+            return None
+        refs = inputs_of(layer.id)
+        kernel = layers[refs[1][0]] if len(refs) == 2 else None
+        if kernel is None or kernel.type != "Const" or kernel.value is None or kernel.value.ndim != 5:
+            return None
+        if tuple(kernel.value.shape[1:3]) != (1, 1):
+            return None
+        try:
+            disjoint = parse_attrs(layer)["disjoint"]
+        except (ValueError, KeyError, TypeError, OverflowError):  # CheckpointError is a ValueError
+            return None  # malformed: the op-by-op path reports it, naming the layer
+        return (layer.id, refs[0], refs[1]) if disjoint else None
+
+    def pair(ref: Ref) -> tuple[list[int], list[tuple[int, Ref, Ref]]] | None:
+        """An Add of two up-samplings with the same kernel shape: (the Add, its two up-samplings)."""
+        layer = layers[ref[0]]
+        if layer.type != "Add" or not single_use(layer.id):
+            return None
+        terms = [up(r) for r in inputs_of(layer.id)]
+        if len(terms) != 2 or None in terms:
+            return None
+        return [layer.id], terms
+
+    matches = []
+    for top in graph.topological_order():
+        if top.type != "Add":
+            continue
+        outer = [up(r) for r in inputs_of(top.id)]
+        if len(outer) != 2 or None in outer:
+            continue
+        inner = [pair(o[1]) for o in outer]
+        if None in inner:
+            continue
+        ups = [t for _, terms in inner for t in terms]
+        kernels = [layers[t[2][0]].value.shape for t in ups] + [layers[o[2][0]].value.shape for o in outer]
+        if len({k[0] for k in kernels}) != 1 or len({k[3:] for k in kernels[:4]}) != 1 or len({k[3:] for k in kernels[4:]}) != 1:
+            continue
+        slots: dict[str, tuple[Key, Ref]] = {}
+        for q, (lid, data, kernel) in enumerate(ups):
+            slots[f"part{q}"] = ((lid, 0), data)
+            slots[f"inner{q}"] = ((lid, 1), kernel)
+        for k, (lid, _, kernel) in enumerate(outer):
+            slots[f"outer{k}"] = ((lid, 1), kernel)
+        chain = [t[0] for t in ups] + [a for adds, _ in inner for a in adds] + [o[0] for o in outer] + [top.id]
+        matches.append(SubbandUpsampleMatch(tuple(chain), slots))
+    return matches
+
+
+def run_subband_upsample(attrs: dict[str, Any], x: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Run one matched inverse wavelet step: ``attrs['slots']`` names the entries of ``x``."""
+    v = dict(zip(attrs["slots"], x, strict=True))
+    flat = {k: t.reshape(t.shape[0], t.shape[3], t.shape[4]) for k, t in v.items() if not k.startswith("part")}
+    kernels = [compose_kernels(flat[f"inner{q}"], flat[f"outer{q // 2}"]) for q in range(4)]
+    return [subband_upsample([v[f"part{q}"] for q in range(4)], kernels)]

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from latentkit.errors import CheckpointError, LatentkitError
-from latentkit.nets.ir.fuse import find_separable_modconvs, run_separable_modconv
+from latentkit.nets.ir.fuse import (
+    find_separable_modconvs, find_subband_upsamples, run_separable_modconv, run_subband_upsample,
+)
 from latentkit.nets.ir.ops import OPS, SUPPORTED_OPS, parse_attrs
 
 if TYPE_CHECKING:
@@ -37,8 +39,9 @@ class IRProgram(torch.nn.Module):
 
     Chains of layers that MobileStyleGAN's separable modulated convolutions consist of (style multiply,
     depthwise and 1x1 convolution, noise, bias, leaky ReLU) run as one fused operation
-    (:func:`~latentkit.nets.ops.separable_modconv.separable_modconv`); ``fuse=False`` runs every layer
-    on its own (the same function up to float rounding).
+    (:func:`~latentkit.nets.ops.separable_modconv.separable_modconv`), and so do its inverse wavelet steps
+    (:func:`~latentkit.nets.ops.subband_upsample.subband_upsample`); ``fuse=False`` runs every layer on
+    its own (the same function up to float rounding).
 
     Args:
         graph: the parsed IR (:func:`latentkit.load.openvino_ir.read_ir`).
@@ -75,10 +78,11 @@ class IRProgram(torch.nn.Module):
         self._steps: list[tuple[int, str, dict[str, Any], list[_Ref], list[tuple[int, int]], list[int]]] = []
         try:
             fused = {m.layers[-1]: m for m in find_separable_modconvs(graph)} if fuse else {}
+            upsamples = {m.layers[-1]: m for m in find_subband_upsamples(graph)} if fuse else {}
         except (ValueError, KeyError, TypeError, OverflowError) as err:
             raise CheckpointError(f"IR graph {graph.name!r}: malformed attributes ({err})") from err
-        absorbed = {lid for m in fused.values() for lid in m.layers[:-1]}
-        self.fused_layers = sum(len(m.layers) for m in fused.values())
+        absorbed = {lid for m in (*fused.values(), *upsamples.values()) for lid in m.layers[:-1]}
+        self.fused_layers = sum(len(m.layers) for m in (*fused.values(), *upsamples.values()))
         shared: dict[tuple, torch.Tensor] = {}  # constants that view the same BIN bytes share one tensor
         for layer in graph.topological_order():
             if layer.id in absorbed:
@@ -89,6 +93,12 @@ class IRProgram(torch.nn.Module):
                 keys = [key for key, _ in m.inputs.values()]
                 refs = [ref for _, ref in m.inputs.values()]
                 self._steps.append((layer.id, "SeparableModConv", attrs, refs, keys, [layer.outputs[0].id]))
+                continue
+            if layer.id in upsamples:
+                u = upsamples[layer.id]
+                keys, refs = [key for key, _ in u.inputs.values()], [ref for _, ref in u.inputs.values()]
+                self._steps.append((layer.id, "SubbandUpsample", {"slots": tuple(u.inputs)}, refs, keys,
+                                    [layer.outputs[0].id]))
                 continue
             if layer.type == "Const":
                 value = layer.value
@@ -182,6 +192,8 @@ class IRProgram(torch.nn.Module):
                 try:
                     if op == "SeparableModConv":
                         produced = run_separable_modconv(attrs, inputs, None if workspace is None else workspace.setdefault(i, {}))
+                    elif op == "SubbandUpsample":
+                        produced = run_subband_upsample(attrs, inputs)
                     else:
                         produced = OPS[op](attrs, inputs)
                     for port, value in zip(outs, produced, strict=True):

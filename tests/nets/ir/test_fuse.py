@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load"))
 from test_mobilestylegan import tiny_synthesis  # noqa: E402
 
 from latentkit.load.openvino_ir import read_ir  # noqa: E402
-from latentkit.nets.ir.fuse import find_separable_modconvs  # noqa: E402
+from latentkit.nets.ir.fuse import find_separable_modconvs, find_subband_upsamples  # noqa: E402
 from latentkit.nets.ir.program import IRProgram  # noqa: E402
 
 
@@ -26,7 +26,10 @@ def test_both_modulated_layers_of_the_tiny_ir_are_found():
     assert [graph.layers[m.layers[-1]].type for m in matches] == ["PReLU", "Add"]
     assert set(matches[0].inputs) == {"x", "styles", "depthwise", "weight", "noise", "bias"}
     assert set(matches[1].inputs) == {"x", "styles", "weight", "bias"} and matches[1].slope is None
-    assert fused.fused_layers == 9 and len(fused._steps) == len(plain._steps) - 7
+    (up,) = find_subband_upsamples(graph)  # the inverse Haar step: 6 up-samplings, 3 Adds
+    assert sorted(graph.layers[lid].type for lid in up.layers).count("GroupConvolutionBackpropData") == 6
+    assert set(up.inputs) == {f"part{q}" for q in range(4)} | {f"inner{q}" for q in range(4)} | {"outer0", "outer1"}
+    assert fused.fused_layers == 9 + 9 and len(fused._steps) == len(plain._steps) - 7 - 8
 
 
 def test_fused_program_equals_the_op_by_op_program_with_gradients():

@@ -1,0 +1,39 @@
+"""One grouped transposed convolution equals the op-by-op inverse wavelet step (float64, with gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latentkit.nets.ops.subband_upsample import compose_kernels, subband_upsample
+
+
+def _up(x, k):  # depthwise transposed convolution with disjoint windows; k [C, kh, kw]
+    return F.conv_transpose2d(x, k[:, None], stride=tuple(k.shape[1:]), groups=x.shape[1])
+
+
+@pytest.mark.parametrize("inner_shape, outer_shape", [((2, 1), (1, 2)), ((1, 2), (2, 1)), ((1, 3), (2, 2))])
+def test_equals_the_six_upsamplings_and_three_adds(inner_shape, outer_shape):
+    g = torch.Generator().manual_seed(0)
+    c = 3
+    base = torch.randn(2, 4 * c, 5, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+    parts = [base[:, :c], *base[:, c:].reshape(2, c, 3, 5, 4).unbind(2)]  # views, as the IR splits them
+    inner = [torch.randn(c, *inner_shape, dtype=torch.float64, generator=g) for _ in range(4)]
+    outer = [torch.randn(c, *outer_shape, dtype=torch.float64, generator=g) for _ in range(2)]
+    lo = _up(parts[0], inner[0]) + _up(parts[1], inner[1])
+    hi = _up(parts[2], inner[2]) + _up(parts[3], inner[3])
+    ref = _up(lo, outer[0]) + _up(hi, outer[1])
+    ours = subband_upsample(parts, [compose_kernels(inner[q], outer[q // 2]) for q in range(4)])
+    assert ours.shape == ref.shape == (2, c, 5 * inner_shape[0] * outer_shape[0], 4 * inner_shape[1] * outer_shape[1])
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    (ga,) = torch.autograd.grad((ours * probe).sum(), base)
+    (gb,) = torch.autograd.grad((ref * probe).sum(), base)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+
+
+def test_composed_kernel_places_each_product():
+    inner = torch.tensor([[[2.0], [3.0]]])  # [1, 2, 1]: rows
+    outer = torch.tensor([[[5.0, 7.0]]])  # [1, 1, 2]: columns
+    torch.testing.assert_close(compose_kernels(inner, outer), torch.tensor([[[10.0, 14.0], [15.0, 21.0]]]))
