@@ -271,8 +271,10 @@ def _latentkit_steps(G, target, net, num_steps: int, timed: int) -> list[float]:
 
 
 def bench_project(args: argparse.Namespace) -> dict:
+    from latentkit.cpu_memory import retain_freed_memory
     from latentkit.projection.lpips import lpips_vgg
 
+    retain_freed_memory()  # as load_generator does for a user's network (both arms run in this process)
     torch.set_num_threads(args.threads[0])
     G, net = _net256(), lpips_vgg("random")
     with torch.no_grad():
