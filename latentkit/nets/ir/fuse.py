@@ -197,13 +197,16 @@ class SubbandUpsampleMatch:
 
     Attributes:
         layers: ids of the nine layers it replaces (the final Add last).
-        inputs: slot name -> (replace key, producer ref): ``part0..3`` (the sub-bands), ``inner0..3`` (their
-            first up-sampling kernels, ``[C, 1, 1, kh, kw]``) and ``outer0``, ``outer1`` (the second, for parts
-            0-1 and 2-3).
+        inputs: slot name -> (replace key, producer ref): ``part0..3`` (the sub-bands), or ``x`` when they are
+            channels of one tensor; ``inner0..3`` (their first up-sampling kernels, ``[C, 1, 1, kh, kw]``) and
+            ``outer0``, ``outer1`` (the second, for parts 0-1 and 2-3).
+        channels: with ``x``: ``channels[c * 4 + q]`` is the channel of ``x`` holding sub-band ``q`` of
+            channel ``c``; None with ``part0..3``.
     """
 
     layers: tuple[int, ...]
     inputs: dict[str, tuple[Key, Ref]]
+    channels: tuple[int, ...] | None = None
 
 
 def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
@@ -270,13 +273,74 @@ def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
         for k, (lid, _, kernel) in enumerate(outer):
             slots[f"outer{k}"] = ((lid, 1), kernel)
         chain = [t[0] for t in ups] + [a for adds, _ in inner for a in adds] + [o[0] for o in outer] + [top.id]
-        matches.append(SubbandUpsampleMatch(tuple(chain), slots))
+        source = _split_source(graph, [t[1] for t in ups], uses)
+        channels = None
+        if source is not None:  # the four sub-bands are channels of one tensor: read them from it directly
+            views, (key, ref), channels = source
+            for q in range(4):
+                del slots[f"part{q}"]
+            slots = {"x": (key, ref), **slots}
+            chain = views + chain
+        matches.append(SubbandUpsampleMatch(tuple(chain), slots, channels))
     return matches
+
+
+def _split_source(graph: IRGraph, parts: list[Ref], uses: Counter) -> tuple[list[int], tuple[Key, Ref], tuple] | None:
+    """If the sub-bands are ``VariadicSplit(x, 1, [C, 3C])`` port 0 and the three ``Squeeze(VariadicSplit(
+    Reshape(port 1, [N, C, 3, H, W]), 2, [1, 1, 1]), 2)``, as MobileStyleGAN's export spells them: (the view
+    layers, x's (replace key, ref), the channel of x of each (c, q) in order ``c * 4 + q``); else None."""
+    layers = graph.layers
+
+    def producer(lid: int, k: int) -> Ref | None:
+        refs = graph.producers(lid)
+        return refs[k] if len(refs) > k else None
+
+    def const(ref: Ref | None) -> list[int] | None:
+        layer = None if ref is None else layers[ref[0]]
+        if layer is None or layer.type != "Const" or layer.value is None or layer.value.dtype.kind not in "iu":
+            return None
+        return [int(v) for v in layer.value.reshape(-1)]
+
+    def only_use(ref: Ref) -> bool:
+        return uses[ref] == 1
+
+    first = layers[parts[0][0]]
+    if first.type != "VariadicSplit" or len(first.outputs) != 2 or not all(only_use((first.id, p.id)) for p in first.outputs):
+        return None
+    axis, lengths = const(producer(first.id, 1)), const(producer(first.id, 2))
+    dims = [list(p.dims) for p in first.outputs]
+    if axis not in ([1], [-3]) or lengths is None or len(lengths) != 2 or parts[0] != (first.id, first.outputs[0].id):
+        return None
+    c = dims[0][1]
+    if len(dims[0]) != 4 or dims[1][1:] != [3 * c] + dims[0][2:]:
+        return None
+    squeezes = [layers[p[0]] for p in parts[1:]]
+    splits = {producer(sq.id, 0) for sq in squeezes}
+    if any(sq.type != "Squeeze" or const(producer(sq.id, 1)) not in ([2], [-3]) for sq in squeezes) or len(
+            {r[0] for r in splits if r is not None}) != 1:
+        return None
+    second = layers[next(iter(splits))[0]]
+    if second.type != "VariadicSplit" or const(producer(second.id, 1)) not in ([2], [-3]):
+        return None
+    if const(producer(second.id, 2)) != [1, 1, 1] or not all(only_use((second.id, p.id)) for p in second.outputs):
+        return None
+    reshape = layers[producer(second.id, 0)[0]]
+    if reshape.type != "Reshape" or producer(reshape.id, 0) != (first.id, first.outputs[1].id):
+        return None
+    if list(reshape.outputs[0].dims)[1:] != [c, 3] + dims[0][2:] or not only_use((reshape.id, reshape.outputs[0].id)):
+        return None
+    order = [p.id for p in second.outputs]
+    j = [order.index(producer(sq.id, 0)[1]) for sq in squeezes]  # which third each sub-band is
+    channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k + j[0], c + 3 * k + j[1], c + 3 * k + j[2]))
+    views = [first.id, reshape.id, second.id] + [sq.id for sq in squeezes]
+    return views, ((first.id, 0), producer(first.id, 0)), channels
 
 
 def run_subband_upsample(attrs: dict[str, Any], x: list[torch.Tensor]) -> list[torch.Tensor]:
     """Run one matched inverse wavelet step: ``attrs['slots']`` names the entries of ``x``."""
     v = dict(zip(attrs["slots"], x, strict=True))
-    flat = {k: t.reshape(t.shape[0], t.shape[3], t.shape[4]) for k, t in v.items() if not k.startswith("part")}
+    flat = {k: t.reshape(t.shape[0], t.shape[3], t.shape[4]) for k, t in v.items() if k.startswith(("inner", "outer"))}
     kernels = [compose_kernels(flat[f"inner{q}"], flat[f"outer{q // 2}"]) for q in range(4)]
+    if "x" in v:
+        return [subband_upsample(None, kernels, source=v["x"], channels=attrs["channels"])]
     return [subband_upsample([v[f"part{q}"] for q in range(4)], kernels)]

@@ -97,8 +97,8 @@ class IRProgram(torch.nn.Module):
             if layer.id in upsamples:
                 u = upsamples[layer.id]
                 keys, refs = [key for key, _ in u.inputs.values()], [ref for _, ref in u.inputs.values()]
-                self._steps.append((layer.id, "SubbandUpsample", {"slots": tuple(u.inputs)}, refs, keys,
-                                    [layer.outputs[0].id]))
+                attrs = {"slots": tuple(u.inputs), "channels": u.channels}
+                self._steps.append((layer.id, "SubbandUpsample", attrs, refs, keys, [layer.outputs[0].id]))
                 continue
             if layer.type == "Const":
                 value = layer.value

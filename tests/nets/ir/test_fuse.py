@@ -28,8 +28,10 @@ def test_both_modulated_layers_of_the_tiny_ir_are_found():
     assert set(matches[1].inputs) == {"x", "styles", "weight", "bias"} and matches[1].slope is None
     (up,) = find_subband_upsamples(graph)  # the inverse Haar step: 6 up-samplings, 3 Adds
     assert sorted(graph.layers[lid].type for lid in up.layers).count("GroupConvolutionBackpropData") == 6
-    assert set(up.inputs) == {f"part{q}" for q in range(4)} | {f"inner{q}" for q in range(4)} | {"outer0", "outer1"}
-    assert fused.fused_layers == 9 + 9 and len(fused._steps) == len(plain._steps) - 7 - 8
+    # The four sub-bands are read straight from the tensor the two splits, the reshape and the squeezes view.
+    assert set(up.inputs) == {"x"} | {f"inner{q}" for q in range(4)} | {"outer0", "outer1"}
+    assert up.channels == (0, 3, 4, 5, 1, 6, 7, 8, 2, 9, 10, 11)  # (ll_c, lh_c, hl_c, hh_c) for c = 0, 1, 2
+    assert fused.fused_layers == 9 + 9 + 6 and len(fused._steps) == len(plain._steps) - 7 - 8 - 6
 
 
 def test_fused_program_equals_the_op_by_op_program_with_gradients():

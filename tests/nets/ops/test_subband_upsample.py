@@ -37,3 +37,31 @@ def test_composed_kernel_places_each_product():
     inner = torch.tensor([[[2.0], [3.0]]])  # [1, 2, 1]: rows
     outer = torch.tensor([[[5.0, 7.0]]])  # [1, 1, 2]: columns
     torch.testing.assert_close(compose_kernels(inner, outer), torch.tensor([[[10.0, 14.0], [15.0, 21.0]]]))
+
+
+def test_reading_the_subbands_from_their_source_tensor():
+    g = torch.Generator().manual_seed(1)
+    c = 3
+    base = torch.randn(2, 4 * c, 5, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+    parts = [base[:, :c], *base[:, c:].reshape(2, c, 3, 5, 4).unbind(2)]
+    kernels = [torch.randn(c, 2, 2, dtype=torch.float64, generator=g) for _ in range(4)]
+    channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
+    ours = subband_upsample(None, kernels, source=base, channels=channels)
+    ref = subband_upsample(parts, kernels)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    (ga,) = torch.autograd.grad((ours * probe).sum(), base)
+    (gb,) = torch.autograd.grad((ref * probe).sum(), base)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+
+
+def test_any_channel_order_of_the_source():
+    """A permutation that is not MobileStyleGAN's layout takes the general gather: the same result."""
+    g = torch.Generator().manual_seed(2)
+    c = 2
+    base = torch.randn(1, 4 * c, 3, 3, dtype=torch.float64, generator=g).requires_grad_(True)
+    channels = tuple(torch.randperm(4 * c, generator=g).tolist())
+    parts = [base[:, [channels[k * 4 + q] for k in range(c)]] for q in range(4)]
+    kernels = [torch.randn(c, 1, 2, dtype=torch.float64, generator=g) for _ in range(4)]
+    torch.testing.assert_close(subband_upsample(None, kernels, source=base, channels=channels),
+                               subband_upsample(parts, kernels), rtol=1e-12, atol=1e-12)
