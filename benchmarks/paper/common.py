@@ -167,7 +167,7 @@ def save_grid(rows: list[torch.Tensor], path: Path, *, cell: int = 128, labels: 
     from PIL import Image, ImageDraw
 
     cols = max(len(r) for r in rows)
-    pad = 150 if labels else 0
+    pad = 250 if labels else 0
     canvas = Image.new("RGB", (pad + cols * cell, len(rows) * cell), "white")
     draw = ImageDraw.Draw(canvas)
     for i, r in enumerate(rows):
@@ -176,6 +176,6 @@ def save_grid(rows: list[torch.Tensor], path: Path, *, cell: int = 128, labels: 
         for j, a in enumerate(arr):
             canvas.paste(Image.fromarray(a if a.shape[2] == 3 else a.repeat(3, 2)), (pad + j * cell, i * cell))
         if labels:
-            draw.text((4, i * cell + cell // 2), labels[i][:24], fill="black")
+            draw.text((4, i * cell + cell // 2), labels[i][:42], fill="black")
     canvas.save(path)
     return path
