@@ -129,10 +129,22 @@ def init_distributed(device: Any = None, *, timeout: datetime.timedelta = DEFAUL
 
 
 def _destroy() -> None:
+    """At exit: wait for every rank (at most a minute), then tear the group down. gloo aborts a process
+    (``terminate called without an active exception``) that destroys its group while a peer still sends."""
+    import datetime
+
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except RuntimeError:  # a peer is gone already: nothing to wait for
+        pass
+    dist.destroy_process_group()
 
 
 def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
