@@ -13,6 +13,15 @@ def _up(x, k):  # depthwise transposed convolution with disjoint windows; k [C, 
     return F.conv_transpose2d(x, k[:, None], stride=tuple(k.shape[1:]), groups=x.shape[1])
 
 
+def _assert_same_values_and_gradients(ours, ref, base, g):
+    """Equal outputs, and equal gradients w.r.t. ``base`` of a random linear functional of them."""
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    (ga,) = torch.autograd.grad((ours * probe).sum(), base)
+    (gb,) = torch.autograd.grad((ref * probe).sum(), base)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("inner_shape, outer_shape", [((2, 1), (1, 2)), ((1, 2), (2, 1)), ((1, 3), (2, 2))])
 def test_equals_the_six_upsamplings_and_three_adds(inner_shape, outer_shape):
     g = torch.Generator().manual_seed(0)
@@ -26,11 +35,7 @@ def test_equals_the_six_upsamplings_and_three_adds(inner_shape, outer_shape):
     ref = _up(lo, outer[0]) + _up(hi, outer[1])
     ours = subband_upsample(parts, [compose_kernels(inner[q], outer[q // 2]) for q in range(4)])
     assert ours.shape == ref.shape == (2, c, 5 * inner_shape[0] * outer_shape[0], 4 * inner_shape[1] * outer_shape[1])
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
-    (ga,) = torch.autograd.grad((ours * probe).sum(), base)
-    (gb,) = torch.autograd.grad((ref * probe).sum(), base)
-    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+    _assert_same_values_and_gradients(ours, ref, base, g)
 
 
 def test_composed_kernel_places_each_product():
@@ -48,11 +53,7 @@ def test_reading_the_subbands_from_their_source_tensor():
     channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
     ours = subband_upsample(None, kernels, source=base, channels=channels)
     ref = subband_upsample(parts, kernels)
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
-    (ga,) = torch.autograd.grad((ours * probe).sum(), base)
-    (gb,) = torch.autograd.grad((ref * probe).sum(), base)
-    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+    _assert_same_values_and_gradients(ours, ref, base, g)
 
 
 def test_any_channel_order_of_the_source():
