@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from latentkit.errors import CheckpointError
 from latentkit.nets.ir.ops import parse_attrs
 from latentkit.nets.ops.separable_modconv import separable_modconv
 from latentkit.nets.ops.subband_upsample import compose_kernels, subband_upsample
@@ -78,27 +79,40 @@ def _plain(layer: IRLayer) -> bool:
     )
 
 
+def _uses(graph: IRGraph) -> Counter:
+    """How many edges leave each ``(layer, output port)``."""
+    return Counter((e.from_layer, e.from_port) for e in graph.edges)
+
+
+def _inputs_of(graph: IRGraph, lid: int) -> list[Ref]:
+    """The producers of every input of ``lid``, or [] if one is unconnected (then nothing is fused there;
+    the op-by-op path reports the layer)."""
+    try:
+        return graph.producers(lid)
+    except CheckpointError:
+        return []
+
+
+def _single_use(graph: IRGraph, uses: Counter, lid: int) -> bool:
+    """``lid`` has one output, read by exactly one edge."""
+    outs = graph.layers[lid].outputs
+    return len(outs) == 1 and uses[(lid, outs[0].id)] == 1
+
+
 def find_separable_modconvs(graph: IRGraph) -> list[SeparableModConvMatch]:
     """All non-overlapping matches of the separable modulated layer pattern, in graph order."""
     layers = graph.layers
-    uses = Counter((e.from_layer, e.from_port) for e in graph.edges)
-    consumers: dict[int, list[int]] = {}
-    producers: dict[int, dict[int, Ref]] = {}
-    for e in graph.edges:
-        consumers.setdefault(e.from_layer, []).append(e.to_layer)
-        producers.setdefault(e.to_layer, {})[e.to_port] = (e.from_layer, e.from_port)
+    uses = _uses(graph)
 
     def inputs_of(lid: int) -> list[Ref]:
-        ports = producers.get(lid, {})
-        return [ports[p.id] for p in layers[lid].inputs] if all(p.id in ports for p in layers[lid].inputs) else []
+        return _inputs_of(graph, lid)
 
     def const(ref: Ref):
         layer = layers[ref[0]]
         return layer.value if layer.type == "Const" and layer.value is not None else None
 
     def single_use(lid: int) -> bool:
-        outs = layers[lid].outputs
-        return len(outs) == 1 and uses[(lid, outs[0].id)] == 1
+        return _single_use(graph, uses, lid)
 
     matches = []
     for conv in graph.topological_order():
@@ -137,7 +151,7 @@ def find_separable_modconvs(graph: IRGraph) -> list[SeparableModConvMatch]:
         # Forward from the 1x1 convolution: optional noise and bias Adds, then an optional PReLU.
         tail, slope = conv.id, None
         while single_use(tail):
-            (nxt,) = consumers[tail]
+            nxt = graph.consumers(tail)[0].to_layer
             layer = layers[nxt]
             add_refs = inputs_of(nxt)
             if layer.type == "Add" and len(add_refs) == 2:
@@ -212,18 +226,13 @@ class SubbandUpsampleMatch:
 def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
     """All matches of ``Add(up(Add(up, up)), up(Add(up, up)))`` with single-use intermediates, in graph order."""
     layers = graph.layers
-    uses = Counter((e.from_layer, e.from_port) for e in graph.edges)
-    producers: dict[int, dict[int, Ref]] = {}
-    for e in graph.edges:
-        producers.setdefault(e.to_layer, {})[e.to_port] = (e.from_layer, e.from_port)
+    uses = _uses(graph)
 
     def inputs_of(lid: int) -> list[Ref]:
-        ports = producers.get(lid, {})
-        return [ports[p.id] for p in layers[lid].inputs] if all(p.id in ports for p in layers[lid].inputs) else []
+        return _inputs_of(graph, lid)
 
     def single_use(lid: int) -> bool:
-        outs = layers[lid].outputs
-        return len(outs) == 1 and uses[(lid, outs[0].id)] == 1
+        return _single_use(graph, uses, lid)
 
     def up(ref: Ref) -> tuple[int, Ref, Ref] | None:
         """(layer, data ref, kernel ref) if ``ref`` is a single-use disjoint depthwise up-sampling."""
@@ -292,7 +301,7 @@ def _split_source(graph: IRGraph, parts: list[Ref], uses: Counter) -> tuple[list
     layers = graph.layers
 
     def producer(lid: int, k: int) -> Ref | None:
-        refs = graph.producers(lid)
+        refs = _inputs_of(graph, lid)
         return refs[k] if len(refs) > k else None
 
     def const(ref: Ref | None) -> list[int] | None:
