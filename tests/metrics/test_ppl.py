@@ -82,8 +82,13 @@ def test_fp32_precision_is_nvidias_setting(G32, random_lpips):
     fp64 = perceptual_path_length(G32, **kwargs)
     assert fp32.precision == "fp32" and fp32.distances.dtype == np.float64
     assert np.all(np.isfinite(fp32.distances)) and np.all(fp32.distances > 0)
-    # float32 moves single values by percent at most (module docstring); never by a factor of 2.
-    np.testing.assert_allclose(fp32.distances, fp64.distances, rtol=0.5)
+    # float32's round-off in the two images of a pair does not shrink with their distance, so its error in a
+    # distance is a fraction of the distances' scale, not of each value: a near-zero distance may move by more
+    # than itself (an AVX2-only EPYC: 8.8e-5 -> 2.1e-4 with the largest at 0.066). Never by a factor of 2 at
+    # the scale of the path lengths, and the mean by a few percent at most.
+    scale = float(fp64.distances.max())
+    np.testing.assert_allclose(fp32.distances, fp64.distances, rtol=0.5, atol=0.02 * scale)
+    assert abs(fp32.distances.mean() - fp64.distances.mean()) <= 0.05 * fp64.distances.mean()
     with pytest.raises(InputError, match="precision must be one of"):
         perceptual_path_length(G32, precision="fp16", **kwargs)
 
