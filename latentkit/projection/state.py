@@ -214,8 +214,7 @@ class ProjectionState:
             loss.sum().backward()  # a sum keeps each image's gradient its own
             return torch.stack([loss.detach()] + [terms[k].detach() for k in LOSS_TERMS], dim=1).cpu()
 
-        parts = self._parts()
-        rows = run_per_core(forward_backward, parts) if self.device.type == "cpu" else [forward_backward(parts[0])]
+        rows = run_per_core(forward_backward, self._parts())  # one part (inline) except for CPU batches
         self.optimizer.step()
         for buf in self.noises.values():
             _renormalise(buf)

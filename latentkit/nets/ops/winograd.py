@@ -17,6 +17,8 @@ Gradients flow to the input through ordinary autograd (the transforms are linear
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -50,8 +52,12 @@ _AT = (
 )
 
 
-def _matrix(rows: tuple, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float64, device=like.device)
+@functools.lru_cache(maxsize=8)
+def _tile_transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B^T (x) B^T [36, 36], A^T (x) A^T [16, 36])``: (B^T d B)[a, b] = sum_ij BT[a, i] BT[b, j] d[i, j]."""
+    bt = torch.tensor(_BT, dtype=torch.float64, device=device)
+    at = torch.tensor(_AT, dtype=torch.float64, device=device)
+    return torch.kron(bt, bt).to(dtype), torch.kron(at, at).to(dtype)
 
 
 def winograd_filter(weight: torch.Tensor) -> torch.Tensor:
@@ -65,7 +71,7 @@ def winograd_filter(weight: torch.Tensor) -> torch.Tensor:
     """
     if weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"winograd_filter needs a [K, C, 3, 3] weight, got {list(weight.shape)}")
-    g = _matrix(_G, weight)
+    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
     u = torch.einsum("ai,kcij,bj->abck", g, weight.detach().to(torch.float64), g)  # [6, 6, C, K]
     return u.reshape(_ALPHA * _ALPHA, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
@@ -118,10 +124,7 @@ def winograd_conv3x3(x: torch.Tensor, filt: torch.Tensor, bias: torch.Tensor | N
     th, tw = -(-h // _TILE), -(-w // _TILE)  # tiles per column and row
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + tw * _TILE - w, 1, 1 + th * _TILE - h))  # [N, Hp, Wp, C]
     tiles = _Tiles.apply(xp)  # [36, P * C], P = N * th * tw
-    bt = _matrix(_BT, x)
-    at = _matrix(_AT, x)
-    b_in = torch.kron(bt, bt).to(x.dtype)  # [36, 36]: (B^T d B)[a, b] = sum_ij BT[a, i] BT[b, j] d[i, j]
-    a_out = torch.kron(at, at).to(x.dtype)  # [16, 36]
+    b_in, a_out = _tile_transforms(x.dtype, x.device)  # [36, 36], [16, 36]
     v = (b_in @ tiles).view(_ALPHA * _ALPHA, n * th * tw, c)  # [36, P, C]
     m = torch.bmm(v, filt)  # [36, P, K]
     y = (a_out @ m.view(_ALPHA * _ALPHA, -1)).view(_TILE, _TILE, n, th, tw, k)
