@@ -284,8 +284,7 @@ def bench_project(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads[0])
     G, net = _net256(), lpips_vgg("random")
     direct_net = lpips_vgg("random")  # NVIDIA's VGG16 (TorchScript) runs every layer as a direct convolution
-    if hasattr(direct_net.trunk, "fast_convolutions"):
-        direct_net.trunk.fast_convolutions = False
+    direct_net.trunk.fast_convolutions = False
     with torch.no_grad():
         targets = G.synthesis(G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0))))
     targets = targets.clamp(-1, 1)

@@ -51,20 +51,15 @@ def test_each_image_of_a_batch_is_independent_of_the_others(sg2, two_threads):
         torch.testing.assert_close(alone.losses, batch.losses[k : k + 1], rtol=1e-5, atol=1e-7)
 
 
-def test_run_per_core_keeps_order_threads_and_errors():
+def test_run_per_core_keeps_order_threads_and_errors(two_threads):
     from latentkit.projection.cpu_parallel import core_groups, run_per_core
 
     assert core_groups(1, 8) == (1, 8) and core_groups(4, 2) == (2, 1) and core_groups(3, 16) == (3, 5)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seen = run_per_core(lambda i: (i, torch.get_num_threads()), list(range(5)))
-        assert seen == [(i, 1) for i in range(5)] and torch.get_num_threads() == 2
-        with pytest.raises(ZeroDivisionError):
-            run_per_core(lambda i: 1 / (i - 3), list(range(5)))
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    seen = run_per_core(lambda i: (i, torch.get_num_threads()), list(range(5)))
+    assert seen == [(i, 1) for i in range(5)] and torch.get_num_threads() == 2
+    with pytest.raises(ZeroDivisionError):
+        run_per_core(lambda i: 1 / (i - 3), list(range(5)))
+    assert torch.get_num_threads() == 2
 
 
 def test_frozen_generator_with_autograd_uses_shared_weights(sg2):

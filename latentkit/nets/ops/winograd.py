@@ -9,10 +9,11 @@ matrix products ``[tiles, C] @ [C, K]``. The transforms here are Lavin's, with i
 Where it pays: on a CPU the tile transforms are memory passes that a direct convolution does not make, so
 it wins on deep layers (C, K >= 256: 1.7-2.1x forward + backward on an AVX2 EPYC, 2 threads) and loses on
 wide shallow ones (64 channels at 256 px: 0.63x); :class:`~latentkit.projection.lpips.PerceptualLoss`
-uses it only from 256 channels on. Its round-off is larger than a direct convolution's (about 8x in
-float32; the interpolation points 2 and -2 scale the transforms by up to 8): fine for a loss, so it is used
-in float32 on the CPU and nowhere it would change a reference output.
-Gradients flow to the input through ordinary autograd (the transforms are linear; the filter is a constant).
+uses it only from 256 channels on. Its round-off is larger than a direct convolution's (3-7x in float32
+on single layers; the interpolation points 2 and -2 scale the transforms by up to 8): fine for a loss, so it
+is used in float32 on the CPU and nowhere it would change a reference output.
+Gradients flow to the input (and bias): the transforms are linear and the filter a constant; only the
+tile extraction has its own backward.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class _Tiles(torch.autograd.Function):
     """The overlapping 6x6 input tiles (stride 4) of a padded ``[N, Hp, Wp, C]`` map as ``[36, P * C]``.
 
     Its backward adds the tiles' gradients back in two passes per axis (the 4 rows a tile owns, then the
-    2 it shares with the next tile), which is several times faster on the CPU than the generic
-    ``unfold`` backward.
+    2 it shares with the next tile) instead of the generic ``unfold`` backward, which took a fifth of a
+    deep layer's forward + backward on the CPU (LPIPS forward + backward 1.20x -> 1.37x direct with it).
     """
 
     @staticmethod
