@@ -9,9 +9,10 @@ matrix products ``[tiles, C] @ [C, K]``. The transforms here are Lavin's, with i
 Where it pays: on a CPU the tile transforms are memory passes that a direct convolution does not make, so
 it wins on deep layers (C, K >= 256: 1.7-2.1x forward + backward on an AVX2 EPYC, 2 threads) and loses on
 wide shallow ones (64 channels at 256 px: 0.63x); :class:`~latentkit.projection.lpips.PerceptualLoss`
-uses it only from 256 channels on. Its round-off is larger than a direct convolution's (3-7x in float32
-on single layers; the interpolation points 2 and -2 scale the transforms by up to 8): fine for a loss, so it
-is used in float32 on the CPU and nowhere it would change a reference output.
+uses it only for layers with 256 or more output channels. Its round-off is larger than a direct
+convolution's (3-7x in float32 on single layers; the interpolation points 2 and -2 scale the transforms by
+up to 8): fine for a loss, so it is used in float32 on the CPU and nowhere it would change a reference
+output.
 Gradients flow to the input (and bias): the transforms are linear and the filter a constant; only the
 tile extraction has its own backward.
 """

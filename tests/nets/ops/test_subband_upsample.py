@@ -66,3 +66,51 @@ def test_any_channel_order_of_the_source():
     kernels = [torch.randn(c, 1, 2, dtype=torch.float64, generator=g) for _ in range(4)]
     torch.testing.assert_close(subband_upsample(None, kernels, source=base, channels=channels),
                                subband_upsample(parts, kernels), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("c, inner_shape, outer_shape", [(3, (2, 1), (1, 2)), (8, (2, 1), (1, 2)), (5, (1, 3), (2, 2))])
+def test_one_kernel_for_every_channel_is_a_matrix_product(c, inner_shape, outer_shape):
+    """A wavelet (the same kernels in every channel) takes the matrix-product path: the same values and
+    gradients as the six transposed convolutions (square kernels through pixel_shuffle, others a copy)."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 4 * c, 5, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+    parts = [base[:, :c], *base[:, c:].reshape(2, c, 3, 5, 4).unbind(2)]
+    inner = [torch.randn(1, *inner_shape, dtype=torch.float64, generator=g).expand(c, -1, -1) for _ in range(4)]
+    outer = [torch.randn(1, *outer_shape, dtype=torch.float64, generator=g).expand(c, -1, -1) for _ in range(2)]
+
+    def reference():
+        lo = _up(parts[0], inner[0]) + _up(parts[1], inner[1])
+        hi = _up(parts[2], inner[2]) + _up(parts[3], inner[3])
+        return _up(lo, outer[0]) + _up(hi, outer[1])
+
+    kernels = [compose_kernels(inner[q], outer[q // 2]) for q in range(4)]
+    ours = subband_upsample(parts, kernels)
+    assert ours.shape == reference().shape
+    _assert_same_values_and_gradients(ours, reference(), base, g)
+    channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
+    from_source = subband_upsample(None, kernels, source=base, channels=channels)
+    _assert_same_values_and_gradients(from_source, reference(), base, g)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_styles_scale_the_source_channels_first(shared):
+    g = torch.Generator().manual_seed(4)
+    c = 3
+    base = torch.randn(2, 4 * c, 3, 4, dtype=torch.float64, generator=g).requires_grad_(True)
+    styles = torch.randn(2, 4 * c, 1, 1, dtype=torch.float64, generator=g).requires_grad_(True)
+    shape = (1, 2, 2)
+    kernels = [torch.randn(*shape, dtype=torch.float64, generator=g).expand(c, -1, -1) if shared
+               else torch.randn(c, *shape[1:], dtype=torch.float64, generator=g) for _ in range(4)]
+    channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
+    ours = subband_upsample(None, kernels, source=base, channels=channels, styles=styles)
+    ref = subband_upsample(None, kernels, source=base * styles, channels=channels)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+    for a, b in zip(torch.autograd.grad((ours * probe).sum(), (base, styles)),
+                    torch.autograd.grad((ref * probe).sum(), (base, styles))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # scaled in place, but never the caller's tensor
+        kept = base.detach().clone()
+        torch.testing.assert_close(subband_upsample(None, kernels, source=base, channels=channels, styles=styles[:1]),
+                                   subband_upsample(None, kernels, source=base * styles[:1], channels=channels))
+        assert torch.equal(base, kept)

@@ -73,8 +73,8 @@ def test_lpips_deep_layers_agree_with_direct_convolutions_and_float64_never_uses
     real = lpips_module.winograd_conv3x3
     monkeypatch.setattr(lpips_module, "winograd_conv3x3", lambda *args: calls.append(args[1].shape) or real(*args))
     fast = net(a, b)
-    deep = [m for m in net.trunk.features if isinstance(m, torch.nn.Conv2d) and m.in_channels >= WINOGRAD_MIN_CHANNELS]
-    assert len(calls) == 2 * len(deep) == 2 * 8  # conv3_2 .. conv5_3, for each of the two images
+    deep = [m for m in net.trunk.features if isinstance(m, torch.nn.Conv2d) and m.out_channels >= WINOGRAD_MIN_CHANNELS]
+    assert len(calls) == 2 * len(deep) == 2 * 9  # conv3_1 .. conv5_3, for each of the two images
     # Both are float32 evaluations of one function; LPIPS distances of unrelated images are O(1).
     torch.testing.assert_close(fast, direct, rtol=1e-4, atol=1e-5)
     calls.clear()
