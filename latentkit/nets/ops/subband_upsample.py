@@ -48,9 +48,8 @@ def subband_upsample(
     *,
     source: torch.Tensor | None = None,
     channels: tuple[int, ...] | None = None,
-    styles: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``sum_q conv_transpose2d(parts[q] * s_q, kernels[q], stride=kernel size, groups=C)`` in few passes.
+    """``sum_q conv_transpose2d(parts[q], kernels[q], stride=kernel size, groups=C)`` in few passes.
 
     Args:
         parts: ``Q`` tensors ``[N, C, H, W]`` (any strides, e.g. views of one split tensor), or None with
@@ -59,23 +58,15 @@ def subband_upsample(
         source: instead of ``parts``, one tensor ``[N, C_in, H, W]`` holding all sub-bands as channels ...
         channels: ... ``channels[c * Q + q]`` being the channel of ``source`` with sub-band ``q`` of channel
             ``c``. One gather builds the stacked input, and its gradient is one channels-last tensor.
-        styles: optional per-channel scales of ``source`` applied first, broadcastable to ``[N, C_in, 1, 1]``
-            (MobileStyleGAN modulates its wavelet coefficients just before the inverse transform).
 
     Returns:
         ``[N, C, H * KH, W * KW]`` (channels-last memory on the CPU).
     """
     q = len(kernels)
-    if styles is not None and source is None:
-        raise ValueError("subband_upsample: styles scale the channels of source; pass source and channels")
     if source is not None:
         n, _, h, w = source.shape
         c = len(channels) // q
         stacked = _stack_channels(source.permute(0, 2, 3, 1), channels, q)  # [N, H, W, C, Q]
-        if styles is not None:
-            s = _stack_channels(styles.reshape(styles.shape[0], 1, 1, -1).to(stacked.dtype), channels, q)
-            n = max(n, s.shape[0])
-            stacked = stacked.mul_(s) if not torch.is_grad_enabled() and s.shape[0] <= stacked.shape[0] else stacked * s
     else:
         n, c, h, w = parts[0].shape
         stacked = torch.stack([p.permute(0, 2, 3, 1) for p in parts], dim=-1)  # [N, H, W, C, Q]

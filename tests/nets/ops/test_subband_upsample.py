@@ -90,27 +90,3 @@ def test_one_kernel_for_every_channel_is_a_matrix_product(c, inner_shape, outer_
     channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
     from_source = subband_upsample(None, kernels, source=base, channels=channels)
     _assert_same_values_and_gradients(from_source, reference(), base, g)
-
-
-@pytest.mark.parametrize("shared", [True, False])
-def test_styles_scale_the_source_channels_first(shared):
-    g = torch.Generator().manual_seed(4)
-    c = 3
-    base = torch.randn(2, 4 * c, 3, 4, dtype=torch.float64, generator=g).requires_grad_(True)
-    styles = torch.randn(2, 4 * c, 1, 1, dtype=torch.float64, generator=g).requires_grad_(True)
-    shape = (1, 2, 2)
-    kernels = [torch.randn(*shape, dtype=torch.float64, generator=g).expand(c, -1, -1) if shared
-               else torch.randn(c, *shape[1:], dtype=torch.float64, generator=g) for _ in range(4)]
-    channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
-    ours = subband_upsample(None, kernels, source=base, channels=channels, styles=styles)
-    ref = subband_upsample(None, kernels, source=base * styles, channels=channels)
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-    probe = torch.randn(ref.shape, dtype=torch.float64, generator=g)
-    for a, b in zip(torch.autograd.grad((ours * probe).sum(), (base, styles)),
-                    torch.autograd.grad((ref * probe).sum(), (base, styles))):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():  # scaled in place, but never the caller's tensor
-        kept = base.detach().clone()
-        torch.testing.assert_close(subband_upsample(None, kernels, source=base, channels=channels, styles=styles[:1]),
-                                   subband_upsample(None, kernels, source=base * styles[:1], channels=channels))
-        assert torch.equal(base, kept)
