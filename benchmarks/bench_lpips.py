@@ -5,9 +5,9 @@
 Times one projection-style LPIPS evaluation (features of one image, distance to fixed target features,
 backward to the image) and its forward alone, with ``trunk.fast_convolutions`` True (Winograd F(4x4, 3x3)
 for layers with >= 256 output channels) and False (every layer a direct convolution, as the ``lpips``
-package and NVIDIA's VGG16 run), alternating within each round; ratios are medians of per-round ratios. Round-off: the LPIPS
-distance and its image gradient of both float32 paths against a float64 direct evaluation of the same
-network. Random backbone weights (the cost of the real ones). Writes benchmarks/results/bench_lpips.json.
+package and NVIDIA's VGG16 run), alternating within each round; ratios are medians of per-round ratios.
+Round-off: the LPIPS distance and its image gradient of both float32 paths against a float64 direct
+evaluation of the same network. Random backbone weights (the cost of the real ones). Writes benchmarks/results/bench_lpips.json.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ On a CPU, one small job (one image's forward and backward pass) spread over ever
 elementwise passes and small matrix products synchronise the cores at every op. Running ``k`` jobs at
 once, each on ``threads // k`` cores, keeps every core busy. On a 2-core AVX2 EPYC two matrix-product and
 convolution jobs at one thread each did 1.31x the work of the same two run in turn on two threads, and a
-projection batch of 4 ran 1.25x the images per second of batch 1 (``benchmarks/bench_speed.py project``). PyTorch releases the GIL inside its ops, so Python threads suffice.
+projection batch of 4 ran 1.25x the images per second of batch 1 (``benchmarks/bench_speed.py project``).
+PyTorch releases the GIL inside its ops, so Python threads suffice.
 """
 
 from __future__ import annotations
