@@ -7,7 +7,7 @@
     python benchmarks/bench_speed.py precision [--steps 60] [--threads 2]
 
 * ``msg``: MobileStyleGAN synthesis (1024 px, batch 1) in PyTorch against OpenVINO f32 on the same IR and
-  the same thread count (``INFERENCE_NUM_THREADS``): forward, forward+backward (w.r.t. ws), bf16 autocast
+  the same thread count (``INFERENCE_NUM_THREADS``): forward, forward+backward (w.r.t. ws, from a fixed image gradient), bf16 autocast
   forward, plus exactness (max |image - OpenVINO|) and the bf16 image error. Needs the random-face wheel
   (``LATENTKIT_CACHE``) and ``openvino``.
 * ``step``: one default-model projection step (MobileStyleGAN 1024 px, LPIPS VGG at 256 px, random LPIPS
@@ -23,8 +23,8 @@
 * ``sg3``: StyleGAN3-T synthesis (NVIDIA's default geometry, random weights) with the separable polyphase /
   strided filtering against NVIDIA's zero-insertion reference ops (``upfirdn2d.SEPARABLE_FAST_PATHS``).
 
-Prints ratios and writes ``benchmarks/results/bench_speed_<mode>_<cpu capability>.json`` (e.g. ``_avx512``). No GPU was available when the
-results in the repository were measured.
+Prints ratios and writes ``benchmarks/results/bench_speed_<mode>_<cpu kind>.json`` (``_avx2``, ``_avx512``,
+``_avx512_amx``). No GPU was available when the results in the repository were measured.
 """
 
 from __future__ import annotations
@@ -68,8 +68,30 @@ def _ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` says only ``x86_64``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_kind() -> str:
+    """``avx2``, ``avx512`` or ``avx512_amx``: the file suffix, since the ratios differ between CPU kinds."""
+    kind = torch.backends.cpu.get_cpu_capability().lower()
+    try:
+        if " amx_bf16" in Path("/proc/cpuinfo").read_text():
+            kind += "_amx"
+    except OSError:
+        pass
+    return kind
+
+
 def _machine(threads) -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": threads,
+    return {"cpu": _cpu_model(), "torch": torch.__version__, "threads": threads,
             "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "gpu": torch.cuda.is_available()}
 
 
@@ -113,9 +135,11 @@ def bench_msg(args: argparse.Namespace) -> dict:
             with torch.no_grad():
                 G.synthesis(ws)
 
-        def forward_backward():
+        upstream = torch.randn(1, 3, G.img_resolution, G.img_resolution, generator=torch.Generator().manual_seed(0))
+
+        def forward_backward():  # the network's own passes: a fixed gradient arrives at the image, no loss
             x = ws.clone().requires_grad_(True)
-            G.synthesis(x).square().mean().backward()
+            G.synthesis(x).backward(upstream)
 
         def forward_bf16():
             with torch.no_grad(), autocast("cpu", "bf16"):
@@ -474,8 +498,7 @@ def main() -> None:
     modes = {"msg": bench_msg, "step": bench_step, "project": bench_project, "sg3": bench_sg3, "precision": bench_precision}
     out = modes[args.mode](args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # One file per CPU kind (AVX512 / AVX2 ...): the ratios differ between the machines CI runs on.
-    path = RESULTS / f"bench_speed_{args.mode}_{torch.backends.cpu.get_cpu_capability().lower()}.json"
+    path = RESULTS / f"bench_speed_{args.mode}_{_cpu_kind()}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
 

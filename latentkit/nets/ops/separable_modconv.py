@@ -144,15 +144,26 @@ class _StyleGradient(torch.autograd.Function):
         g = grad.permute(0, 2, 3, 1).reshape(n, h * w, c_out)  # [N, HW, C_out], a view when channels-last
         need_y, need_s, _, need_b, need_nz, _ = ctx.needs_input_grad
         grad_y = grad_s = grad_b = grad_nz = None
-        if need_y or need_s:
-            big = (g.reshape(n * h * w, c_out) @ wt.t()).view(n, h * w, -1)  # [N, HW, C]
-            if need_s:
-                grad_s = (big * pixels).sum(1).unsqueeze(-1)  # [N, C, 1]
-                grad_s = grad_s.sum(0, keepdim=True) if s_shape[0] == 1 and n > 1 else grad_s
+        c = wt.shape[0]
+        if need_s and 4 * c_out > c:
+            big = (g.reshape(n * h * w, c_out) @ wt.t()).view(n, h * w, c)  # [N, HW, C]
+            grad_s = (big * pixels).sum(1).unsqueeze(-1)  # [N, C, 1]
             if need_y:
-                grad_y = big.mul_(s.transpose(1, 2)).view(n, h, w, -1)  # big is not needed again
-                grad_y = grad_y.sum(0, keepdim=True) if pixels.shape[0] == 1 and n > 1 else grad_y
-                grad_y = grad_y.permute(0, 3, 1, 2)  # [N, C, H, W], channels-last memory
+                grad_y = big.mul_(s.transpose(1, 2))  # big is not needed again
+        else:
+            # Few outputs (a to-image layer: 64 -> 12): dL/ds_c = sum_o W[c, o] * (pixels^T @ G)[c, o] is a
+            # product over the narrow gradient instead of a full [N, HW, C] one (1.5x this backward at 1 thread).
+            if need_s:
+                grad_s = (torch.matmul(pixels.transpose(1, 2), g) * wt).sum(-1, keepdim=True)  # [N, C, 1]
+            if need_y:
+                ws = (wt * s).transpose(1, 2)  # [Ns, C_out, C]: the forward's per-sample weights
+                grad_y = (g.reshape(n * h * w, c_out) @ ws[0]).view(n, h * w, c) if ws.shape[0] == 1 else g @ ws
+        if grad_s is not None and s_shape[0] == 1 and n > 1:
+            grad_s = grad_s.sum(0, keepdim=True)
+        if grad_y is not None:
+            grad_y = grad_y.view(n, h, w, c)
+            grad_y = grad_y.sum(0, keepdim=True) if pixels.shape[0] == 1 and n > 1 else grad_y
+            grad_y = grad_y.permute(0, 3, 1, 2)  # [N, C, H, W], channels-last memory
         if need_b:
             grad_b = g.sum((0, 1)).reshape(b_shape)
         if need_nz:

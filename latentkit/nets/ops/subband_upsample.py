@@ -84,10 +84,38 @@ def _stack_channels(pixels: torch.Tensor, channels: tuple[int, ...], q: int) -> 
     c = len(channels) // q
     low, high = channels[0], channels[1]
     if q == 4 and channels == tuple(i for k in range(c) for i in (low + k, *range(high + 3 * k, high + 3 * k + 3))):
-        # MobileStyleGAN's layout (ll block, then lh/hl/hh interleaved per channel): one concatenation, whose
-        # gradient is two slices (2-3x faster forward and backward than a general gather)
-        return torch.cat([pixels[..., low:low + c, None], pixels[..., high:high + 3 * c].reshape(n, h, w, c, 3)], -1)
+        # MobileStyleGAN's layout (ll block, then lh/hl/hh interleaved per channel): one concatenation
+        # (2-3x faster forward and backward than a general gather)
+        return _StackBlocks.apply(pixels, low, high, c)
     return pixels[..., torch.tensor(channels, device=pixels.device)].view(n, h, w, c, q)
+
+
+class _StackBlocks(torch.autograd.Function):
+    """``pixels [N, H, W, C_in]`` -> ``[N, H, W, C, 4]`` from the blocks ``[low, low + C)`` (sub-band 0) and
+    ``[high, high + 3C)`` (sub-bands 1-3 interleaved per channel), with a one-pass backward.
+
+    Autograd's own backward of the concatenation of two slices writes two zero-filled ``[N, H, W, C_in]``
+    gradients, copies each part into one and adds them (five full passes); this one writes each gradient
+    entry once.
+    """
+
+    @staticmethod
+    def forward(ctx, pixels, low, high, c):  # noqa: D102 - see the class docstring
+        n, h, w, c_in = pixels.shape
+        ctx.meta = (pixels.shape, low, high, c)
+        ll = pixels[..., low:low + c, None]
+        return torch.cat([ll, pixels[..., high:high + 3 * c].reshape(n, h, w, c, 3)], -1)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102 - see the class docstring
+        shape, low, high, c = ctx.meta
+        n, h, w, c_in = shape
+        covered = {*range(low, low + c), *range(high, high + 3 * c)}
+        make = torch.empty if len(covered) == c_in else torch.zeros  # channels no sub-band reads get 0
+        out = make(shape, dtype=grad.dtype, device=grad.device)
+        out[..., low:low + c].copy_(grad[..., 0])
+        out[..., high:high + 3 * c].view(n, h, w, c, 3).copy_(grad[..., 1:])
+        return out, None, None, None
 
 
 def _shared_kernel_upsample(stacked: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

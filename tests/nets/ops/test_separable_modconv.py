@@ -21,13 +21,13 @@ def _reference(x, s, weight, bias, depthwise, padding, noise, slope):
     return y if slope is None else F.leaky_relu(y, slope)
 
 
-def _inputs(n, ns, nn, seed=0):
+def _inputs(n, ns, nn, seed=0, c=3, c_out=4):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 5, 6, generator=g, dtype=torch.float64)
-    s = torch.randn(ns, 3, 1, 1, generator=g, dtype=torch.float64)
-    weight = torch.randn(4, 3, 1, 1, generator=g, dtype=torch.float64)
-    bias = torch.randn(1, 4, 1, 1, generator=g, dtype=torch.float64)
-    depthwise = torch.randn(3, 1, 3, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(n, c, 5, 6, generator=g, dtype=torch.float64)
+    s = torch.randn(ns, c, 1, 1, generator=g, dtype=torch.float64)
+    weight = torch.randn(c_out, c, 1, 1, generator=g, dtype=torch.float64)
+    bias = torch.randn(1, c_out, 1, 1, generator=g, dtype=torch.float64)
+    depthwise = torch.randn(c, 1, 3, 3, generator=g, dtype=torch.float64)
     noise = torch.randn(nn, 1, 5, 6, generator=g, dtype=torch.float64)
     return x, s, weight, bias, depthwise, noise
 
@@ -68,9 +68,10 @@ def test_gradcheck_in_every_input():
 @pytest.mark.parametrize("with_dw, with_noise, with_bias, slope", [
     (True, True, True, 0.2), (False, False, True, None), (True, False, False, 0.2), (False, True, False, None),
 ])
-def test_style_gradient_without_weight_gradient(n, ns, nn, with_dw, with_noise, with_bias, slope):
+@pytest.mark.parametrize("c, c_out", [(3, 4), (9, 2)])  # the second: the few-outputs (to-image) backward
+def test_style_gradient_without_weight_gradient(n, ns, nn, with_dw, with_noise, with_bias, slope, c, c_out):
     """Constant weights (a loaded network) take the backward pass that skips the weight gradient."""
-    x, s, weight, bias, dw, noise = _inputs(n, ns, nn, seed=2)
+    x, s, weight, bias, dw, noise = _inputs(n, ns, nn, seed=2, c=c, c_out=c_out)
     inputs = [x, s] + ([bias] if with_bias else []) + ([noise] if with_noise else [])
     for t in inputs:
         t.requires_grad_(True)
@@ -84,7 +85,7 @@ def test_style_gradient_without_weight_gradient(n, ns, nn, with_dw, with_noise, 
 
     assert torch.autograd.gradcheck(fn, tuple(inputs))
     # The same gradients as autograd through the op-by-op definition.
-    probe = torch.randn(max(n, ns), 4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    probe = torch.randn(max(n, ns), c_out, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     ours = torch.autograd.grad((fn(*inputs) * probe).sum(), inputs)
     ref = _reference(x, s, weight, bias if with_bias else None, dw if with_dw else None, (1, 1),
                      noise if with_noise else None, slope)

@@ -90,3 +90,21 @@ def test_one_kernel_for_every_channel_is_a_matrix_product(c, inner_shape, outer_
     channels = tuple(ch for k in range(c) for ch in (k, c + 3 * k, c + 3 * k + 1, c + 3 * k + 2))
     from_source = subband_upsample(None, kernels, source=base, channels=channels)
     _assert_same_values_and_gradients(from_source, reference(), base, g)
+
+
+@pytest.mark.parametrize("low, high, extra", [(0, 3, 0), (1, 5, 2), (9, 0, 1)])
+def test_stacking_blocks_of_a_wider_source(low, high, extra):
+    """MobileStyleGAN's block layout inside a source with channels no sub-band reads: those get a zero
+    gradient, the others exactly the gradient of the general gather (gradcheck, float64)."""
+    g = torch.Generator().manual_seed(4)
+    c = 3
+    base = torch.randn(2, 4 * c + extra, 3, 2, dtype=torch.float64, generator=g).requires_grad_(True)
+    channels = tuple(ch for k in range(c) for ch in (low + k, high + 3 * k, high + 3 * k + 1, high + 3 * k + 2))
+    parts = [base[:, [channels[k * 4 + q] for k in range(c)]] for q in range(4)]
+    kernels = [torch.randn(c, 2, 1, dtype=torch.float64, generator=g) for _ in range(4)]
+    ours = subband_upsample(None, kernels, source=base, channels=channels)
+    (grad,) = torch.autograd.grad(ours.sum(), base, retain_graph=True)
+    _assert_same_values_and_gradients(ours, subband_upsample(parts, kernels), base, g)
+    unread = sorted(set(range(4 * c + extra)) - set(channels))
+    assert len(unread) == extra and (grad[:, unread] == 0).all()
+    assert torch.autograd.gradcheck(lambda x: subband_upsample(None, kernels, source=x, channels=channels), (base,))
