@@ -3,7 +3,7 @@
     python benchmarks/bench_speed.py msg [--threads 1 2] [--rounds 7]
     python benchmarks/bench_speed.py step --baseline-src /path/to/older/checkout [--rounds 3]
     python benchmarks/bench_speed.py project [--rounds 3] [--steps 5]
-    python benchmarks/bench_speed.py sg3 [--resolution 256] [--rounds 3]
+    python benchmarks/bench_speed.py sg3 [--resolution 256] [--rounds 3] [--nvidia-src /path/to/NVlabs/stylegan3]
     python benchmarks/bench_speed.py precision [--steps 60] [--threads 2]
 
 * ``msg``: MobileStyleGAN synthesis (1024 px, batch 1) in PyTorch against OpenVINO f32 on the same IR and
@@ -21,7 +21,9 @@
 * ``precision``: two aligned example photos and two generated faces projected with ``precision='fp32'`` and ``'bf16'`` (default
   settings, real LPIPS weights): seconds per step and the final LPIPS / PSNR of each, both judged in fp32.
 * ``sg3``: StyleGAN3-T synthesis (NVIDIA's default geometry, random weights) with the separable polyphase /
-  strided filtering against NVIDIA's zero-insertion reference ops (``upfirdn2d.SEPARABLE_FAST_PATHS``).
+  strided filtering against NVIDIA's zero-insertion reference ops (``upfirdn2d.SEPARABLE_FAST_PATHS``); with
+  ``--nvidia-src`` also against NVIDIA's own network code from a local checkout (run, never copied), in fresh
+  processes with glibc's default malloc and with freed memory kept (latentkit's loader policy).
 
 Prints ratios and writes ``benchmarks/results/bench_speed_<mode>_<cpu kind>.json`` (``_avx2``, ``_avx512``,
 ``_avx512_amx``). No GPU was available when the results in the repository were measured.
@@ -446,6 +448,9 @@ def bench_sg3(args: argparse.Namespace) -> dict:
 
     from latentkit.cpu_memory import retain_freed_memory
 
+    # NVIDIA's code first, in fresh processes, while this one holds no memory (fwd+bwd peaks near 9-15 GB
+    # and a process keeping freed memory holds its peak: the two side by side exceeded a 24 GB machine).
+    nvidia = _sg3_nvidia_times(args) if args.nvidia_src else None
     retain_freed_memory()  # as load_generator does for a user's network
     torch.set_num_threads(args.threads[0])
     default = ops.SEPARABLE_FAST_PATHS
@@ -479,21 +484,92 @@ def bench_sg3(args: argparse.Namespace) -> dict:
            "image_max_abs_vs_reference_path": float((fast - ref).abs().max()), "times": times}
     print(f"SG3-T {args.resolution}: forward {out['forward_speedup']:.2f}x, fwd+bwd {out['forward_backward_speedup']:.2f}x "
           f"the zero-insertion reference ops; max |diff| {out['image_max_abs_vs_reference_path']:.2e}")
+    if nvidia is not None:
+        out["nvidia"] = _sg3_against_nvidia(nvidia, times)
     return out
+
+
+def _sg3_nvidia_times(args: argparse.Namespace) -> dict[str, list[float]]:
+    """NVIDIA's own StyleGAN3-T (``training/networks_stylegan3.py`` of a local checkout, its pure-PyTorch ops,
+    the same geometry and thread count) in fresh processes: once with glibc's default malloc (how it runs in
+    a user's process) and once keeping freed memory as latentkit's loaders do, after one warm-up call each."""
+    times: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for retain in (0, 1):
+            cmd = [sys.executable, __file__, "sg3-nvidia-worker", "--nvidia-src", args.nvidia_src, "--retain", str(retain),
+                   "--resolution", str(args.resolution), "--threads", str(args.threads[0])]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            row = json.loads(res.stdout.strip().splitlines()[-1])
+            for k, v in row.items():
+                times.setdefault(f"nvidia_{k}{'_retained_memory' if retain else ''}", []).append(v)
+            print({k: round(v[-1], 2) for k, v in times.items()})
+    return times
+
+
+def _sg3_against_nvidia(times: dict[str, list[float]], ours: dict[str, list[float]]) -> dict:
+    """Ratios of NVIDIA's medians (:func:`_sg3_nvidia_times`) to latentkit's (> 1: latentkit is faster)."""
+    ours_f, ours_fb = statistics.median(ours["latentkit_forward"]), statistics.median(ours["latentkit_forward_backward"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {"median_seconds": med, "times": times,
+           "forward_speedup": med["nvidia_forward"] / ours_f,
+           "forward_backward_speedup": med["nvidia_forward_backward"] / ours_fb,
+           "forward_speedup_same_memory_policy": med["nvidia_forward_retained_memory"] / ours_f,
+           "forward_backward_speedup_same_memory_policy": med["nvidia_forward_backward_retained_memory"] / ours_fb}
+    print(f"against NVIDIA's code: forward {out['forward_speedup']:.2f}x, fwd+bwd {out['forward_backward_speedup']:.2f}x "
+          f"(its process keeping freed memory too: {out['forward_speedup_same_memory_policy']:.2f}x, "
+          f"{out['forward_backward_speedup_same_memory_policy']:.2f}x)")
+    return out
+
+
+def _sg3_nvidia_worker(args: argparse.Namespace) -> None:
+    """Time NVIDIA's StyleGAN3-T from ``--nvidia-src`` (never part of this repository) and print JSON."""
+    import types
+
+    from packaging.version import parse
+
+    if args.retain:
+        from latentkit.cpu_memory import retain_freed_memory
+
+        retain_freed_memory()
+    torch.set_num_threads(args.threads[0])
+    sys.modules.setdefault("pkg_resources", types.SimpleNamespace(parse_version=parse))  # its conv2d_gradfix imports it
+    sys.path.insert(0, str(Path(args.nvidia_src).resolve()))
+    from training.networks_stylegan3 import Generator  # noqa: PLC0415 - the user's checkout, at run time
+
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=args.resolution, img_channels=3, channel_base=32768,
+                  channel_max=512, mapping_kwargs={"num_layers": 2}).eval().requires_grad_(False)  # its projector's setup
+    ws = G.mapping(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)), None)
+
+    def forward():
+        with torch.no_grad():
+            G.synthesis(ws)
+
+    def forward_backward():
+        x = ws.clone().requires_grad_(True)
+        G.synthesis(x).square().mean().backward()
+
+    forward(), forward_backward()  # warm-up
+    print(json.dumps({"forward": _seconds(forward), "forward_backward": _seconds(forward_backward)}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["msg", "step", "step-worker", "project", "sg3", "precision"])
+    parser.add_argument("mode", choices=["msg", "step", "step-worker", "project", "sg3", "sg3-nvidia-worker", "precision"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--baseline-src", default="/work/main")
     parser.add_argument("--precision", default="fp32", help="step-worker only")
+    parser.add_argument("--nvidia-src", default=None,
+                        help="sg3: also time NVIDIA's StyleGAN3 from this local checkout of NVlabs/stylegan3")
+    parser.add_argument("--retain", type=int, default=0, help="sg3-nvidia-worker only")
     args = parser.parse_args()
     if args.mode == "step-worker":
         _step_worker(args)
+        return
+    if args.mode == "sg3-nvidia-worker":
+        _sg3_nvidia_worker(args)
         return
     modes = {"msg": bench_msg, "step": bench_step, "project": bench_project, "sg3": bench_sg3, "precision": bench_precision}
     out = modes[args.mode](args)

@@ -216,11 +216,14 @@ class SubbandUpsampleMatch:
             ``outer0``, ``outer1`` (the second, for parts 0-1 and 2-3).
         channels: with ``x``: ``channels[c * 4 + q]`` is the channel of ``x`` holding sub-band ``q`` of
             channel ``c``; None with ``part0..3``.
+        shared_kernels: every channel has the same six kernels (a wavelet), read off the constants once so
+            that running the step needs no data-dependent check (a device sync on a GPU).
     """
 
     layers: tuple[int, ...]
     inputs: dict[str, tuple[Key, Ref]]
     channels: tuple[int, ...] | None = None
+    shared_kernels: bool = False
 
 
 def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
@@ -275,6 +278,8 @@ def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
         kernels = [layers[t[2][0]].value.shape for t in ups] + [layers[o[2][0]].value.shape for o in outer]
         if len({k[0] for k in kernels}) != 1 or len({k[3:] for k in kernels[:4]}) != 1 or len({k[3:] for k in kernels[4:]}) != 1:
             continue
+        values = [layers[t[2][0]].value for t in ups] + [layers[o[2][0]].value for o in outer]
+        shared = all(bool((v == v[:1]).all()) for v in values)
         slots: dict[str, tuple[Key, Ref]] = {}
         for q, (lid, data, kernel) in enumerate(ups):
             slots[f"part{q}"] = ((lid, 0), data)
@@ -290,7 +295,7 @@ def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
                 del slots[f"part{q}"]
             slots = {"x": (key, ref), **slots}
             chain = views + chain
-        matches.append(SubbandUpsampleMatch(tuple(chain), slots, channels))
+        matches.append(SubbandUpsampleMatch(tuple(chain), slots, channels, shared))
     return matches
 
 
@@ -350,6 +355,7 @@ def run_subband_upsample(attrs: dict[str, Any], x: list[torch.Tensor]) -> list[t
     v = dict(zip(attrs["slots"], x, strict=True))
     flat = {k: t.reshape(t.shape[0], t.shape[3], t.shape[4]) for k, t in v.items() if k.startswith(("inner", "outer"))}
     kernels = [compose_kernels(flat[f"inner{q}"], flat[f"outer{q // 2}"]) for q in range(4)]
+    shared = attrs.get("shared_kernels")
     if "x" in v:
-        return [subband_upsample(None, kernels, source=v["x"], channels=attrs["channels"])]
-    return [subband_upsample([v[f"part{q}"] for q in range(4)], kernels)]
+        return [subband_upsample(None, kernels, source=v["x"], channels=attrs["channels"], shared=shared)]
+    return [subband_upsample([v[f"part{q}"] for q in range(4)], kernels, shared=shared)]

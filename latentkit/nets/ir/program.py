@@ -97,7 +97,7 @@ class IRProgram(torch.nn.Module):
             if layer.id in upsamples:
                 u = upsamples[layer.id]
                 keys, refs = [key for key, _ in u.inputs.values()], [ref for _, ref in u.inputs.values()]
-                attrs = {"slots": tuple(u.inputs), "channels": u.channels}
+                attrs = {"slots": tuple(u.inputs), "channels": u.channels, "shared_kernels": u.shared_kernels}
                 self._steps.append((layer.id, "SubbandUpsample", attrs, refs, keys, [layer.outputs[0].id]))
                 continue
             if layer.type == "Const":

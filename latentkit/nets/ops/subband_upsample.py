@@ -48,6 +48,7 @@ def subband_upsample(
     *,
     source: torch.Tensor | None = None,
     channels: tuple[int, ...] | None = None,
+    shared: bool | None = None,
 ) -> torch.Tensor:
     """``sum_q conv_transpose2d(parts[q], kernels[q], stride=kernel size, groups=C)`` in few passes.
 
@@ -58,6 +59,8 @@ def subband_upsample(
         source: instead of ``parts``, one tensor ``[N, C_in, H, W]`` holding all sub-bands as channels ...
         channels: ... ``channels[c * Q + q]`` being the channel of ``source`` with sub-band ``q`` of channel
             ``c``. One gather builds the stacked input, and its gradient is one channels-last tensor.
+        shared: whether every channel has the same kernels (then one matrix product); None checks the
+            values, a read that waits for the device on a GPU.
 
     Returns:
         ``[N, C, H * KH, W * KW]`` (channels-last memory on the CPU).
@@ -72,7 +75,9 @@ def subband_upsample(
         stacked = torch.stack([p.permute(0, 2, 3, 1) for p in parts], dim=-1)  # [N, H, W, C, Q]
     kernel = torch.stack(kernels, dim=1).to(stacked.dtype)  # [C, Q, KH, KW]
     kh, kw = kernel.shape[-2:]
-    if bool((kernel == kernel[:1]).all()):  # one kernel for every channel (a wavelet): a matrix product
+    if shared is None:
+        shared = bool((kernel == kernel[:1]).all())
+    if shared:  # one kernel for every channel (a wavelet): a matrix product
         return _shared_kernel_upsample(stacked, kernel[0])
     stacked = stacked.reshape(n, h, w, c * q).permute(0, 3, 1, 2)  # [N, C * Q, H, W], channels-last memory
     return F.conv_transpose2d(stacked, kernel.reshape(c * q, 1, kh, kw), stride=(kh, kw), groups=c)

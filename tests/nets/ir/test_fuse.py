@@ -31,6 +31,7 @@ def test_both_modulated_layers_of_the_tiny_ir_are_found():
     # The four sub-bands are read straight from the tensor the two splits, the reshape and the squeezes view.
     assert set(up.inputs) == {"x"} | {f"inner{q}" for q in range(4)} | {"outer0", "outer1"}
     assert up.channels == (0, 3, 4, 5, 1, 6, 7, 8, 2, 9, 10, 11)  # (ll_c, lh_c, hl_c, hh_c) for c = 0, 1, 2
+    assert up.shared_kernels  # Haar: the same kernels in every channel, decided once from the constants
     assert fused.fused_layers == 9 + 9 + 6 and len(fused._steps) == len(plain._steps) - 7 - 8 - 6
 
 
@@ -42,6 +43,19 @@ def test_fused_program_equals_the_op_by_op_program_with_gradients():
     (ga,) = torch.autograd.grad(a.square().sum(), w)
     (gb,) = torch.autograd.grad(b.square().sum(), w)
     torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+
+
+def test_kernels_that_differ_between_channels_take_the_convolution_path():
+    graph = read_ir(*tiny_synthesis())
+    (up,) = find_subband_upsamples(graph)
+    layer = graph.layers[up.inputs["inner1"][1][0]]
+    layer.value = layer.value.copy()
+    layer.value[1] *= 3.0  # channel 1 of one kernel: no longer a wavelet
+    (changed,) = find_subband_upsamples(graph)
+    assert not changed.shared_kernels
+    fused, plain = IRProgram(graph).double(), IRProgram(graph, fuse=False).double()
+    w = torch.randn(2, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(fused(w), plain(w), rtol=1e-12, atol=1e-12)
 
 
 def test_replaced_noise_reaches_the_fused_layer():
