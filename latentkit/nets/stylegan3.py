@@ -150,12 +150,18 @@ def modulated_conv2d_sg3(
     demodulate: bool = True,
     padding: int = 0,
     input_gain: torch.Tensor | None = None,
+    fused: bool | None = None,
 ) -> torch.Tensor:
-    """StyleGAN3's modulated convolution (one grouped convolution for the whole batch).
+    """StyleGAN3's modulated convolution.
 
     With ``demodulate`` the weight is first divided by the RMS of each output filter and the styles by the
     RMS of the whole style tensor (all samples: this cancels in the demodulation except through its 1e-8
     epsilon, which makes results depend on the batch at the 1e-7 level, as in the original).
+
+    Fused (NVIDIA's only form): one grouped convolution with per-sample weights. Unfused: the styles scale
+    the input channels, one convolution with the shared weight, the demodulation scales the output channels:
+    the same function, but its backward never forms the per-sample weight gradient, which is as costly as
+    the convolution's input gradient and which nothing needs when the weight itself is constant.
 
     Args:
         x: ``[N, I, H, W]``.
@@ -164,15 +170,26 @@ def modulated_conv2d_sg3(
         demodulate: normalise each output filter of each sample to unit norm.
         padding: zero padding of the convolution.
         input_gain: scale of the input channels applied after demodulation, ``[]``, ``[I]`` or ``[N, I]``.
+        fused: True for the grouped convolution, False for the unfused form; None (default) chooses the
+            unfused form exactly when gradients are being recorded and ``weight`` needs none (projection).
 
     Returns:
         ``[N, O, H + 2 * padding - k + 1, W + 2 * padding - k + 1]``.
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
+    if fused is None:
+        fused = not (torch.is_grad_enabled() and not weight.requires_grad)
     if demodulate:
         weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
         styles = styles * styles.square().mean().rsqrt()
+    if not fused:
+        scale = styles if input_gain is None else styles * input_gain.expand(n, in_ch)  # [N, I]
+        y = F.conv2d(x * scale[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=padding)
+        if demodulate:  # 1 / |weight * styles[n]| per output filter: [N, O]
+            d = (styles.square() @ weight.square().sum([2, 3]).t() + 1e-8).rsqrt()
+            y = y * d[:, :, None, None].to(y.dtype)
+        return y
     w = weight.unsqueeze(0) * styles[:, None, :, None, None]  # [N, O, I, k, k]
     if demodulate:
         w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]

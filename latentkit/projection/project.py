@@ -8,7 +8,8 @@ autocorrelation of the noise inputs, which are renormalised after every step. Di
 
 * the noise inputs start from the generator's stored buffers (renormalised per image as after every
   step, instead of fresh Gaussian noise) and are returned, so the saved latents plus saved noise
-  reproduce :attr:`ProjectionResult.images` exactly;
+  reproduce :attr:`ProjectionResult.images` exactly when rendered without autograd, as here (with autograd
+  on a frozen network the modulated convolutions take their unfused form, equal up to float rounding);
 * with a prior, the run starts from the prior's mode mapped to W (``start='auto'``), not from the mean w,
   which lies far outside the prior's typical set;
 * ``space='w+'`` (the default) optimises one w per layer; ``'w'`` one w broadcast to all layers;

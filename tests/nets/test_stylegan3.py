@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latentkit.errors import ShapeError
-from latentkit.nets.stylegan3 import SynthesisInputSpec, SynthesisLayerSpec, StyleGAN3Generator
+from latentkit.nets.stylegan3 import SynthesisInputSpec, SynthesisLayerSpec, StyleGAN3Generator, modulated_conv2d_sg3
 from latentkit.nets.stylegan_xl import StyleGANXLGenerator
 
 INPUT = SynthesisInputSpec(channels=6, size=(12, 12), sampling_rate=4.0, bandwidth=1.0)
@@ -98,3 +98,37 @@ def test_wrong_resolution_is_reported():
     _randomize(G)
     with pytest.raises(ShapeError, match="expected resolution 16"):
         G.synthesis(torch.zeros(1, 3, 8))
+
+
+@pytest.mark.parametrize("demodulate, gain_shape", [(True, [5]), (True, None), (False, []), (True, [3, 5])])
+def test_unfused_modulated_conv_is_the_grouped_one_with_its_gradients(demodulate, gain_shape):
+    """Styles on the input, one shared convolution, demodulation on the output: the grouped convolution's
+    values and gradients (float64), and the default picks it only while recording gradients of a constant
+    weight."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 6, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    styles = torch.randn(3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(4, 5, 3, 3, dtype=torch.float64, generator=g)
+    gain = None if gain_shape is None else torch.rand(gain_shape, dtype=torch.float64, generator=g) + 0.5
+    kw = dict(demodulate=demodulate, padding=2, input_gain=gain)
+    fused = modulated_conv2d_sg3(x, weight, styles, fused=True, **kw)
+    unfused = modulated_conv2d_sg3(x, weight, styles, fused=False, **kw)
+    torch.testing.assert_close(unfused, fused, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(fused.shape, dtype=torch.float64, generator=g)
+    for a, b in zip(torch.autograd.grad((unfused * probe).sum(), (x, styles)),
+                    torch.autograd.grad((fused * probe).sum(), (x, styles)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    seen = []
+    real_conv2d = torch.nn.functional.conv2d
+
+    def spy(inp, w, *args, **kwargs):
+        seen.append(kwargs.get("groups", 1))
+        return real_conv2d(inp, w, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "conv2d", spy)
+        modulated_conv2d_sg3(x, weight, styles, **kw)  # constant weight, gradients recorded: unfused
+        with torch.no_grad():
+            modulated_conv2d_sg3(x, weight, styles, **kw)  # rendering: NVIDIA's grouped form
+        modulated_conv2d_sg3(x, weight.clone().requires_grad_(True), styles, **kw)  # weight gradient wanted
+    assert seen == [1, 3, 3]

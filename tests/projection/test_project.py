@@ -159,7 +159,10 @@ def test_stylegan3_has_no_noise():
     result = run(G, target, num_steps=3, **FAST)
     assert result.noises == {}
     assert result.ws.shape == (2, G.num_ws, G.w_dim)
-    assert torch.equal(G.synthesis(result.ws), result.images)
+    with torch.no_grad():  # as the projector renders: the grouped (fused) modulated convolution
+        assert torch.equal(G.synthesis(result.ws), result.images)
+    # With autograd on the frozen network the unfused form runs: the same image up to float rounding.
+    torch.testing.assert_close(G.synthesis(result.ws), result.images, rtol=0, atol=1e-5)
     assert torch.all(result.loss_terms["noise"] == 0)
 
 
