@@ -23,6 +23,19 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def invoke_cli(args, *, catch_exceptions: bool = False):
+    """Run ``latentkit ARGS`` in this process with Click's CliRunner (each argument passed through ``str``).
+
+    ``catch_exceptions=False`` (the default) lets an unexpected exception fail the test with its traceback;
+    errors the CLI reports itself still come back as a result with a non-zero ``exit_code``.
+    """
+    from click.testing import CliRunner
+
+    from latentkit.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=catch_exceptions)
+
+
 def reference_arrays(name: str) -> dict:
     """The reference outputs ``tests/data/reference-nets/<name>.npz``, as numpy arrays."""
     import numpy as np

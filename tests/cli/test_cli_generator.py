@@ -9,16 +9,14 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from latentkit import hub, load_generator
-from latentkit.cli import main
 from latentkit.generate import generate_images
 from latentkit.latent.guide import guide
 from latentkit.latent.sampling import one_hot
 
-from conftest import REFERENCE_NETS
+from conftest import REFERENCE_NETS, invoke_cli
 
 SG3T = str(REFERENCE_NETS / "sg3t_uncond_res32.pkl")
 SG2 = str(REFERENCE_NETS / "sg2ada_uncond_map8_res32.pkl")
@@ -27,8 +25,7 @@ SG2C = str(REFERENCE_NETS / "sg2ada_cond_map2_res32.pkl")  # 10 classes
 
 
 def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
+    return invoke_cli(args, catch_exceptions=True)
 
 
 def _png(path):

@@ -9,13 +9,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import REFERENCE_NETS
+from conftest import REFERENCE_NETS, invoke_cli
 from PIL import Image
 
 from latentkit.latent.prior_cache import cached_prior
 from latentkit import load_generator
-from latentkit.cli import main
 from latentkit.latent.compress import compress
 from latentkit.latent.guide import guide
 from latentkit.io import load_latents, to_uint8
@@ -32,7 +30,7 @@ SG2C = str(REFERENCE_NETS / "sg2ada_cond_map2_res32.pkl")
 
 
 def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+    return invoke_cli(args, catch_exceptions=True)
 
 
 def _png(path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import invoke_cli
 from PIL import Image
 
 import latentkit.cli.edit as cli_edit
@@ -24,8 +25,7 @@ from latentkit.load import load_generator
 NET = Path(__file__).parents[1] / "data" / "reference-nets" / "sg2ada_uncond_map8_res32.pkl"
 
 
-def run(args: list[str]):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
+run = invoke_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import invoke_cli
 from PIL import Image
 
 import latentkit.cli.evaluate as cli_eval
 from latentkit import io
-from latentkit.cli import main
 
 DATA = Path(__file__).parents[1] / "data"
 NET = str(DATA / "reference-nets" / "sg2ada_uncond_map8_res32.pkl")
@@ -25,8 +24,7 @@ ASTRONAUT = DATA / "photos" / "astronaut.jpg"
 HOPPER = DATA / "photos" / "grace_hopper.jpg"
 
 
-def run(args: list[str]):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+run = invoke_cli
 
 
 @pytest.fixture(scope="module")

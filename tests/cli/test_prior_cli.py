@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import invoke_cli
 
 import latentkit.cli.prior as cli_prior
 from latentkit.latent.prior_cache import cached_prior
@@ -23,8 +24,7 @@ from latentkit.latent.sampling import z_from_seed
 REFERENCE = Path(__file__).parents[1] / "data" / "reference-nets"
 
 
-def run(args: list[str]):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
+run = invoke_cli
 
 
 @pytest.fixture

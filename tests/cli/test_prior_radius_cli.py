@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import invoke_cli
 from PIL import Image
 
 import latentkit.cli.project as cli_project
@@ -23,8 +24,7 @@ api = importlib.import_module("latentkit.projection.project")
 NET = Path(__file__).parents[1] / "data" / "reference-nets" / "sg2ada_uncond_map8_res32.pkl"
 
 
-def run(args: list[str]):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
+run = invoke_cli
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import invoke_cli
 from PIL import Image
 
 import latentkit.cli.project as cli_project
@@ -22,8 +23,7 @@ api = importlib.import_module("latentkit.projection.project")  # the module; lat
 NET = Path(__file__).parents[1] / "data" / "reference-nets" / "sg2ada_uncond_map8_res32.pkl"
 
 
-def run(args: list[str]):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
+run = invoke_cli
 
 
 @pytest.fixture
