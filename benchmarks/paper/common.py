@@ -163,19 +163,11 @@ def mapped(G, seeds) -> torch.Tensor:
 
 
 def save_grid(rows: list[torch.Tensor], path: Path, *, cell: int = 128, labels: list[str] | None = None) -> Path:
-    """Save rows of images (each ``[K, C, H, W]`` in [-1, 1]) as one PNG, ``cell`` px per image."""
-    from PIL import Image, ImageDraw
+    """Save rows of images (each ``[K, C, H, W]`` in [-1, 1]) as one PNG through :func:`latentkit.grid.save_labelled_grid`
+    (tiles of at most ``cell`` px; a shorter row is filled with white)."""
+    from latentkit.grid import save_labelled_grid
 
     cols = max(len(r) for r in rows)
-    pad = 250 if labels else 0
-    canvas = Image.new("RGB", (pad + cols * cell, len(rows) * cell), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, r in enumerate(rows):
-        small = torch.nn.functional.interpolate(r.float(), size=(cell, cell), mode="area")
-        arr = ((small.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        for j, a in enumerate(arr):
-            canvas.paste(Image.fromarray(a if a.shape[2] == 3 else a.repeat(3, 2)), (pad + j * cell, i * cell))
-        if labels:
-            draw.text((4, i * cell + cell // 2), labels[i][:42], fill="black")
-    canvas.save(path)
-    return path
+    shape = rows[0].shape[1:]
+    filled = [torch.cat([r.float().cpu(), torch.ones((cols - len(r), *shape))]) for r in rows]
+    return save_labelled_grid(path, torch.cat(filled), cols=[""] * cols, rows=labels or [""] * len(rows), tile=cell)
