@@ -275,10 +275,10 @@ def find_subband_upsamples(graph: IRGraph) -> list[SubbandUpsampleMatch]:
         if None in inner:
             continue
         ups = [t for _, terms in inner for t in terms]
-        kernels = [layers[t[2][0]].value.shape for t in ups] + [layers[o[2][0]].value.shape for o in outer]
+        values = [layers[t[2][0]].value for t in ups] + [layers[o[2][0]].value for o in outer]
+        kernels = [v.shape for v in values]
         if len({k[0] for k in kernels}) != 1 or len({k[3:] for k in kernels[:4]}) != 1 or len({k[3:] for k in kernels[4:]}) != 1:
             continue
-        values = [layers[t[2][0]].value for t in ups] + [layers[o[2][0]].value for o in outer]
         shared = all(bool((v == v[:1]).all()) for v in values)
         slots: dict[str, tuple[Key, Ref]] = {}
         for q, (lid, data, kernel) in enumerate(ups):

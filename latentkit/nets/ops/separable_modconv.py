@@ -156,8 +156,8 @@ class _StyleGradient(torch.autograd.Function):
             if need_s:
                 grad_s = (torch.matmul(pixels.transpose(1, 2), g) * wt).sum(-1, keepdim=True)  # [N, C, 1]
             if need_y:
-                ws = (wt * s).transpose(1, 2)  # [Ns, C_out, C]: the forward's per-sample weights
-                grad_y = (g.reshape(n * h * w, c_out) @ ws[0]).view(n, h * w, c) if ws.shape[0] == 1 else g @ ws
+                wn = (wt * s).transpose(1, 2)  # [Ns, C_out, C]: the forward's per-sample weights
+                grad_y = (g.reshape(n * h * w, c_out) @ wn[0]).view(n, h * w, c) if wn.shape[0] == 1 else g @ wn
         if grad_s is not None and s_shape[0] == 1 and n > 1:
             grad_s = grad_s.sum(0, keepdim=True)
         if grad_y is not None:

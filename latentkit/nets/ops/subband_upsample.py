@@ -106,10 +106,9 @@ class _StackBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pixels, low, high, c):  # noqa: D102 - see the class docstring
-        n, h, w, c_in = pixels.shape
+        n, h, w, _ = pixels.shape
         ctx.meta = (pixels.shape, low, high, c)
-        ll = pixels[..., low:low + c, None]
-        return torch.cat([ll, pixels[..., high:high + 3 * c].reshape(n, h, w, c, 3)], -1)
+        return torch.cat([pixels[..., low:low + c, None], pixels[..., high:high + 3 * c].reshape(n, h, w, c, 3)], -1)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102 - see the class docstring
