@@ -548,7 +548,8 @@ def _sg3_nvidia_worker(args: argparse.Namespace) -> None:
         x = ws.clone().requires_grad_(True)
         G.synthesis(x).square().mean().backward()
 
-    forward(), forward_backward()  # warm-up
+    forward()  # warm-up
+    forward_backward()
     print(json.dumps({"forward": _seconds(forward), "forward_backward": _seconds(forward_backward)}))
 
 
