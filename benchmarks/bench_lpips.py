@@ -7,7 +7,8 @@ backward to the image) and its forward alone, with ``trunk.fast_convolutions`` T
 for layers with >= 256 output channels) and False (every layer a direct convolution, as the ``lpips``
 package and NVIDIA's VGG16 run), alternating within each round; ratios are medians of per-round ratios.
 Round-off: the LPIPS distance and its image gradient of both float32 paths against a float64 direct
-evaluation of the same network. Random backbone weights (the cost of the real ones). Writes benchmarks/results/bench_lpips.json.
+evaluation of the same network. Random backbone weights (the cost of the real ones). Writes
+benchmarks/results/bench_lpips_<cpu kind>.json (``_avx2``, ``_avx512``, ``_avx512_amx``: as bench_speed.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from bench_speed import _cpu_kind  # noqa: E402 - this folder's sibling script (sys.path[0] when run)
 from latentkit.projection.lpips import WINOGRAD_MIN_CHANNELS, lpips_vgg
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -96,7 +98,7 @@ def main() -> None:
           f"({args.threads} threads, {out['machine']['cpu_capability']})")
     print(f"max relative error vs float64: direct {error['direct']}, winograd {error['winograd']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "bench_lpips.json"
+    path = RESULTS / f"bench_lpips_{_cpu_kind()}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
 

@@ -56,6 +56,7 @@ _SCALE = (0.458, 0.448, 0.450)
 # conv3_1 .. conv5_3, 3/4 of VGG16's products. Forward + backward of single layers, 2 threads, AVX2 EPYC:
 # 64 -> 64 at 256 px 0.57x, 64 -> 128 at 128 px 0.99x, 128 -> 128 at 128 px 1.01x, 128 -> 256 at 64 px
 # 1.51x, 256 -> 256 at 64 px 1.79x (the tile transforms are memory passes that wide shallow maps pay for).
+# The whole LPIPS fwd+bwd: 1.42x direct there, 1.16x on an AVX-512 Xeon (``benchmarks/bench_lpips.py``).
 WINOGRAD_MIN_CHANNELS = 256
 
 
