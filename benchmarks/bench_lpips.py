@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench_speed import _cpu_kind  # noqa: E402 - this folder's sibling script (sys.path[0] when run)
+from bench_speed import _cpu_kind  # this folder's sibling script (sys.path[0] when run)
 from latentkit.projection.lpips import WINOGRAD_MIN_CHANNELS, lpips_vgg
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"

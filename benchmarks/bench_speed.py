@@ -7,9 +7,9 @@
     python benchmarks/bench_speed.py precision [--steps 60] [--threads 2]
 
 * ``msg``: MobileStyleGAN synthesis (1024 px, batch 1) in PyTorch against OpenVINO f32 on the same IR and
-  the same thread count (``INFERENCE_NUM_THREADS``): forward, forward+backward (w.r.t. ws, from a fixed image gradient), bf16 autocast
-  forward, plus exactness (max |image - OpenVINO|) and the bf16 image error. Needs the random-face wheel
-  (``LATENTKIT_CACHE``) and ``openvino``.
+  the same thread count (``INFERENCE_NUM_THREADS``): forward, forward+backward (w.r.t. ws, from a fixed image
+  gradient), bf16 autocast forward, plus exactness (max |image - OpenVINO|) and the bf16 image error. Needs
+  the random-face wheel (``LATENTKIT_CACHE``) and ``openvino``.
 * ``step``: one default-model projection step (MobileStyleGAN 1024 px, LPIPS VGG at 256 px, random LPIPS
   weights: same cost as the real ones) with this checkout against ``--baseline-src`` (e.g. the main branch
   before this work), each in its own process, alternating.
@@ -70,26 +70,26 @@ def _ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or '' where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def _cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (``platform.processor()`` says only ``x86_64``)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
 def _cpu_kind() -> str:
     """``avx2``, ``avx512`` or ``avx512_amx``: the file suffix, since the ratios differ between CPU kinds."""
     kind = torch.backends.cpu.get_cpu_capability().lower()
-    try:
-        if " amx_bf16" in Path("/proc/cpuinfo").read_text():
-            kind += "_amx"
-    except OSError:
-        pass
-    return kind
+    return kind + "_amx" if " amx_bf16" in _cpuinfo() else kind
 
 
 def _machine(threads) -> dict:
