@@ -68,8 +68,7 @@ def compress(ws: torch.Tensor, prior: GaussianPrior, *, tau: float = DEFAULT_TAU
     u = prior.coefficients(ws)  # [..., w_dim]
     u_c = compress_coefficients(u, tau)
     moved = (u.abs() > tau).any(-1, keepdim=True)  # [..., 1]
-    _, _, colour = prior._matrices(u)
-    v = prior.transform(ws) + (u_c - u) @ colour  # only the compressed components change
+    v = prior.transform(ws) + (u_c - u) @ prior.colouring(u)  # only the compressed components change
     return torch.where(moved, prior.inverse_transform(v), ws)
 
 

@@ -207,7 +207,7 @@ def prior_directions(prior: GaussianPrior, *, n_components: int | None = None) -
     k = _count(n_components, prior.w_dim)
     evecs, evals = prior.components_.to(torch.float64), prior.explained_variance_.to(torch.float64)
     covariance = (evecs.T * evals) @ evecs
-    info = {"generator": dict(getattr(prior, "generator_", {})), "n_samples": int(getattr(prior, "n_samples_", 0)),
+    info = {"generator": dict(prior.generator_), "n_samples": int(prior.n_samples_),
             "explained_variance_ratio": (evals[:k] / evals.sum()).tolist()}
     return Directions(evecs[:k].clone(), evals[:k].sqrt(), covariance, space="v", slope=prior.slope_,
                       gain=prior.gain_, names=tuple(f"pc{i}" for i in range(k)), method="prior-pca", info=info)

@@ -30,7 +30,9 @@ PN_SLOPE = 5.0
 
 
 class PNPrior:
-    """PCA-whitened ``leaky_relu(w, 5)``; ``mahalanobis(w [..., w_dim]) -> [...]`` is differentiable.
+    """PCA-whitened ``leaky_relu(w, 5)``; ``mahalanobis(w [..., w_dim]) -> [...]`` is differentiable and is
+    its :meth:`penalty` (a :class:`~latentkit.latent.prior_protocol.LatentPrior`; not a whitened one: it has
+    no ``from_coefficients``, so project it with ``parametrization='w'``).
 
     Args:
         slope: the negative slope applied to w (II2S: 5).
@@ -96,3 +98,7 @@ class PNPrior:
     def mahalanobis(self, w: torch.Tensor) -> torch.Tensor:
         """``|P_N(w)|^2`` per W vector: ``[..., w_dim] -> [...]``; differentiable."""
         return self.coefficients(w).square().sum(-1)
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """The projector's prior term (:class:`~latentkit.latent.prior_protocol.LatentPrior`): :meth:`mahalanobis`."""
+        return self.mahalanobis(w)

@@ -97,18 +97,13 @@ class GaussianPrior:
         return self
 
     def __repr__(self) -> str:
-        state = f", n_samples_={self.n_samples_}, w_dim={self.w_dim}" if self._fitted() else ""
+        state = f", n_samples_={self.n_samples_}, w_dim={self.w_dim}" if hasattr(self, "mean_") else ""
         return f"GaussianPrior(slope={self.slope}, gain={self.gain}{state})"
 
-    def _fitted(self) -> bool:
-        return hasattr(self, "mean_")
-
     def _require_fitted(self) -> None:
-        if not self._fitted():
-            raise NotFittedError(
-                "this GaussianPrior is not fitted yet: call fit(ws), GaussianPrior.from_generator(G) or "
-                "GaussianPrior.load(path) first"
-            )
+        if not hasattr(self, "mean_"):
+            raise NotFittedError("this GaussianPrior is not fitted yet: call fit(ws), GaussianPrior.from_generator(G) "
+                                 "or GaussianPrior.load(path) first")
 
     @property
     def w_dim(self) -> int:
@@ -277,6 +272,11 @@ class GaussianPrior:
                 "was the prior fitted on another generator?"
             )
 
+    def colouring(self, like: torch.Tensor) -> torch.Tensor:
+        """``[w_dim, w_dim]``, ``v = mean + u @ colouring`` (so ``du`` moves v by ``du @ colouring``), cast for ``like``."""
+        self._require_fitted()
+        return self._matrices(like)[2]
+
     def _matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean ``[w_dim]``, whitening ``[w_dim, w_dim]``, colouring ``[w_dim, w_dim]``) cast for ``like``."""
         dtype = like.dtype if like.is_floating_point() else torch.float32
@@ -329,6 +329,14 @@ class GaussianPrior:
             ``[...]`` (e.g. ``[N, num_ws]``); chi-square(w_dim) distributed if v is Gaussian. Differentiable.
         """
         return self.coefficients(w).square().sum(-1)
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """The projector's prior term (a :class:`~latentkit.latent.prior_protocol.LatentPrior`): :meth:`mahalanobis`."""
+        return self.mahalanobis(w)
+
+    def radius_penalty(self, d2: torch.Tensor) -> torch.Tensor:
+        """:meth:`penalty` of ``d2 = |u|^2`` (whitened coefficients): ``d2`` itself (the Student-t bends it)."""
+        return d2
 
     def log_prob(self, w: torch.Tensor) -> torch.Tensor:
         """Log density of each W vector in W space (Gaussian on v plus the activation's log-Jacobian).

@@ -7,9 +7,9 @@ the Gaussian's (scale matrix ``Sigma * (nu - 2) / nu``), so only the radial law 
 ``d2 * nu / ((nu - 2) * w_dim)`` follows F(w_dim, nu). On held-out samples it wins by several nats per
 sample (Table 1 of ``benchmarks/paper``), so it is an option of projection: ``latentkit project
 --prior-radius student-t``, or ``prior=cached_prior(G, radius="student-t")`` in the API. Its
-``mahalanobis`` returns twice its negative log density up to a constant, and it has the Gaussian's
-``coefficients``/``from_coefficients``, so :func:`~latentkit.projection.project.project` uses it as
-``prior=`` with either parametrization (in the whitened coefficients u the penalty is
+``penalty`` returns twice its negative log density up to a constant, and it has the Gaussian's
+``coefficients``/``from_coefficients`` (a :class:`~latentkit.latent.prior_protocol.WhitenedPrior`), so
+:func:`~latentkit.projection.project.project` uses it as ``prior=`` with either parametrization (in the whitened coefficients u the penalty is
 :meth:`StudentTRadius.radius_penalty` of ``|u|^2``).
 
 nu is fitted on held-out mapped samples (:func:`fit_student_t`, z stream seeded apart from the prior's
@@ -34,6 +34,7 @@ from latentkit.latent.prior_file import MIN_RADIUS_SAMPLES, RADIUS_MODEL, check_
 
 if TYPE_CHECKING:
     from latentkit.latent.prior import GaussianPrior
+    from latentkit.latent.prior_protocol import LatentPrior
     from latentkit.nets.generator import Generator
 
 __all__ = ["DEFAULT_NU_SAMPLES", "NU_SEED_OFFSET", "RADIUS_MODELS", "RadiusComparison", "StudentTRadius",
@@ -158,9 +159,10 @@ class StudentTRadius:
         self._require_fitted()
         return (self.nu_ + self.w_dim) * torch.log1p(d2 / (self.nu_ - 2.0))
 
-    def mahalanobis(self, w: torch.Tensor) -> torch.Tensor:
-        """:meth:`radius_penalty` of the Gaussian prior's squared Mahalanobis distance: the t's counterpart
-        of ``d2`` for the projector's prior term; ``[..., w_dim] -> [...]``, differentiable."""
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """The Student-t penalty of W vectors: :meth:`radius_penalty` of the Gaussian prior's squared
+        Mahalanobis distance, the t's counterpart of ``d2`` for the projector's prior term;
+        ``[..., w_dim] -> [...]``, differentiable. (It was called ``mahalanobis``, which it is not.)"""
         self._require_fitted()
         return self.radius_penalty(self.prior.mahalanobis(w))
 
@@ -268,16 +270,15 @@ def load_student_t(
     return fit_student_t(GaussianPrior.load(path), G, n_samples=n_samples, seed=seed, device=device)
 
 
-def describe_radius(prior: Any) -> dict[str, Any] | None:
+def describe_radius(prior: LatentPrior | None) -> dict[str, Any] | None:
     """What a projection's outputs record about the prior's radius model: None without a prior,
-    ``{"model": "gaussian"}`` for a Gaussian prior, :meth:`StudentTRadius.radius_info` for the t."""
+    :meth:`StudentTRadius.radius_info` for the t, ``{"model": "gaussian"}`` for any other prior."""
     if prior is None:
         return None
-    info = getattr(prior, "radius_info", None)
-    return info() if callable(info) else {"model": "gaussian"}
+    return prior.radius_info() if isinstance(prior, StudentTRadius) else {"model": "gaussian"}
 
 
-def radius_key(prior: Any) -> dict[str, Any] | None:
+def radius_key(prior: LatentPrior | None) -> dict[str, Any] | None:
     """The part of the radius model that changes a projection, for run fingerprints: ``{"model", "nu"}`` for
     the t, None otherwise (so the fingerprints of Gaussian runs stay what they were)."""
     info = describe_radius(prior)

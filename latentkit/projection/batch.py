@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,10 @@ from latentkit.projection.inputs import folder_names
 from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
 from latentkit.projection.outdir import append_manifest, read_manifest
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, ProjectionSettings
+
+if TYPE_CHECKING:
+    from latentkit.latent.prior_protocol import LatentPrior
+    from latentkit.projection.lpips import PerceptualLoss
 
 __all__ = ["ImageRecord", "estimate_step_seconds", "project_files", "run_fingerprint"]
 
@@ -69,8 +73,9 @@ class ImageRecord:
         return out
 
 
-def estimate_step_seconds(G: Generator, target: torch.Tensor, settings: ProjectionSettings, *, prior: Any = None,
-                          perceptual_net: Any = None, c: torch.Tensor | None = None) -> float:
+def estimate_step_seconds(G: Generator, target: torch.Tensor, settings: ProjectionSettings, *,
+                          prior: LatentPrior | None = None, perceptual_net: PerceptualLoss | None = None,
+                          c: torch.Tensor | None = None) -> float:
     """Seconds per step of one image, measured: the second of two timed steps (the first warms up)."""
     import dataclasses
 
@@ -91,13 +96,11 @@ def estimate_step_seconds(G: Generator, target: torch.Tensor, settings: Projecti
     return times[-1] if len(times) == 2 else (time.perf_counter() - started) / 2
 
 
-def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: Any, *, class_idx: int | None,
+def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: LatentPrior | None, *, class_idx: int | None,
                     classes: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
     """(sha256, the description it hashes) of everything that decides an image's result besides the image."""
-    mean = getattr(prior, "mean_", None)
-    prior_hash = None if prior is None else (
-        hashlib.sha256(mean.detach().cpu().double().numpy().tobytes()).hexdigest()[:16] if isinstance(mean, torch.Tensor)
-        else type(prior).__name__)
+    prior_hash = None if prior is None else hashlib.sha256(
+        prior.mean_.detach().cpu().double().numpy().tobytes()).hexdigest()[:16]
     described = {
         "settings": settings.to_dict(),
         "generator": G.sha256 or str(G.source) or G.architecture,
@@ -175,7 +178,7 @@ def project_files(
     outdir: str | os.PathLike,
     *,
     settings: ProjectionSettings | None = None,
-    prior: Any = None,
+    prior: LatentPrior | None = None,
     prior_name: str = "",
     class_idx: int | None = None,
     classes: Sequence[int] | None = None,
@@ -183,7 +186,7 @@ def project_files(
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     restart: bool = False,
     save_video: bool = False,
-    perceptual_net: Any = None,
+    perceptual_net: PerceptualLoss | None = None,
     info: dict[str, Any] | None = None,
     on_image: Callable[[ImageRecord], None] | None = None,
     progress: bool = True,

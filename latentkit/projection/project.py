@@ -13,7 +13,8 @@ autocorrelation of the noise inputs, which are renormalised after every step. Di
 * with a prior, the run starts from the prior's mode mapped to W (``start='auto'``), not from the mean w,
   which lies far outside the prior's typical set;
 * ``space='w+'`` (the default) optimises one w per layer; ``'w'`` one w broadcast to all layers;
-* an optional Gaussian prior term ``prior_weight * sum_l prior.mahalanobis(w_l)`` keeps latents in
+* an optional Gaussian prior term ``prior_weight * sum_l prior.penalty(w_l)`` (the squared Mahalanobis
+  distance of a :class:`~latentkit.latent.prior.GaussianPrior`) keeps latents in
   well-behaved regions (or the heavier-tailed Student-t radius prior's, which fits W's radius better);
 * N images are optimised together with per-image losses, statistics and random streams, so each
   image's result does not depend on the batch it is in;
@@ -32,16 +33,20 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from latentkit.checks import check_finite, check_image
 from latentkit.errors import InputError, LatentkitError, ShapeError
+from latentkit.latent.prior_protocol import LatentPrior
 from latentkit.nets.generator import Generator
 from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIOR_WEIGHT, LOSS_TERMS, ProjectionSettings
 from latentkit.projection.state import ProjectionState, fingerprint
+
+if TYPE_CHECKING:
+    from latentkit.projection.lpips import PerceptualLoss
 
 __all__ = ["ProjectionSettings", "ProjectionResult", "ProjectionInterrupted", "project", "prepare_targets", "DEFAULT_PRIOR_WEIGHT"]
 
@@ -186,10 +191,10 @@ def project(
     targets: TargetLike | Sequence[TargetLike],
     *,
     settings: ProjectionSettings | None = None,
-    prior: Any = None,
+    prior: LatentPrior | None = None,
     c: torch.Tensor | None = None,
     classes: Sequence[int] | None = None,
-    perceptual_net: Any = None,
+    perceptual_net: PerceptualLoss | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     callback: Callable[[int, torch.Tensor], None] | None = None,
@@ -209,8 +214,9 @@ def project(
         prior: a fitted :class:`~latentkit.latent.prior.GaussianPrior`, the Student-t radius prior around one
             (:class:`~latentkit.latent.radius.StudentTRadius`, e.g. ``cached_prior(G, radius="student-t")``;
             its penalty is ``(nu + w_dim) log(1 + d2 / (nu - 2))`` instead of ``d2``, in either
-            parametrization), anything with a differentiable ``mahalanobis(w [..., w_dim]) -> [...]``, or
-            None for no prior term.
+            parametrization), a :class:`~latentkit.latent.pn_prior.PNPrior`, anything fitted that meets
+            :class:`~latentkit.latent.prior_protocol.LatentPrior` (a differentiable ``penalty(w [..., w_dim])
+            -> [...]``), or None for no prior term.
         c: class labels ``[N, c_dim]`` for conditional generators (exclusive with ``classes``).
         classes: search the class (conditional generators): each target is projected once per class in
             this list, as extra batch items (results do not depend on the batch), and the class with the
@@ -256,9 +262,10 @@ def project(
         raise InputError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
     net = perceptual_net if s.perceptual == "vgg" else None
     device = G.w_avg.device
-    if prior is not None and not callable(getattr(prior, "mahalanobis", None)):
+    if prior is not None and not isinstance(prior, LatentPrior):
         raise InputError(
-            f"prior must have a mahalanobis(ws) method (a fitted GaussianPrior), got {type(prior).__name__}"
+            "prior must be a fitted LatentPrior with penalty(w), w_dim and mean_ (a fitted GaussianPrior, whose "
+            f"penalty is mahalanobis(w); a StudentTRadius; a PNPrior), got {type(prior).__name__}"
         )
     target_cpu = prepare_targets(G, targets)
     n = target_cpu.shape[0]
@@ -277,7 +284,7 @@ def project(
 
     start = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    run_id = fingerprint(G, target_cpu, labels, s, prior, getattr(net, "weights", None))
+    run_id = fingerprint(G, target_cpu, labels, s, prior, None if net is None else net.weights)
     if ckpt_path is not None and ckpt_path.is_file():
         start = state.restore(ckpt_path, run_id)
         logger.info("project: resuming from %s at step %d of %d", ckpt_path, start, s.num_steps)
@@ -315,7 +322,7 @@ def project(
         loss_terms={k: table[:, i + 1].contiguous() for i, k in enumerate(LOSS_TERMS)},
         noises=final_noise,
         settings=s,
-        perceptual_weights=getattr(net, "weights", None),
+        perceptual_weights=None if net is None else net.weights,
         classes=_class_indices(labels),
     )
 

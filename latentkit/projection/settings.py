@@ -66,7 +66,8 @@ class ProjectionSettings:
             eigenvalue 3e-8: 5e5 per vector after 2 steps in w, 0.45 after 8 steps in u).
         regularize_noise_weight: weight of the noise autocorrelation penalty (1e5).
         optimize_noise: optimise the noise inputs (else keep the stored ones).
-        prior_weight: weight of ``sum_l prior.mahalanobis(w_l)`` (used only when a prior is given).
+        prior_weight: weight of ``sum_l prior.penalty(w_l)`` (a GaussianPrior's squared Mahalanobis
+            distance; used only when a prior is given).
         perceptual: ``'vgg'`` (LPIPS VGG16 v0.1) or None for no perceptual term.
         perceptual_weights: VGG16 weights source (see :func:`latentkit.projection.lpips.lpips_vgg`).
         max_perceptual_resolution: images are area-downscaled to at most this size for LPIPS (256).

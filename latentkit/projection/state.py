@@ -13,13 +13,14 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from latentkit.errors import InputError
+from latentkit.latent.prior_protocol import WhitenedPrior
 from latentkit.latent.radius import radius_key
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
@@ -27,6 +28,7 @@ from latentkit.projection.cpu_parallel import run_per_core
 from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learning_rate_at, noise_scale_at
 
 if TYPE_CHECKING:
+    from latentkit.latent.prior_protocol import LatentPrior
     from latentkit.projection.lpips import PerceptualLoss
 
 __all__ = ["ProjectionState", "fingerprint"]
@@ -84,7 +86,7 @@ def fingerprint(
     targets: torch.Tensor,
     c: torch.Tensor,
     settings: ProjectionSettings,
-    prior: Any,
+    prior: LatentPrior | None,
     perceptual_weights: str | None,
 ) -> str:
     """sha256 of everything that identifies a run; a checkpoint resumes only a run with the same one."""
@@ -102,9 +104,8 @@ def fingerprint(
     if radius is not None:
         meta["radius"] = radius
     digest.update(json.dumps(meta, sort_keys=True).encode())
-    mean = getattr(prior, "mean_", None)  # a different prior file must not resume this run
-    if isinstance(mean, torch.Tensor):
-        digest.update(mean.detach().to("cpu", torch.float64).numpy().tobytes())
+    if prior is not None:  # a different prior file must not resume this run
+        digest.update(prior.mean_.detach().to("cpu", torch.float64).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -124,7 +125,8 @@ class ProjectionState:
         target: ``[N, C, H, W]`` in [-1, 1], on the generator's device.
         labels: ``[N, c_dim]`` class labels (``c_dim`` may be 0).
         settings: the :class:`ProjectionSettings`.
-        prior: a fitted GaussianPrior, a :class:`~latentkit.latent.radius.StudentTRadius` around one, or None.
+        prior: a fitted :class:`~latentkit.latent.prior_protocol.LatentPrior` (a GaussianPrior, a
+            :class:`~latentkit.latent.radius.StudentTRadius` around one, a PNPrior), or None.
         perceptual: the LPIPS network on the generator's device, or None.
 
     Attributes:
@@ -144,7 +146,7 @@ class ProjectionState:
         labels: torch.Tensor,
         settings: ProjectionSettings,
         *,
-        prior: Any,
+        prior: LatentPrior | None,
         perceptual: PerceptualLoss | None,
     ) -> None:
         s = settings
@@ -161,16 +163,18 @@ class ProjectionState:
         layers = 1 if s.space == "w" else G.num_ws
         start_w = w_avg
         if s.start == "prior_mean" or (s.start == "auto" and prior is not None):
-            if prior is None or not callable(getattr(prior, "from_coefficients", None)):
+            if not isinstance(prior, WhitenedPrior):
                 raise InputError("start='prior_mean' needs a fitted GaussianPrior (with from_coefficients) as prior=")
             with torch.no_grad():
                 mode = prior.from_coefficients(torch.zeros(1, G.w_dim, device=device))  # [1, w_dim]
             start_w = mode.to(device, torch.float32).expand(n, -1)
         start_w = start_w.unsqueeze(1).repeat(1, layers, 1)  # [N, layers, w_dim]
         self.in_prior = s.parametrization == "prior" or (s.parametrization == "auto" and prior is not None)
+        self.whitened: WhitenedPrior | None = None
         if self.in_prior:
-            if prior is None or not callable(getattr(prior, "coefficients", None)):
+            if not isinstance(prior, WhitenedPrior):
                 raise InputError("parametrization='prior' needs a fitted GaussianPrior as prior=")
+            self.whitened = prior
             with torch.no_grad():
                 start_w = prior.coefficients(start_w).to(torch.float32)  # u, [N, layers, w_dim]
             w_std = torch.full_like(w_std, math.sqrt(G.w_dim))  # RMS norm of u, as w_std is of w
@@ -189,7 +193,7 @@ class ProjectionState:
 
     def to_w(self, x: torch.Tensor) -> torch.Tensor:
         """The optimised variable ``[N, layers, w_dim]`` as w (identity unless parametrised by the prior)."""
-        return self.prior.from_coefficients(x) if self.in_prior else x
+        return self.whitened.from_coefficients(x) if self.whitened is not None else x
 
     def latents(self) -> torch.Tensor:
         """Current latents without latent noise, ``[N, layers, w_dim]`` (detached)."""
@@ -252,7 +256,7 @@ class ProjectionState:
             else zero,
             "mse": (images - self.target[part]).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
             "noise": _noise_penalty(noises, n, self.device) if s.optimize_noise else zero,
-            "prior": self._prior_term(w_opt) if prior is not None else zero,
+            "prior": self._prior_term(prior, w_opt) if prior is not None else zero,
         }
         loss = (
             terms["perceptual"]
@@ -262,18 +266,17 @@ class ProjectionState:
         )  # [n]
         return loss, terms
 
-    def _prior_term(self, w_opt: torch.Tensor) -> torch.Tensor:
+    def _prior_term(self, prior: LatentPrior, w_opt: torch.Tensor) -> torch.Tensor:
         """``[n]``: the prior's penalty of the optimised variable ``[n, layers, w_dim]``, summed over layers.
 
-        In w it is ``prior.mahalanobis(w)``. In the whitened coefficients u the squared Mahalanobis distance
-        is ``|u|^2`` exactly; a prior with a ``radius_penalty`` (the Student-t) maps it through that, so the
-        two parametrizations optimise the same objective (the Gaussian's penalty is ``|u|^2`` itself).
+        In w it is ``prior.penalty(w)``. In the whitened coefficients u the squared Mahalanobis distance
+        is ``|u|^2`` exactly and the prior's ``radius_penalty`` maps it (the Student-t bends it, the
+        Gaussian keeps it), so the two parametrizations optimise the same objective.
         """
-        if not self.in_prior:
-            return self.prior.mahalanobis(w_opt).sum(dim=1)
-        d2 = w_opt.square().sum(dim=2)  # [n, layers]
-        penalty = getattr(self.prior, "radius_penalty", None)
-        return (penalty(d2) if callable(penalty) else d2).sum(dim=1)
+        if self.whitened is not None:
+            d2 = w_opt.square().sum(dim=2)  # [n, layers]
+            return self.whitened.radius_penalty(d2).sum(dim=1)
+        return prior.penalty(w_opt).sum(dim=1)
 
     def _precision(self):
         """Autocast context for the generator and LPIPS forward passes (``settings.precision``)."""

@@ -62,6 +62,6 @@ def test_t_recovers_a_heavy_radius_and_gaussian_data_gives_large_nu():
     gp = GaussianPrior(slope=0.2, gain=math.sqrt(2)).fit(ws)
     gaussian = compare_radius_models(gp, _ws(4000, seed=1).float(), _ws(4000, seed=2).float())
     assert gaussian.nu > 30  # Gaussian data: the t tends to the Gaussian
-    assert StudentTRadius(gp).fit(_ws(4000, seed=1).float()).mahalanobis(ws[:2]).shape == (2,)
+    assert StudentTRadius(gp).fit(_ws(4000, seed=1).float()).penalty(ws[:2]).shape == (2,)
     with pytest.raises(NotFittedError, match="not fitted"):
-        StudentTRadius(gp).mahalanobis(ws[:2])
+        StudentTRadius(gp).penalty(ws[:2])

@@ -43,7 +43,7 @@ def test_penalty_gradient_is_the_gaussians_scaled(gauss, nu):
     """d/dw (nu + d) log(1 + d2/(nu - 2)) = (nu + d)/(nu - 2 + d2) * d(d2)/dw: same direction, radial weight."""
     t = StudentTRadius.from_nu(gauss, nu)
     w = _w(gauss).requires_grad_(True)
-    (grad_t,) = torch.autograd.grad(t.mahalanobis(w).sum(), w)
+    (grad_t,) = torch.autograd.grad(t.penalty(w).sum(), w)
     w2 = w.detach().clone().requires_grad_(True)
     d2 = gauss.mahalanobis(w2)
     (grad_g,) = torch.autograd.grad(d2.sum(), w2)
@@ -56,10 +56,10 @@ def test_penalty_of_coefficients_equals_mahalanobis(gauss):
     t = StudentTRadius.from_nu(gauss, 7.0)
     w = _w(gauss, n=4)[:, None].expand(4, 3, -1)  # [N, num_ws, w_dim]
     u = t.coefficients(w)
-    torch.testing.assert_close(t.radius_penalty(u.square().sum(-1)), t.mahalanobis(w), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(t.radius_penalty(u.square().sum(-1)), t.penalty(w), rtol=1e-10, atol=1e-10)
     expected = (7.0 + 6) * torch.log1p(gauss.mahalanobis(w) / 5.0)
-    torch.testing.assert_close(t.mahalanobis(w), expected)
-    assert t.mahalanobis(w).shape == (4, 3)
+    torch.testing.assert_close(t.penalty(w), expected)
+    assert t.penalty(w).shape == (4, 3)
     torch.testing.assert_close(t.from_coefficients(u), w)
     assert torch.equal(t.mean_, gauss.mean_) and t.w_dim == 6
 
@@ -79,7 +79,7 @@ def test_fit_errors(gauss):
     bad[3, 2] = float("nan")
     with pytest.raises(InputError, match="non-finite"):
         StudentTRadius(gauss).fit(bad)
-    for call in (lambda t: t.mahalanobis(_w(gauss)), lambda t: t.radius_penalty(torch.ones(2)), lambda t: t.radius_info()):
+    for call in (lambda t: t.penalty(_w(gauss)), lambda t: t.radius_penalty(torch.ones(2)), lambda t: t.radius_info()):
         with pytest.raises(NotFittedError, match="not fitted"):
             call(StudentTRadius(gauss))
 
@@ -182,4 +182,4 @@ def test_describe_radius_and_key(gauss):
     assert radius_key(None) is None and radius_key(gauss) is None  # Gaussian fingerprints unchanged
     assert radius_key(t) == {"model": "student-t", "nu": 6.5}
     assert RADIUS_MODELS == ("gaussian", "student-t")
-    assert math.isfinite(float(t.mahalanobis(_w(gauss)).sum()))
+    assert math.isfinite(float(t.penalty(_w(gauss)).sum()))
