@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["device_option", "network_options", "pick_network", "resolve_device", "resolve_network", "say"]
+__all__ = ["device_option", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
+           "resolve_device", "resolve_network", "say"]
+
+NETWORK_HELP = "Generator file or registry name (default network if omitted)."
 
 
 def say(message: str) -> None:
@@ -47,11 +50,36 @@ def resolve_network(network: str | None, *, how: str = "--network") -> str:
     return network
 
 
+def network_option(func=None, *, help: str = NETWORK_HELP):
+    """``--network SOURCE`` (NVIDIA's name), the one declaration every command uses; ``help`` for the few
+    commands where it means something more (``@network_option(help=...)``)."""
+    def decorate(f):
+        return click.option("--network", "network", default=None, help=help)(f)
+
+    return decorate if func is None else decorate(func)
+
+
 def network_options(func):
     """``[SOURCE]`` and ``--network SOURCE``: one network, spelled either way (NVIDIA's tools use --network)."""
-    func = click.option("--network", "network", default=None,
-                        help="Generator file or registry name (default network if omitted).")(func)
-    return click.argument("source", required=False, metavar="[SOURCE]")(func)
+    return click.argument("source", required=False, metavar="[SOURCE]")(network_option(func))
+
+
+def load_network(network: str | None, device):
+    """Load ``network`` (the default network, announced, when None) onto ``device``."""
+    from latentkit.load import load_generator
+
+    return load_generator(resolve_network(network), device=device)
+
+
+def prior_or_cached(prior_path: str | None, G, *, n_samples: int, classes=None, announce: bool = True):
+    """``--prior PATH`` checked against ``G``, else the cached prior of ``G`` (per class with ``classes``)."""
+    from latentkit.latent.prior_cache import cached_prior, load_prior_for
+
+    if prior_path is not None:
+        return load_prior_for(G, prior_path)
+    if announce:
+        say("no --prior given: using the cached prior of this network (fitted on first use)")
+    return cached_prior(G, n_samples=n_samples, classes=classes)
 
 
 def pick_network(source: str | None, network: str | None) -> str:

@@ -1,7 +1,6 @@
 """``latentkit edit`` and ``latentkit directions``: parse, call the directions/edit API, write files.
 
-Defaults are repeated here as literals (so ``latentkit --help`` does not import torch) and checked
-against the API in ``tests/cli/test_edit_cli.py``.
+Defaults come from the library's torch-free settings modules (so ``latentkit --help`` imports no torch).
 """
 
 from __future__ import annotations
@@ -11,52 +10,19 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, load_network, network_option, prior_or_cached, resolve_device
+from latentkit.latent.settings import DEFAULT_AMOUNTS, DEFAULT_CACHED_SAMPLES
+from latentkit.metrics.settings import ANALYSIS_AMOUNT, ANALYSIS_SAMPLES, DEFAULT_COMPONENTS
 
-__all__ = ["edit", "directions", "load_prior"]
+__all__ = ["edit", "directions"]
 
-_AMOUNTS = "-3,-1.5,0,1.5,3"  # latentkit.latent.edit.DEFAULT_AMOUNTS
-_PRIOR_SAMPLES = 100_000  # latentkit.latent.prior.DEFAULT_CACHED_SAMPLES
-_COMPONENTS = 20  # latentkit.metrics.direction_analysis.DEFAULT_COMPONENTS
-_ANALYSIS_SAMPLES = 8  # analyse_directions(n_samples=...)
-_ANALYSIS_AMOUNT = 2.0  # analyse_directions(amount=...)
 _W_PCA_SAMPLES = 100_000  # latents drawn for --method w-pca
 _FRAMES = 48  # video frames with --video
 
 
-def _load(network: str | None, device):
-    from latentkit.load import load_generator
-
-    return load_generator(resolve_network(network), device=device)
-
-
-def load_prior(prior_path: str | None, G, *, n_samples: int = _PRIOR_SAMPLES):
-    """``--prior PATH`` (checked against ``G``), else the cached prior of ``G`` (fitted on first use)."""
-    from latentkit.errors import InputError
-    from latentkit.latent.prior import GaussianPrior
-
-    if prior_path is None:
-        say("no --prior given: using the cached prior of this network (fitted on first use)")
-        from latentkit.latent.prior_cache import cached_prior
-
-        return cached_prior(G, n_samples=n_samples)
-    prior = GaussianPrior.load(prior_path)
-    if prior.w_dim != G.w_dim:
-        raise InputError(f"--prior {prior_path} has w_dim {prior.w_dim}, the network has {G.w_dim}: "
-                         "fit one for this network with `latentkit fit-prior`")
-    sha = prior.generator_.get("sha256")
-    if sha and getattr(G, "sha256", "") and sha != G.sha256:
-        say(f"warning: --prior {prior_path} was fitted on another checkpoint (sha256 differs)")
-    return prior
-
-
-def _network_option(func):
-    return click.option("--network", default=None, help="Generator file or registry name (default network if omitted).")(func)
-
-
 def _prior_options(func):
-    func = click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_PRIOR_SAMPLES, show_default=True,
-                        help="Samples for the cached prior when --prior is not given.")(func)
+    func = click.option("--samples", "n_samples", type=click.IntRange(min=2), default=DEFAULT_CACHED_SAMPLES,
+                        show_default=True, help="Samples for the cached prior when --prior is not given.")(func)
     return click.option("--prior", "prior_path", type=click.Path(exists=True, dir_okay=False), default=None,
                         help="A prior from `latentkit fit-prior`; default: the cached fit of the network.")(func)
 
@@ -69,12 +35,13 @@ def _prior_options(func):
               help="Edit along a direction file from `latentkit directions` or fit_direction(...).save().")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True,
               help="Which direction of a --direction file holding several.")
-@click.option("--amounts", default=_AMOUNTS, show_default=True, help="Amounts in standard deviations of the direction.")
+@click.option("--amounts", default=",".join(f"{a:g}" for a in DEFAULT_AMOUNTS), show_default=True,
+              help="Amounts in standard deviations of the direction.")
 @click.option("--layers", default=None, help="W+ rows to edit: 0-7 (inclusive), 8- (8 to the last), 0..8 "
                                              "(GANSpace's start..end, end exclusive) or 0,2,5; default all.")
 @click.option("--space", type=click.Choice(["v", "w"]), default=None,
               help="Where to move (default: the direction's own space; v for --component).")
-@_network_option
+@network_option
 @_prior_options
 @click.option("--out", "outdir", type=click.Path(file_okay=False), default="out/edit", show_default=True,
               help="Output folder: edited_w.npz, grid.png (and edit.mp4 with --video).")
@@ -98,12 +65,12 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
         raise click.UsageError("give exactly one of --component K or --direction FILE")
     amount_list = parse_amounts(amounts)
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = load_network(network, dev)
     ws = io.load_latents(latents)
     ws = ws.expand(-1, G.num_ws, -1) if ws.shape[1] == 1 else ws
     G.check_ws(ws)
     if component is not None:
-        dirs = prior_directions(load_prior(prior_path, G, n_samples=n_samples))
+        dirs = prior_directions(prior_or_cached(prior_path, G, n_samples=n_samples))
         direction = dirs[component]
     else:
         direction = Directions.load(direction_path)[index]
@@ -128,17 +95,17 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
 
 
 @click.command("directions")
-@_network_option
-@click.option("--components", "n_components", type=click.IntRange(min=1), default=_COMPONENTS, show_default=True,
+@network_option
+@click.option("--components", "n_components", type=click.IntRange(min=1), default=DEFAULT_COMPONENTS, show_default=True,
               help="How many directions (the first K, by descending variance).")
 @click.option("--method", type=click.Choice(["prior", "w-pca"]), default="prior", show_default=True,
               help="prior: the prior's principal components of v; w-pca: GANSpace's PCA of W samples.")
 @_prior_options
 @click.option("--w-samples", "w_samples", type=click.IntRange(min=2), default=_W_PCA_SAMPLES, show_default=True,
               help="Mapping outputs for --method w-pca (GANSpace uses 10^6).")
-@click.option("--analysis-samples", "analysis_samples", type=click.IntRange(min=1), default=_ANALYSIS_SAMPLES,
+@click.option("--analysis-samples", "analysis_samples", type=click.IntRange(min=1), default=ANALYSIS_SAMPLES,
               show_default=True, help="Base latents the image changes are averaged over.")
-@click.option("--amount", type=float, default=_ANALYSIS_AMOUNT, show_default=True,
+@click.option("--amount", type=float, default=ANALYSIS_AMOUNT, show_default=True,
               help="Edit size for the analysis, in standard deviations.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the base latents.")
 @click.option("--per-layer/--no-per-layer", "per_layer", default=True, show_default=True,
@@ -163,11 +130,11 @@ def directions(network, n_components, method, prior_path, n_samples, w_samples, 
         except ImportError:
             raise InputError("the figure needs matplotlib: pip install 'latentkit[plot]' (or pass --no-plot)") from None
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = load_network(network, dev)
     if n_components > G.w_dim:
         raise InputError(f"--components {n_components} is more than this network's w_dim = {G.w_dim}")
     if method == "prior":
-        dirs = prior_directions(load_prior(prior_path, G, n_samples=n_samples), n_components=n_components)
+        dirs = prior_directions(prior_or_cached(prior_path, G, n_samples=n_samples), n_components=n_components)
     else:
         dirs = w_pca_directions(G, w_samples, n_components=n_components, seed=seed)
     outdir = Path(outdir)

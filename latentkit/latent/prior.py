@@ -36,6 +36,7 @@ from latentkit.latent.gaussianize import check_activation, v_to_w, w_to_v, w_to_
 from latentkit.latent.moments import Moments
 from latentkit.latent.prior_file import PRIOR_FORMAT, PRIOR_FORMAT_VERSION
 from latentkit.latent.sampling import iter_mapping, resolve_classes
+from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES, PRIOR_BATCH_SIZE, PRIOR_SAMPLES
 from latentkit.nets.generator import MappingActivation
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ __all__ = ["GaussianPrior", "w_to_v", "v_to_w", "PRIOR_FORMAT_VERSION", "DEFAULT
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CACHED_SAMPLES = 100_000
 _STATS_CHUNK = 4096  # rows converted to float64 at a time
 
 
@@ -151,9 +151,9 @@ class GaussianPrior:
     def from_generator(
         cls,
         G: Generator,
-        n_samples: int = 1_000_000,
+        n_samples: int = PRIOR_SAMPLES,
         *,
-        batch_size: int = 10_000,
+        batch_size: int = PRIOR_BATCH_SIZE,
         seed: int = 0,
         device: torch.device | str | None = None,
         progress: bool = True,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +26,7 @@ from latentkit.latent.sampling import resolve_classes
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
 
-__all__ = ["cached_prior", "prior_cache_path", "DEFAULT_CACHED_SAMPLES"]
+__all__ = ["cached_prior", "load_prior_for", "prior_cache_path", "DEFAULT_CACHED_SAMPLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,4 +131,23 @@ def _cached_gaussian(G, n_samples, seed, classes, batch_size, device, progress) 
         G, n_samples, batch_size=batch_size, seed=seed, device=device, progress=progress, classes=classes
     )
     prior.save(path)
+    return prior
+
+
+def load_prior_for(G: Generator, path: str | os.PathLike) -> GaussianPrior:
+    """The Gaussian prior file ``path``, checked against the generator it will be used with.
+
+    Raises:
+        InputError: an unreadable or invalid prior file, or one of another ``w_dim`` than ``G``.
+
+    Warns:
+        UserWarning: the file records another checkpoint's sha256 than ``G``'s (same shape, other weights).
+    """
+    prior = GaussianPrior.load(path)
+    if prior.w_dim != G.w_dim:
+        raise InputError(f"prior {path} has w_dim {prior.w_dim}, the network has {G.w_dim}: fit one for this network "
+                         "with `latentkit fit-prior` or GaussianPrior.from_generator(G)")
+    sha = prior.generator_.get("sha256")
+    if sha and G.sha256 and sha != G.sha256:
+        warnings.warn(f"prior {path} was fitted on another checkpoint (sha256 differs)", stacklevel=2)
     return prior

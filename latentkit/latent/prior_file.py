@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from latentkit.errors import InputError
+from latentkit.latent.settings import RADIUS_MODEL
 
 __all__ = ["MIN_RADIUS_SAMPLES", "PRIOR_FORMAT", "PRIOR_FORMAT_VERSION", "RADIUS_MODEL", "check_nu", "read_prior_file",
            "write_prior_file"]
@@ -28,7 +29,6 @@ __all__ = ["MIN_RADIUS_SAMPLES", "PRIOR_FORMAT", "PRIOR_FORMAT_VERSION", "RADIUS
 PRIOR_FORMAT = "latentkit-gaussian-prior"
 PRIOR_FORMAT_VERSION = 1
 MAX_W_DIM = 65_536  # a covariance of this size is 32 GiB in float64: no real generator comes close
-RADIUS_MODEL = "student-t"  # the one value of the optional field radius.model
 MIN_RADIUS_SAMPLES = 8  # fewest W vectors nu may be fitted on
 
 

@@ -30,7 +30,8 @@ import torch
 
 from latentkit.checks import check_finite
 from latentkit.errors import InputError, NotFittedError
-from latentkit.latent.prior_file import MIN_RADIUS_SAMPLES, RADIUS_MODEL, check_nu
+from latentkit.latent.prior_file import MIN_RADIUS_SAMPLES, check_nu
+from latentkit.latent.settings import DEFAULT_NU_SAMPLES, NU_SEED_OFFSET, RADIUS_MODEL, RADIUS_MODELS
 
 if TYPE_CHECKING:
     from latentkit.latent.prior import GaussianPrior
@@ -41,9 +42,6 @@ __all__ = ["DEFAULT_NU_SAMPLES", "NU_SEED_OFFSET", "RADIUS_MODELS", "RadiusCompa
            "compare_radius_models", "describe_radius", "fit_student_t", "gaussian_radius_loglik", "load_student_t",
            "radius_key", "student_t_radius_loglik"]
 
-RADIUS_MODELS = ("gaussian", RADIUS_MODEL)  # the choices of cached_prior(radius=) and --prior-radius
-DEFAULT_NU_SAMPLES = 20_000  # held-out W vectors nu is fitted on (its standard error is then well below 1)
-NU_SEED_OFFSET = 3  # nu's z stream: the prior's seed + 3 (from_generator draws classes with + 1, diagnostics + 2)
 
 
 def gaussian_radius_loglik(d2: np.ndarray, dim: int) -> np.ndarray:

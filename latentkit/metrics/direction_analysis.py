@@ -29,6 +29,7 @@ from latentkit.errors import InputError
 from latentkit.latent.directions import Directions
 from latentkit.latent.edit import edit
 from latentkit.latent.sampling import iter_mapping
+from latentkit.metrics.settings import ANALYSIS_AMOUNT, ANALYSIS_SAMPLES, DEFAULT_COMPONENTS
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -37,7 +38,6 @@ __all__ = ["DirectionAnalysis", "analyse_directions", "DEFAULT_COMPONENTS", "DEF
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_COMPONENTS = 20
 DEFAULT_SHARE = 0.8  # layer_range: share of the sensitivity the range must hold
 _TOP = 0.1  # concentration: share of pixels
 
@@ -173,8 +173,8 @@ def analyse_directions(
     directions: Directions,
     *,
     ws: torch.Tensor | None = None,
-    n_samples: int = 8,
-    amount: float = 2.0,
+    n_samples: int = ANALYSIS_SAMPLES,
+    amount: float = ANALYSIS_AMOUNT,
     seed: int = 0,
     per_layer: bool = True,
     noise_mode: str = "const",

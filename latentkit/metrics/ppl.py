@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from latentkit.errors import InputError
+from latentkit.metrics.settings import EPSILON, PPL_BATCH_SIZE, PPL_SAMPLES
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -39,7 +40,6 @@ __all__ = ["EPSILON", "PPLResult", "percentile_filter", "perceptual_path_length"
 
 logger = logging.getLogger(__name__)
 
-EPSILON = 1e-4
 MIN_LPIPS_SIZE = 16  # VGG-16 pools four times before its last LPIPS layer
 PRECISIONS = {"fp64": torch.float64, "fp32": torch.float32}
 
@@ -107,12 +107,12 @@ def _crop_and_downsample(img: torch.Tensor, crop: bool) -> torch.Tensor:
 def perceptual_path_length(
     G: Generator,
     *,
-    num_samples: int = 50_000,
+    num_samples: int = PPL_SAMPLES,
     space: str = "w",
     sampling: str = "end",
     epsilon: float = EPSILON,
     crop: bool = False,
-    batch_size: int = 16,
+    batch_size: int = PPL_BATCH_SIZE,
     seed: int = 0,
     perceptual: str | os.PathLike | PerceptualLoss = "auto",
     precision: str = "fp64",

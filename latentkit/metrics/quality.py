@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from latentkit.errors import InputError, ShapeError
+from latentkit.metrics.settings import METRICS, NEAREST_K
 from latentkit.metrics.features import (
     FEATURES,
     INCEPTION_URL,
@@ -57,7 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 #: KID as torch-fidelity and the KID paper compute it: 100 subsets of (at most) 1000 samples, cubic
 #: polynomial kernel ``(x.y / D + 1) ** 3``.
 KID_SUBSETS = 100
@@ -172,7 +172,7 @@ def prdc_metrics(
     real_features: torch.Tensor | np.ndarray,
     fake_features: torch.Tensor | np.ndarray,
     *,
-    nearest_k: int = 5,
+    nearest_k: int = NEAREST_K,
 ) -> dict[str, float]:
     """Precision, recall, density and coverage (Naeem et al. 2020) from the ``prdc`` package.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import torch
 
 from latentkit.latent.prior_cache import cached_prior
 from latentkit.errors import InputError
+from latentkit.metrics.settings import TradeoffSettings, parse_floats
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -40,51 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["TradeoffResult", "TradeoffSettings", "parse_floats", "plot_tradeoff", "save_tradeoff", "tradeoff"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TradeoffSettings:
-    """Options of :func:`tradeoff` (the CLI builds the same object).
-
-    Attributes:
-        taus: compression thresholds (standard deviations, > 0).
-        psis: truncation factors in [0, 1].
-        num_samples: N, samples per setting (and reference samples when no real images are given).
-        seed: first seed; samples use ``seed .. seed + N - 1``, the generated reference the next N.
-        features: feature space of the distances, as in :func:`latentkit.metrics.quality.evaluate`
-            (``'inception'`` gives FID/KID; ``'pixels'``/``'dlib_face'`` are offline stand-ins named as such).
-        identity_backend: ``'auto'`` (facenet when its weights are cached or given, else dlib), ``'facenet'`` or ``'dlib'``.
-        detect_faces: find faces before embedding; False (default) embeds the whole image, right for
-            generators trained on aligned faces.
-        face_weights: local facenet weights file (facenet backend).
-        inception_weights: local Inception weights file (``features='inception'``).
-        prior_samples: samples for fitting the prior when none is given.
-        batch_size: images rendered per batch (memory only).
-    """
-
-    taus: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
-    psis: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-    num_samples: int = 1000
-    seed: int = 0
-    features: str = "inception"
-    identity_backend: str = "auto"
-    detect_faces: bool = False
-    face_weights: str | None = None
-    inception_weights: str | None = None
-    prior_samples: int = 100_000
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        if not self.taus and not self.psis:
-            raise InputError("taus and psis are both empty: give at least one setting")
-        if any(not (math.isfinite(t) and t > 0) for t in self.taus):
-            raise InputError(f"taus must be positive numbers, got {list(self.taus)}")
-        if any(not (math.isfinite(p) and 0 <= p <= 1) for p in self.psis):
-            raise InputError(f"psis must be in [0, 1], got {list(self.psis)}")
-        if self.num_samples < 2:
-            raise InputError(f"num_samples must be >= 2, got {self.num_samples}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -116,24 +71,6 @@ class TradeoffResult:
             "settings": asdict(self.settings),
             "prior": self.prior_info,
         }
-
-
-def parse_floats(text: str, name: str) -> tuple[float, ...]:
-    """``'1,2,3'`` -> ``(1.0, 2.0, 3.0)``; an empty string gives ``()``.
-
-    Raises:
-        InputError: a part that is not a number.
-    """
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(float(part))
-        except ValueError as err:
-            raise InputError(f"{name} must be comma-separated numbers like '1,2,3', got {text!r}") from err
-    return tuple(out)
 
 
 def _classes(G: Generator, seeds: range) -> torch.Tensor | None:

@@ -49,12 +49,14 @@ def latents(net, tmp_path):
 def test_cli_defaults_match_the_api():
     from latentkit.metrics.direction_analysis import DEFAULT_COMPONENTS, analyse_directions
 
-    assert [float(a) for a in cli_edit._AMOUNTS.split(",")] == list(DEFAULT_AMOUNTS)
-    assert cli_edit._PRIOR_SAMPLES == DEFAULT_CACHED_SAMPLES
+    edit_ = {p.name: p.default for p in cli_edit.edit.params}
+    found = {p.name: p.default for p in cli_edit.directions.params}
+    assert [float(a) for a in edit_["amounts"].split(",")] == list(DEFAULT_AMOUNTS)
+    assert edit_["n_samples"] == found["n_samples"] == DEFAULT_CACHED_SAMPLES
     params = inspect.signature(analyse_directions).parameters
-    assert cli_edit._COMPONENTS == DEFAULT_COMPONENTS
-    assert cli_edit._ANALYSIS_SAMPLES == params["n_samples"].default
-    assert cli_edit._ANALYSIS_AMOUNT == params["amount"].default
+    assert found["n_components"] == DEFAULT_COMPONENTS
+    assert found["analysis_samples"] == params["n_samples"].default
+    assert found["amount"] == params["amount"].default
 
 
 def test_edit_component_writes_latents_and_a_labelled_grid(net, prior, latents, tmp_path):

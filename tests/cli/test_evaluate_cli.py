@@ -48,17 +48,20 @@ def test_cli_defaults_match_the_api():
     from latentkit.metrics.quality import FEATURES, METRICS, evaluate
     from latentkit.metrics.tradeoff import TradeoffSettings
 
-    assert cli_eval._METRICS == ",".join(METRICS)
-    assert cli_eval._FEATURES == ["auto"] + [f for f in FEATURES if f != "precomputed"]
-    assert cli_eval._NEAREST_K == inspect.signature(evaluate).parameters["nearest_k"].default
+    ev = {p.name: p for p in cli_eval.evaluate.params}
+    assert ev["metrics"].default == ",".join(METRICS)
+    assert list(ev["features"].type.choices) == ["auto"] + [f for f in FEATURES if f != "precomputed"]
+    assert ev["nearest_k"].default == inspect.signature(evaluate).parameters["nearest_k"].default
     ppl_params = inspect.signature(perceptual_path_length).parameters
-    assert cli_eval._PPL_SAMPLES == ppl_params["num_samples"].default
-    assert cli_eval._PPL_BATCH == ppl_params["batch_size"].default
-    assert cli_eval._PPL_EPSILON == EPSILON == ppl_params["epsilon"].default
+    ppl = {p.name: p.default for p in cli_eval.ppl.params}
+    assert ppl["num_samples"] == ppl_params["num_samples"].default
+    assert ppl["batch_size"] == ppl_params["batch_size"].default
+    assert ppl["epsilon"] == EPSILON == ppl_params["epsilon"].default
     s = TradeoffSettings()
-    assert cli_eval._TAUS == ",".join(f"{t:g}" for t in s.taus)
-    assert cli_eval._PSIS == ",".join(f"{p:g}" for p in s.psis)
-    assert (cli_eval._TRADEOFF_SAMPLES, cli_eval._PRIOR_SAMPLES) == (s.num_samples, s.prior_samples)
+    tradeoff = {p.name: p.default for p in cli_eval.tradeoff.params}
+    assert tradeoff["taus"] == ",".join(f"{t:g}" for t in s.taus)
+    assert tradeoff["psis"] == ",".join(f"{p:g}" for p in s.psis)
+    assert (tradeoff["num_samples"], tradeoff["prior_samples"]) == (s.num_samples, s.prior_samples)
 
 
 # --------------------------------------------------------------------------------------------------

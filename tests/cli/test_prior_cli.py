@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import invoke_cli
 
 import latentkit.cli.prior as cli_prior
+import latentkit.load
 from latentkit.latent.prior_cache import cached_prior
 from latentkit import io
 from latentkit.cli import main
@@ -34,25 +35,29 @@ def use_generator(monkeypatch):
     def install(G):
         loaded = []
 
-        def fake(network, device):
+        def fake(network, device=None):
             loaded.append(network)
             return G
 
-        monkeypatch.setattr(cli_prior, "_load", fake)
+        monkeypatch.setattr(latentkit.load, "load_generator", fake)
         return loaded
 
     return install
 
 
 def test_cli_defaults_match_the_api():
+    from latentkit.grid import DEFAULT_TILE
     from latentkit.latent.diagnostics import diagnose_generator
 
     params = inspect.signature(GaussianPrior.from_generator).parameters
-    assert cli_prior._DEFAULT_SAMPLES == params["n_samples"].default
-    assert cli_prior._DEFAULT_BATCH == params["batch_size"].default
-    assert cli_prior._DEFAULT_CACHED_SAMPLES == DEFAULT_CACHED_SAMPLES
-    assert (cli_prior._DEFAULT_TAU, cli_prior._DEFAULT_PSI) == (DEFAULT_TAU, DEFAULT_PSI)
-    assert cli_prior._DEFAULT_HOLDOUT == inspect.signature(diagnose_generator).parameters["n_samples"].default
+    fit = {p.name: p.default for p in cli_prior.fit_prior.params}
+    compress_ = {p.name: p.default for p in cli_prior.compress.params}
+    assert fit["n_samples"] == params["n_samples"].default
+    assert fit["batch_size"] == params["batch_size"].default
+    assert compress_["n_samples"] == DEFAULT_CACHED_SAMPLES
+    assert (compress_["tau"], compress_["compare_psi"]) == (DEFAULT_TAU, DEFAULT_PSI)
+    assert fit["holdout"] == inspect.signature(diagnose_generator).parameters["n_samples"].default
+    assert compress_["tile"] == DEFAULT_TILE
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,7 +144,6 @@ def test_compress_with_nothing_but_tau_uses_announced_defaults(toy_generator, mo
 
     monkeypatch.setattr(latentkit.load, "default_network", lambda: "toy-default")
     monkeypatch.setattr(latentkit.load, "load_generator", lambda source, device=None: toy_generator)
-    monkeypatch.setattr(cli_prior, "_DEFAULT_CACHED_SAMPLES", 500)  # keep the test fast
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["compress", "--tau", "3", "--samples", "500"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -168,3 +168,33 @@ def test_save_video_unknown_format(tmp_path):
     pytest.importorskip("imageio.v3")
     with pytest.raises(InputError, match="must end in one of .mp4"):
         save_video(tmp_path / "path.tiff", torch.zeros(2, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------------
+# pair_latents: which latents of two files are interpolated between
+
+
+def test_pair_latents_keeps_equal_counts_and_broadcasts_one():
+    from latentkit.latent.interpolate import pair_latents
+
+    eight, three, one = torch.randn(8, 4, 6), torch.randn(3, 4, 6), torch.randn(1, 4, 6)
+    a, b = pair_latents(eight, eight.flip(0))
+    assert torch.equal(a, eight) and a.shape == b.shape
+    a, b = pair_latents(one, three)
+    assert a.shape == b.shape == (3, 4, 6) and torch.equal(a[2], one[0])
+    a, b = pair_latents(eight, three, row_a=5, row_b=2)
+    assert torch.equal(a, eight[5:6]) and torch.equal(b, three[2:3])
+    a, b = pair_latents(torch.randn(2, 1, 9), torch.randn(2, 1, 9), space="z")
+    assert a.shape == b.shape == (2, 9)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(), "A holds 8 latents and B 3"),
+    (dict(row_a=8), "A holds 8 latents"),
+    (dict(row_b=3), "B holds 3 latents"),
+])
+def test_pair_latents_errors(kwargs, match):
+    from latentkit.latent.interpolate import pair_latents
+
+    with pytest.raises(InputError, match=match):
+        pair_latents(torch.randn(8, 4, 6), torch.randn(3, 4, 6), **kwargs)
