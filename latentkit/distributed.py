@@ -24,7 +24,8 @@ from typing import Any
 
 from latentkit.errors import InputError
 
-__all__ = ["DistributedContext", "all_gather_objects", "check_shard", "init_distributed", "torchrun_environment"]
+__all__ = ["DistributedContext", "all_gather_objects", "check_shard", "init_distributed", "shard_range",
+           "torchrun_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +148,11 @@ def _destroy() -> None:
     dist.destroy_process_group()
 
 
-def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
-    """``shard`` as ``(rank, world_size)`` (None: ``(0, 1)``, the whole job).
+def shard_range(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """``shard`` as ``(rank, world_size)`` (None: ``(0, 1)``, the whole job), range checks only (no process group).
 
     Raises:
-        InputError: not two integers with ``0 <= rank < world_size``, or ``world_size > 1`` without an
-            initialised process group of that size.
+        InputError: not two integers with ``0 <= rank < world_size``.
     """
     if shard is None:
         return (0, 1)
@@ -162,6 +162,17 @@ def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
         raise InputError(f"shard must be (rank, world_size), got {shard!r}") from None
     if world < 1 or not 0 <= rank < world:
         raise InputError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+    return (rank, world)
+
+
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """:func:`shard_range`, and for ``world_size > 1`` the matching initialised process group.
+
+    Raises:
+        InputError: not two integers with ``0 <= rank < world_size``, or ``world_size > 1`` without an
+            initialised process group of that size.
+    """
+    rank, world = shard_range(shard)
     if world > 1:
         import torch.distributed as dist
 

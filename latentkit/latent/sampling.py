@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from latentkit.distributed import shard_range
 from latentkit.errors import InputError
 
 if TYPE_CHECKING:
@@ -184,9 +185,7 @@ def iter_mapping(
     """
     if int(n_samples) < 1 or int(batch_size) < 1:
         raise InputError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
-    rank, world = (0, 1) if shard is None else (int(shard[0]), int(shard[1]))
-    if world < 1 or not 0 <= rank < world:
-        raise InputError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+    rank, world = shard_range(shard)
     chosen = resolve_classes(G, classes)
     device = torch.device(device) if device is not None else G.w_avg.device
     class_table = torch.tensor(chosen if chosen is not None else [0], dtype=torch.long)

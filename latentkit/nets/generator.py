@@ -9,13 +9,14 @@ stored noise inputs (optimised by the projector).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from latentkit.checks import check_shape
-from latentkit.errors import ShapeError
+from latentkit.errors import InputError, ShapeError
 
 __all__ = ["Generator", "MappingActivation", "NOISE_MODES", "float_dtype"]
 
@@ -221,6 +222,29 @@ class Generator(torch.nn.Module):
         """``synthesis(mapping(z, c, ...))``: images ``[N, C, H, W]``."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode)
+
+    def check_noise(self, noise: Mapping[str, torch.Tensor] | None, n: int) -> dict[str, torch.Tensor]:
+        """Validate a ``noise=`` override of ``synthesis`` for ``n`` images against :meth:`const_noise`: known
+        names only, each ``[n or 1, 1, H, W]`` with the stored buffer's ``H, W``. Returns it as a dict.
+
+        Raises:
+            InputError: a name this generator has no noise input of.
+            ShapeError: a value that is not such a tensor.
+        """
+        given = dict(noise or {})
+        if not given:
+            return given
+        stored = self.const_noise()
+        unknown = sorted(set(given) - set(stored))
+        if unknown:
+            raise InputError(f"noise has unknown keys {unknown}; this generator's noise inputs are {sorted(stored)}")
+        for key, value in given.items():
+            h, w = stored[key].shape[-2:]
+            if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[0] not in (1, n) \
+                    or tuple(value.shape[1:]) != (1, h, w):
+                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ShapeError(f"noise[{key!r}] must have shape [{n} or 1, 1, {h}, {w}], got {got}")
+        return given
 
     def check_ws(self, ws: torch.Tensor) -> int:
         """Validate W+ latents ``[N, num_ws, w_dim]`` and return N."""

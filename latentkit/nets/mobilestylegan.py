@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from latentkit.checks import check_shape
-from latentkit.errors import CheckpointError, InputError, ShapeError
+from latentkit.errors import CheckpointError
 from latentkit.nets.generator import Generator, MappingActivation
 from latentkit.nets.ir.program import IRProgram
 
@@ -215,23 +214,12 @@ class MobileStyleGAN(Generator):
         param = self.w_avg
         ws = ws.to(device=param.device, dtype=param.dtype)
         replace = {(lid, 0): ws[:, k] for k, lid in enumerate(self._affines)}  # [N, w_dim] each
-        given = dict(noise or {})
-        stored = self.const_noise() if given else {}
-        unknown = sorted(set(given) - set(stored))
-        if unknown:
-            raise InputError(f"noise has unknown keys {unknown}; expected keys from {sorted(stored)}")
+        given = self.check_noise(noise, n)
         sites = zip(self._noise_sites, self._noise_consts, self.noise_strength, strict=True)
         for i, (site, lid, strength) in enumerate(sites):
             key, shape = f"noise{i}", tuple(self.synthesis_net.constant(lid).shape)
             if key in given:
-                value = given[key]
-                check_shape(value, [None, 1, shape[2], shape[3]], f"noise[{key!r}]")
-                if value.shape[0] not in (1, n):
-                    raise ShapeError(
-                        f"noise[{key!r}] must have shape [{n}, 1, {shape[2]}, {shape[3]}] or "
-                        f"[1, 1, {shape[2]}, {shape[3]}], got {list(value.shape)}"
-                    )
-                replace[site] = value.to(device=param.device, dtype=param.dtype) * strength
+                replace[site] = given[key].to(device=param.device, dtype=param.dtype) * strength
             elif noise_mode == "random":
                 replace[site] = torch.randn((n, 1) + shape[2:], device=param.device, dtype=param.dtype) * strength
             elif noise_mode == "none":

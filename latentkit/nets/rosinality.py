@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from latentkit.checks import check_shape
-from latentkit.errors import InputError, ShapeError
+from latentkit.errors import InputError
 from latentkit.nets.generator import Generator, MappingActivation
 from latentkit.nets.rosinality_layers import (
     ConstInput,
@@ -196,20 +196,11 @@ class RosinalityGenerator(Generator):
     ) -> list[torch.Tensor | None]:
         self.check_noise_mode(noise_mode)
         stored = self.const_noise()
-        given = dict(noise or {})
-        unknown = sorted(set(given) - set(stored))
-        if unknown:
-            raise InputError(f"noise has unknown keys {unknown}; expected keys from {sorted(stored)}")
+        given = self.check_noise(noise, n)
         inputs: list[torch.Tensor | None] = []
         for name, buf in stored.items():
             res = buf.shape[-1]
             if name in given:
-                check_shape(given[name], [None, 1, res, res], f"noise[{name!r}]")
-                if given[name].shape[0] not in (1, n):
-                    raise ShapeError(
-                        f"noise[{name!r}] must have shape [{n}, 1, {res}, {res}] or [1, 1, {res}, {res}], "
-                        f"got {list(given[name].shape)}"
-                    )
                 inputs.append(given[name].to(device=like.device, dtype=like.dtype))
             elif noise_mode == "const":
                 inputs.append(buf)

@@ -320,18 +320,6 @@ class StyleGAN2Generator(Generator):
                     out[f"{name}.{conv_name}"] = layer.noise_const[None, None]
         return out
 
-    def _check_noise(self, noise: dict[str, torch.Tensor], n: int) -> None:
-        expected = self.const_noise()
-        unknown = sorted(set(noise) - set(expected))
-        if unknown:
-            raise InputError(f"noise: unknown keys {unknown}; this generator's noise inputs are {sorted(expected)}")
-        for key, value in noise.items():
-            res = expected[key].shape[-1]
-            if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[0] not in (1, n) \
-                    or tuple(value.shape[1:]) != (1, res, res):
-                got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise ShapeError(f"noise[{key!r}] must have shape [{n} or 1, 1, {res}, {res}], got {got}")
-
     def synthesis(
         self, ws: torch.Tensor, noise_mode: str = "const", noise: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
@@ -353,7 +341,7 @@ class StyleGAN2Generator(Generator):
         n = self.check_ws(ws)
         self.check_noise_mode(noise_mode)
         if noise:
-            self._check_noise(noise, n)
+            self.check_noise(noise, n)
         ws = ws.to(self.w_avg.device)
         force_fp32 = ws.device.type != "cuda"
         return self.synthesis_net(ws, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32)

@@ -249,7 +249,7 @@ def test_synthesis_errors():
         G.synthesis(torch.zeros(2, G.num_ws + 1, G.w_dim))
     with pytest.raises(InputError, match="noise_mode must be one of"):
         G.synthesis(ws, noise_mode="constant")
-    with pytest.raises(InputError, match=r"noise: unknown keys \['b4.conv0'\]"):
+    with pytest.raises(InputError, match=r"noise has unknown keys \['b4.conv0'\]"):
         G.synthesis(ws, noise={"b4.conv0": torch.zeros(1, 1, 4, 4)})
     expected = r"noise\['b8.conv0'\] must have shape \[2 or 1, 1, 8, 8\], got \[3, 1, 8, 8\]"
     with pytest.raises(ShapeError, match=expected):
