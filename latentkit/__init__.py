@@ -9,7 +9,7 @@ Public API (imported lazily, so ``import latentkit`` and ``latentkit --help`` st
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentkit.errors import (
     CheckpointError,
@@ -19,6 +19,26 @@ from latentkit.errors import (
     ShapeError,
     WeightsUnavailableError,
 )
+
+if TYPE_CHECKING:  # the lazy names below, visible to type checkers and IDEs (diffusers' pattern)
+    from latentkit.load import load_generator
+    from latentkit.nets.generator import Generator
+    from latentkit.nets.wrapped import wrap
+    from latentkit.latent.sampling import z_from_seed
+    from latentkit.latent.prior import GaussianPrior
+    from latentkit.latent.compress import compress, truncate
+    from latentkit.projection.project import project, ProjectionResult, ProjectionSettings
+    from latentkit.latent.interpolate import interpolate
+    from latentkit.latent.guide import guide
+    from latentkit.latent.prior_cache import cached_prior
+    from latentkit.latent.directions import Directions, pca_directions, prior_directions, w_pca_directions
+    from latentkit.latent.boundaries import condition, fit_direction
+    from latentkit.latent.edit import edit, edit_sweep
+    from latentkit.metrics.direction_analysis import analyse_directions
+    from latentkit.projection.batch import project_files
+    from latentkit.metrics.identity import identity_similarity
+    from latentkit.metrics.quality import evaluate
+    from latentkit.io import load_image, load_latents, save_image, save_latents
 
 __version__ = "0.1.0"
 

@@ -22,8 +22,9 @@ autocorrelation of the noise inputs, which are renormalised after every step. Di
 * for conditional generators the class can be searched: with ``classes=[...]`` every target is projected
   once per candidate class (as extra batch items) and the class with the lowest final loss is kept.
 
-This module holds the public API (targets, the run, its result); the settings, the optimisation state
-and one step of it are :mod:`latentkit.projection.state`.
+This module holds the public API (targets, the run, its result); the settings are
+:mod:`latentkit.projection.settings`, the optimisation state and one step of it
+:mod:`latentkit.projection.state`.
 """
 
 from __future__ import annotations

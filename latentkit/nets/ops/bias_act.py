@@ -69,7 +69,8 @@ def bias_act(
         Tensor of the shape of ``x``.
 
     Raises:
-        ShapeError: if ``act`` is unknown or ``b`` does not match ``x.shape[dim]``.
+        InputError: if ``act`` is unknown.
+        ShapeError: if ``b`` does not match ``x.shape[dim]``.
 
     Example:
         >>> bias_act(torch.tensor([[-1.0, 2.0]]), act="lrelu", clamp=2.0)  # sqrt(2) * lrelu, then clamp
