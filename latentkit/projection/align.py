@@ -148,7 +148,7 @@ def align_from_landmarks(
 
     shrink = int(np.floor(side / output_size * 0.5))  # downscale huge faces first (cheaper, less aliasing)
     if shrink > 1:
-        img = img.resize((int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink))), Image.LANCZOS)
+        img = img.resize((int(np.rint(img.width / shrink)), int(np.rint(img.height / shrink))), Image.Resampling.LANCZOS)
         quad, side = quad / shrink, side / shrink
 
     border = max(int(np.rint(side * 0.1)), 3)
@@ -177,9 +177,9 @@ def align_from_landmarks(
         img = _reflect_pad(img, pad, side)
         quad = quad + pad[:2]
 
-    out = img.transform((transform_size, transform_size), Image.QUAD, tuple((quad + 0.5).flatten()), Image.BILINEAR)
+    out = img.transform((transform_size, transform_size), Image.Transform.QUAD, tuple((quad + 0.5).flatten()), Image.Resampling.BILINEAR)
     if output_size < transform_size:
-        out = out.resize((output_size, output_size), Image.LANCZOS)
+        out = out.resize((output_size, output_size), Image.Resampling.LANCZOS)
     return AlignedFace(image=out, landmarks=points, quad=original_quad)
 
 

@@ -11,8 +11,11 @@ file, ``'random'``) is :mod:`latentkit.projection.lpips_weights`.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -126,6 +129,9 @@ class PerceptualLoss(torch.nn.Module):
         max_resolution: images are downscaled to at most this size (None: never).
     """
 
+    shift: torch.Tensor  # [1, 3, 1, 1] buffers: LPIPS's input normalisation
+    scale: torch.Tensor
+
     def __init__(self, *, weights: str = "unset", pretrained: bool = False, max_resolution: int | None = 256) -> None:
         super().__init__()
         self.trunk = _VGG16Features()
@@ -161,11 +167,9 @@ class PerceptualLoss(torch.nn.Module):
 
     def distance_from_features(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
         """LPIPS distance ``[N]`` between two outputs of :meth:`features` (``b`` may have N = 1)."""
-        total = 0
-        for fa, fb, head in zip(a, b, self.heads):
-            diff = (fa - fb).square()  # [N, c, h, w]
-            total = total + (diff * head).sum(dim=1).mean(dim=(1, 2))
-        return total
+        terms = [((fa - fb).square() * head).sum(dim=1).mean(dim=(1, 2))  # [N] per tap, from [N, c, h, w]
+                 for fa, fb, head in zip(a, b, self.heads)]
+        return functools.reduce(operator.add, terms)  # summed in tap order
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """LPIPS distance per image.
@@ -178,7 +182,7 @@ class PerceptualLoss(torch.nn.Module):
         """
         return self.distance_from_features(self.features(a), self.features(b))
 
-    def load_backbone(self, state: dict[str, torch.Tensor | np.ndarray], *, source: str) -> None:
+    def load_backbone(self, state: Mapping[str, torch.Tensor | np.ndarray], *, source: str) -> None:
         """Load torchvision-named trunk weights (``features.K.weight``/``bias``); shapes are verified.
 
         Raises:

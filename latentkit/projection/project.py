@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -147,10 +147,10 @@ def prepare_targets(G: Generator, targets: TargetLike | Sequence[TargetLike]) ->
     """
     from latentkit.io import load_image
 
-    items = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+    items: list[TargetLike] = list(targets) if isinstance(targets, (list, tuple)) else [cast(TargetLike, targets)]
     if not items:
         raise InputError("targets is empty: pass at least one image path or tensor")
-    out = []
+    out: list[torch.Tensor] = []
     for k, item in enumerate(items):
         name = f"targets[{k}]" if isinstance(item, torch.Tensor) else os.fspath(item)
         if isinstance(item, torch.Tensor):
@@ -335,7 +335,7 @@ def _candidate_classes(G: Generator, classes: Sequence[int], c: torch.Tensor | N
         raise InputError("pass either c= (a given class) or classes= (search over classes), not both")
     if G.c_dim == 0:
         raise InputError("classes= needs a class-conditional generator; this one is unconditional (c_dim=0)")
-    return tuple(resolve_classes(G, classes, name="classes", unique=True))
+    return tuple(resolve_classes(G, classes, name="classes", unique=True) or ())
 
 
 def _class_indices(labels: torch.Tensor) -> torch.Tensor | None:

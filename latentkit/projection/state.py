@@ -252,7 +252,7 @@ class ProjectionState:
         zero = torch.zeros(n, device=self.device)
         terms = {
             "perceptual": net.distance_from_features([f.float() for f in feats], [f[part] for f in self.target_feats])
-            if net is not None
+            if net is not None and feats is not None and self.target_feats is not None
             else zero,
             "mse": (images - self.target[part]).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
             "noise": _noise_penalty(noises, n, self.device) if s.optimize_noise else zero,

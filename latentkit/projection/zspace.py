@@ -123,7 +123,8 @@ def project_z(
             noise = torch.stack([torch.randn(G.z_dim, generator=g) for g in streams]).to(device)
             images = G(z_opt + noise * (z_std * noise_scale_at(s, step)))
             terms = {
-                "perceptual": net.distance_from_features(net.features(images), target_feats) if net is not None else zero,
+                "perceptual": net.distance_from_features(net.features(images), target_feats)
+                if net is not None and target_feats is not None else zero,
                 "mse": (images - target).square().mean(dim=(1, 2, 3)) if s.mse_weight > 0 else zero,
                 "prior": z_opt.square().sum(dim=1),
             }
