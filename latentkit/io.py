@@ -8,13 +8,8 @@ half-written output.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
-import zipfile
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,8 @@ import torch
 
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
+from latentkit.datafiles import read_npz, write_npz
+from latentkit.files import atomic_path
 
 __all__ = [
     "atomic_path",
@@ -43,35 +40,6 @@ MAX_LATENT_BYTES = 1 << 30
 """Largest latent array :func:`load_latents` inflates from an ``.npz`` (1 GiB)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
-
-    Example:
-        >>> with atomic_path("out.npz") as tmp:
-        ...     np.savez(tmp, w=np.zeros(3))
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is an existing folder; pass a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise InputError(
-            f"cannot write {path}: a parent of it is an existing file, not a folder ({exc.filename}); "
-            "choose another output path"
-        ) from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -247,9 +215,7 @@ def save_latents(path: str | os.PathLike, ws: torch.Tensor | np.ndarray, **extra
     for key, value in extra.items():
         arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    write_npz(path, arrays)
     return path
 
 
@@ -268,26 +234,26 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
         raise InputError(f"latent file not found: {path}")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes): not a latent file; pass projected_w.npz or a .npy")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                if key not in loaded.files:
-                    raise InputError(f"{path} has no array {key!r} (it has {loaded.files})")
-                size = loaded.zip.getinfo(f"{key}.npy").file_size
-                if size > MAX_LATENT_BYTES:
-                    raise InputError(f"{path}: array {key!r} inflates to {size:,} bytes (limit {MAX_LATENT_BYTES:,})")
-                array = loaded[key]
-        else:
-            array = loaded
-    except InputError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, MemoryError) as err:
-        if "pickled" in str(err):
-            err = f"it is not a numpy file (starts with {path.read_bytes()[:8]!r}); pass projected_w.npz or a .npy"
-        elif "Object arrays" in str(err):
-            err = "it holds an object array (only float latents are read)"
-        raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from None
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(b"PK"):
+        arrays, _ = read_npz(path, "latent .npz", names=[key], required=[key], meta_key=None,
+                             max_member_bytes=MAX_LATENT_BYTES)
+        array = arrays[key]
+    else:
+        try:
+            array = np.load(path, allow_pickle=False, mmap_mode="r")
+            if array.nbytes > MAX_LATENT_BYTES:
+                raise InputError(f"{path}: the latents are {array.nbytes:,} bytes (limit {MAX_LATENT_BYTES:,})")
+            array = np.array(array)
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, MemoryError) as err:
+            if "pickled" in str(err) or head != b"\x93NUMPY":
+                err = f"it is not a numpy file (starts with {head!r}); pass projected_w.npz or a .npy"
+            elif "object" in str(err).lower():
+                err = "it holds an object array (only float latents are read)"
+            raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         kind = "complex" if isinstance(array, np.ndarray) and array.dtype.kind == "c" else getattr(array, "dtype", type(array).__name__)
         raise InputError(f"{path}: latents must be real numbers, got dtype {kind}")
@@ -298,4 +264,6 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
         array = array[:, None, :]
     if array.ndim != 3:
         raise ShapeError(f"{path}: latents must be [N, num_ws, w_dim] or [N, w_dim], got {list(array.shape)}")
+    if 0 in array.shape:
+        raise InputError(f"{path} holds no latents (shape {list(array.shape)}); pass a file with at least one")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

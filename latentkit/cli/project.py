@@ -226,7 +226,7 @@ def align(inputs, outdir, output_size, all_faces, device) -> None:
     """Align the faces in INPUTS (files or folders) the way FFHQ was aligned (MTCNN landmarks)."""
     from latentkit.projection.align import align_face
     from latentkit.projection.inputs import expand_inputs, folder_names
-    from latentkit.io import atomic_path
+    from latentkit.files import atomic_path
 
     dev = resolve_device(device)
     out = Path(outdir)

@@ -101,7 +101,7 @@ class PriorDiagnostics:
             ) from err
         from scipy import stats
 
-        from latentkit.io import atomic_path
+        from latentkit.files import atomic_path
 
         fig = Figure(figsize=(15, 8.5))
         ax = fig.subplots(2, 3)

@@ -71,13 +71,21 @@ def check_images(files: Sequence[Path], *, max_pixels: int | None = None) -> Non
 
 
 def folder_names(files: Sequence[Path]) -> list[str]:
-    """One output folder name per file: its stem, made unique with ``-2``, ``-3`` ... in input order."""
+    """One output folder name per file: its stem, made unique with ``-2``, ``-3`` ... in input order.
+
+    The output folder's own files are hidden (``.latentkit-project.lock``, checkpoints, temporary files) or
+    start with ``manifest``; a stem that does (``manifest.jsonl.png``, ``.lock.png``) gets a ``_`` in front,
+    so no image's folder can take a bookkeeping file's name.
+    """
     names, seen = [], set()
     for path in files:
-        name, k = Path(path).stem, 1
+        stem = Path(path).stem
+        if stem.startswith(".") or stem.lower().startswith("manifest"):
+            stem = "_" + stem
+        name, k = stem, 1
         while name in seen:
             k += 1
-            name = f"{Path(path).stem}-{k}"
+            name = f"{stem}-{k}"
         seen.add(name)
         names.append(name)
     return names

