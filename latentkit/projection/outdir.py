@@ -69,17 +69,18 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _record_problem(record: Any) -> str:
-    """'' if ``record`` has the fields of a manifest line with the right types, else what is wrong."""
+    """'' if ``record`` is a manifest line (an ``input`` string; every other known field, where present, of
+    its type: strings, finite numbers, an object of numbers, an integer class), else what is wrong."""
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not an object"
-    for key in ("input", "folder", "fingerprint"):
-        if not isinstance(record.get(key), str):
+    if not isinstance(record.get("input"), str):
+        return "field 'input' is not a string"
+    for key in ("folder", "fingerprint"):
+        if record.get(key) is not None and not isinstance(record[key], str):
             return f"field {key!r} is not a string"
-    for key, optional in (("final_loss", False), ("psnr", True), ("lpips", True), ("seconds", True)):
+    for key in ("final_loss", "psnr", "lpips", "seconds"):
         value = record.get(key)
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
             return f"field {key!r} is not a finite number"
     terms, klass = record.get("final_terms", {}), record.get("class")
     if not isinstance(terms, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in terms.values()):
