@@ -143,3 +143,19 @@ def test_non_finite_results_are_neither_written_nor_recorded(toy_generator, tmp_
     with pytest.raises(InputError, match="NaN or inf"):
         project_files(toy_generator, [_image(tmp_path / "in" / "a.png")], out, settings=FAST, progress=False)
     assert read_manifest(out) == {} and not (out / "a" / "projected_w.npz").exists()
+
+
+@pytest.mark.parametrize("fill", [0.0, float("nan")], ids=["zeroed", "nan"])
+def test_a_damaged_cached_vgg16_file_is_refused(tmp_path, fill):
+    import latentkit.projection.lpips_weights as perceptual
+    from latentkit.errors import CheckpointError
+
+    state = {k: v.fill_(fill) for k, v in perceptual._random_state().items()}
+    path = tmp_path / "vgg16.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        perceptual.load_vgg16_backbone(path)
+    converted = tmp_path / "vgg16.npz"
+    np.savez(converted, **{k: v.numpy() for k, v in state.items()})
+    with pytest.raises(CheckpointError, match="damaged"):
+        perceptual.load_vgg16_backbone(converted)
