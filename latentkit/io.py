@@ -23,6 +23,7 @@ from latentkit.files import atomic_path
 
 __all__ = [
     "atomic_path",
+    "image_size",
     "load_image",
     "save_image",
     "save_grid",
@@ -129,12 +130,57 @@ def _open_bounded(path: Path, resolution: int | None, max_pixels: int | None) ->
     except InputError:
         raise
     except Image.DecompressionBombError as err:  # PIL's own refusal, past twice its MAX_IMAGE_PIXELS
-        raise InputError(
-            f"{path} is too large to decode ({err}), more than the limit of {limit:,} pixels; downscale it first, "
-            "or raise the limit with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)"
-        ) from None
+        raise _bomb(path, err, limit) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
         raise InputError(f"cannot read {path} as an image: {err}") from err
+
+
+def _bomb(path: Path, err: Exception, limit: int) -> InputError:
+    """The pixel-limit message for PIL's DecompressionBombError (whose text gives the pixel count)."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    try:  # the plugin alone reads the header without PIL's bomb check, for the width and height
+        from PIL import Image
+
+        Image.init()
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)
+            for fmt in Image.ID:
+                factory, accept = Image.OPEN[fmt]
+                if accept is None or accept(prefix):
+                    fh.seek(0)
+                    w, h = factory(fh, str(path)).size
+                    size = f"{w}x{h} = {w * h:,} pixels"
+                    break
+    except Exception:  # noqa: BLE001 - the count from PIL's message is enough
+        pass
+    return InputError(f"{path} is {size}, more than the limit of {limit:,}; downscale it first, or raise the limit "
+                      "with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)")
+
+
+def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header (no pixels decoded), within the pixel limit.
+
+    Raises:
+        InputError: not an image PIL can identify, or more pixels than ``max_pixels`` (default
+            :data:`MAX_IMAGE_PIXELS` or ``LATENTKIT_MAX_IMAGE_PIXELS``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path, limit = Path(path), _pixel_limit(max_pixels)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as err:
+        raise _bomb(path, err, limit) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        raise InputError(f"cannot read {path} as an image: {err}") from None
+    if width * height > limit:
+        raise InputError(f"{path} is {width}x{height} = {width * height:,} pixels, more than the limit of {limit:,}; "
+                         "downscale it first, or raise the limit with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)")
+    return width, height
 
 
 def load_image(

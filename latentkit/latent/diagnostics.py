@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from latentkit.checks import check_plot_path
 from latentkit.errors import InputError, ShapeError
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class PriorDiagnostics:
                family="monospace", va="top")
         path = Path(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=100)
+            fig.savefig(tmp, format=check_plot_path(path), dpi=100)
         return path
 
 

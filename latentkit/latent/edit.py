@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from latentkit.checks import check_shape
+from latentkit.checks import check_render, check_shape
 from latentkit.errors import InputError
 from latentkit.latent.directions import SPACES, Directions, check_single
 from latentkit.latent.prior import v_to_w, w_to_v
@@ -210,6 +210,7 @@ def render_edits(
     from tqdm.auto import tqdm
 
     G.check_ws(ws)
+    check_render(int(ws.shape[0]) * len(list(amounts)), G, "the edit")
     edited = edit_sweep(ws.to(G.w_avg.device), direction, list(amounts), layers=layers, space=space)
     chunks = list(edited.split(max(1, int(batch_size))))
     images = [G.synthesis(chunk, noise_mode=noise_mode).float().cpu()

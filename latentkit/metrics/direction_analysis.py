@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from latentkit.checks import check_plot_path
 from latentkit.errors import InputError
 from latentkit.latent.directions import Directions
 from latentkit.latent.edit import edit
@@ -160,7 +161,7 @@ class DirectionAnalysis:
         fig.tight_layout()
         path = Path(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=110)
+            fig.savefig(tmp, format=check_plot_path(path), dpi=110)
         return path
 
 

@@ -58,16 +58,10 @@ def check_images(files: Sequence[Path], *, max_pixels: int | None = None) -> Non
     Raises:
         InputError: a file PIL cannot identify, naming it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from latentkit.io import image_size
 
     for path in files:
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise InputError(f"cannot read {path} as an image: {err}") from None
-        if max_pixels is not None and width * height > max_pixels:
-            raise InputError(f"{path} is {width}x{height} pixels, more than the limit of {max_pixels}")
+        image_size(path, max_pixels=max_pixels)
 
 
 def folder_names(files: Sequence[Path]) -> list[str]:
