@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tokenize
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -224,7 +225,7 @@ def read_npz(
     except InputError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError, OverflowError,
-            MemoryError, RuntimeError) as err:
+            MemoryError, RuntimeError, SyntaxError, RecursionError, tokenize.TokenError) as err:  # header parsing
         raise fail(f"{type(err).__name__}: {str(err)[:160]}") from None
     except OSError as err:
         raise os_error(path, err, "read") from None

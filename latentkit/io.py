@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     if img.ndim == 3:
         img = img.unsqueeze(0)
     check_shape(img, [None, None, None, None], "img")
+    if not bool(torch.isfinite(img).all()):
+        raise InputError("the images hold NaN or inf (the latents or the network gave non-finite values); nothing "
+                         "was written")
     out = (img.detach().to(torch.float32).permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return out.cpu().numpy()
 
@@ -257,6 +261,8 @@ def save_latents(path: str | os.PathLike, ws: torch.Tensor | np.ndarray, **extra
         raise ShapeError(f"ws must have shape [N, num_ws, w_dim], got {list(array.shape)}")
     if "w" in extra:
         raise InputError("extra arrays may not be named 'w' (reserved for the latents)")
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise InputError(f"cannot write {path}: the latents hold NaN or inf (or are not numbers); nothing was written")
     arrays = {"w": array.astype(np.float32)}
     for key, value in extra.items():
         arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
@@ -294,7 +300,7 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
             array = np.array(array)
         except InputError:
             raise
-        except (OSError, ValueError, EOFError, MemoryError) as err:
+        except (OSError, ValueError, EOFError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError) as err:
             if "pickled" in str(err) or head != b"\x93NUMPY":
                 err = f"it is not a numpy file (starts with {head!r}); pass projected_w.npz or a .npy"
             elif "object" in str(err).lower():

@@ -76,6 +76,12 @@ def parse_layers(layers: LayerSpec, num_ws: int) -> list[int]:
     return sorted(set(picked))
 
 
+MAX_AMOUNT = 1000.0
+"""Largest edit amount :func:`parse_amounts` accepts, in standard deviations."""
+MAX_AMOUNTS = 1000
+"""Most amounts :func:`parse_amounts` accepts."""
+
+
 def parse_amounts(text: str) -> list[float]:
     """Parse ``'-3,-1.5,0,1.5,3'`` into floats (standard deviations).
 
@@ -88,6 +94,9 @@ def parse_amounts(text: str) -> list[float]:
         raise InputError(f"cannot parse amounts {text!r}: expected numbers separated by commas, e.g. -3,-1.5,0,1.5,3") from None
     if not amounts or not all(np.isfinite(amounts)):
         raise InputError(f"amounts {text!r} must be one or more finite numbers")
+    if len(amounts) > MAX_AMOUNTS or max(abs(a) for a in amounts) > MAX_AMOUNT:
+        raise InputError(f"amounts {text!r:.60} must be at most {MAX_AMOUNTS:,} numbers within +-{MAX_AMOUNT:g} "
+                         "standard deviations (latents beyond are not images)")
     return amounts
 
 
