@@ -307,12 +307,13 @@ class ProjectionState:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise InputError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
-        if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]  # torch's texts span lines
+            raise InputError(f"cannot read checkpoint {path}: {reason}; delete it to start afresh") from err
+        if not isinstance(state, dict) or type(state.get("version")) is not int or state["version"] != _CHECKPOINT_VERSION:
             raise InputError(
                 f"{path} is not a latentkit projection checkpoint (version {_CHECKPOINT_VERSION}); delete it"
             )
-        if state["fingerprint"] != fingerprint:
+        if not isinstance(state.get("fingerprint"), str) or state["fingerprint"] != fingerprint:
             raise InputError(
                 f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
                 "or use another output folder"
