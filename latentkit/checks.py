@@ -11,7 +11,15 @@ import torch
 
 from latentkit.errors import InputError, ShapeError
 
-__all__ = ["check_shape", "check_finite", "check_image", "check_number", "check_count"]
+__all__ = ["check_shape", "check_finite", "check_image", "check_number", "check_count", "check_render",
+           "MAX_RENDER_BYTES", "PLOT_SUFFIXES", "check_plot_path"]
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+"""Figure formats the ``plot`` methods write (chosen by suffix; none: PNG)."""
+
+MAX_RENDER_BYTES = 8 << 30
+"""Most float32 image memory one render call may hold (8 GiB): ``images * channels * height * width * 4``."""
+_ANNOUNCE_IMAGES = 256  # renders of this many images or more log an estimate first
 
 
 def _format(shape: Sequence[int | str | None]) -> str:
@@ -111,3 +119,37 @@ def check_count(value: Any, name: str, *, lo: int = 0, limit: int) -> int:
     if not lo <= count <= limit:
         raise InputError(f"{name} is {count:,}, it must be in [{lo:,}, {limit:,}]")
     return count
+
+
+def check_render(count: int, G: Any, what: str, *, max_bytes: int = MAX_RENDER_BYTES) -> None:
+    """Refuse a render of ``count`` images by ``G`` whose float32 result would pass ``max_bytes``; log an
+    estimate line (images, resolution, memory) before a long one.
+
+    Raises:
+        InputError: naming the count, the memory it needs and the limit.
+    """
+    res, channels = int(getattr(G, "img_resolution", 0) or 0), int(getattr(G, "img_channels", 3) or 3)
+    need = int(count) * channels * res * res * 4
+    if need > max_bytes:
+        raise InputError(f"{what} renders {count:,} images of {res}x{res}, {need / 2**30:,.1f} GiB in memory, more "
+                         f"than the limit of {max_bytes / 2**30:,.0f} GiB; render fewer (fewer latents, steps or amounts)")
+    if count >= _ANNOUNCE_IMAGES:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: rendering %d images of %dx%d (about %.2f GiB in memory)", what,
+                                            count, res, res, need / 2**30)
+
+
+def check_plot_path(path: Any) -> str:
+    """The matplotlib format of a figure path (``'png'`` when it has no suffix), checked before any slow work.
+
+    Raises:
+        InputError: an unknown suffix, naming the ones accepted.
+    """
+    import os.path
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix and suffix not in PLOT_SUFFIXES:
+        raise InputError(f"cannot write a figure as {os.fspath(path)!r}: unknown suffix {suffix!r}; use one of "
+                         f"{', '.join(PLOT_SUFFIXES)}")
+    return suffix.lstrip(".") or "png"

@@ -14,10 +14,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from latentkit.errors import CheckpointError
+from latentkit.datafiles import loads_bounded
+from latentkit.files import atomic_write_text
 
 __all__ = ["file_sha256", "read_records", "write_record", "verify_cached", "RECORD_NAME"]
 
@@ -45,10 +46,12 @@ def read_records(folder: Path) -> dict[str, dict]:
             the message names it and says how to recover.
     """
     path = Path(folder) / RECORD_NAME
-    if not path.is_file():
+    if not path.exists():
         return {}
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise ValueError("it is a folder, not a file")
+        records = loads_bounded(path.read_bytes(), str(path))
     except (OSError, ValueError) as err:
         records, problem = None, f"{type(err).__name__}: {err}"
     else:
@@ -73,10 +76,7 @@ def write_record(path: Path, sha256: str, url: str) -> None:
         "url": url,
         "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{RECORD_NAME}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(records, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path.parent / RECORD_NAME)
+    atomic_write_text(path.parent / RECORD_NAME, json.dumps(records, indent=1, sort_keys=True))
 
 
 def verify_cached(path: Path, *, expected: str, url: str) -> str:

@@ -89,7 +89,7 @@ def labelled_grid(images: torch.Tensor, *, cols: Sequence[str], rows: Sequence[s
 def save_labelled_grid(path: str | os.PathLike, images: torch.Tensor, *, cols: Sequence[str], rows: Sequence[str] = (),
                        title: str = "", tile: int = DEFAULT_TILE) -> Path:
     """Write :func:`labelled_grid` as PNG (or JPEG by suffix), atomically; returns the path."""
-    from latentkit.io import atomic_path
+    from latentkit.files import atomic_path
 
     path = Path(path)
     grid = labelled_grid(images, rows=rows, cols=cols, title=title, tile=tile)

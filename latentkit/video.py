@@ -22,7 +22,8 @@ def save_video(path: str | os.PathLike, frames: torch.Tensor, *, fps: float = 24
     Raises:
         InputError: a missing video backend or an unsupported suffix.
     """
-    from latentkit.io import atomic_path, to_uint8
+    from latentkit.files import atomic_path
+    from latentkit.io import to_uint8
 
     path = Path(path)
     try:

@@ -16,6 +16,8 @@ RANKS = {
     "latentkit.errors": 0,
     "latentkit.checks": 0,
     "latentkit.io": 0,
+    "latentkit.files": 0,
+    "latentkit.datafiles": 0,
     "latentkit.hub": 0,
     "latentkit.video": 0,
     "latentkit.grid": 0,

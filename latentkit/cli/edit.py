@@ -107,7 +107,7 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
               show_default=True, help="Base latents the image changes are averaged over.")
 @click.option("--amount", type=float, default=ANALYSIS_AMOUNT, show_default=True,
               help="Edit size for the analysis, in standard deviations.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the base latents.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the base latents.")
 @click.option("--per-layer/--no-per-layer", "per_layer", default=True, show_default=True,
               help="Measure the sensitivity of every W+ layer (num_ws renders more per direction and latent).")
 @click.option("--plot/--no-plot", "plot", default=True, show_default=True,

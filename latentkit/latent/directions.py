@@ -16,7 +16,6 @@ Directions are float64 CPU tensors; they save to ``.npz`` with JSON metadata (:m
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -144,14 +143,10 @@ class Directions:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``.npz`` arrays ``vectors``, ``sigmas``, ``covariance`` and a JSON ``metadata`` string (atomically)."""
-        from latentkit.io import atomic_path
+        from latentkit.datafiles import write_npz
 
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, vectors=self.vectors.numpy(), sigmas=self.sigmas.numpy(),
-                         covariance=self.covariance.numpy(), metadata=np.array(json.dumps(self.metadata())))
-        return path
+        arrays = {"vectors": self.vectors.numpy(), "sigmas": self.sigmas.numpy(), "covariance": self.covariance.numpy()}
+        return write_npz(path, arrays, self.metadata())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Directions:
@@ -160,26 +155,49 @@ class Directions:
         Raises:
             InputError: missing file, not a latentkit directions file, or an unknown format version.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"directions file not found: {path} (write one with `latentkit directions`)")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            meta = json.loads(str(arrays["metadata"]))
-        except (OSError, ValueError, KeyError, AttributeError) as err:
-            raise InputError(f"cannot read {path} as a latentkit directions .npz: {err}") from None
-        if meta.get("format") != DIRECTIONS_FORMAT:
-            raise InputError(f"{path} is not a latentkit directions file (format {meta.get('format')!r})")
-        if meta.get("format_version") != DIRECTIONS_FORMAT_VERSION:
-            raise InputError(f"{path} has directions format version {meta.get('format_version')}, this latentkit "
-                             f"reads version {DIRECTIONS_FORMAT_VERSION}")
-        try:
-            tensors = {k: torch.from_numpy(arrays[k].astype(np.float64)) for k in ("vectors", "sigmas", "covariance")}
-        except KeyError as err:
-            raise InputError(f"{path}: missing array {err}") from None
-        return cls(**tensors, space=meta["space"], slope=float(meta["slope"]), gain=float(meta["gain"]),
-                   names=tuple(meta.get("names", ())), method=str(meta.get("method", "")), info=meta.get("info", {}))
+        from latentkit.datafiles import read_npz
+
+        arrays, meta = read_npz(path, "latentkit directions .npz", names=("vectors", "sigmas", "covariance"),
+                                hint="; write one with `latentkit directions`")
+        return cls(**_checked_fields(Path(path), arrays, meta))
+
+
+def _checked_fields(path: Path, arrays: dict[str, np.ndarray], meta: Any) -> dict[str, Any]:
+    """The keyword arguments of :class:`Directions` from a file's arrays and metadata, each field checked."""
+    def fail(what: str) -> InputError:
+        return InputError(f"{path}: {what}; write the file again with `latentkit directions`")
+
+    if not isinstance(meta, dict) or meta.get("format") != DIRECTIONS_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise InputError(f"{path} is not a latentkit directions file (format {found!r:.80})")
+    if meta.get("format_version") != DIRECTIONS_FORMAT_VERSION:
+        raise InputError(f"{path} has directions format version {meta.get('format_version')!r:.40}, this latentkit "
+                         f"reads version {DIRECTIONS_FORMAT_VERSION}")
+    tensors = {}
+    for key, ndim in (("vectors", 2), ("sigmas", 1), ("covariance", 2)):
+        if key not in arrays:
+            raise fail(f"array {key!r} is missing (it has {sorted(arrays)[:20]})")
+        array = arrays[key]
+        if array.dtype.kind not in "fiu" or array.ndim != ndim or not np.isfinite(array).all():
+            raise fail(f"array {key!r} must hold finite real numbers with {ndim} dimensions, got {array.dtype} "
+                       f"{list(array.shape)[:4]}")
+        tensors[key] = torch.from_numpy(array.astype(np.float64))
+    if len(tensors["vectors"]) == 0 or not bool((tensors["vectors"].norm(dim=1) > 0).all()):
+        raise fail("the directions must be one or more non-zero vectors")
+    if meta.get("space") not in SPACES:
+        raise fail(f"metadata field 'space' must be one of {SPACES}, got {meta.get('space')!r:.40}")
+    numbers = {}
+    for key in ("slope", "gain"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (key == "gain" and value <= 0):
+            raise fail(f"metadata field {key!r} must be a finite number{' > 0' if key == 'gain' else ''}, got {value!r:.40}")
+        numbers[key] = float(value)
+    names, method, info = meta.get("names", []), meta.get("method", ""), meta.get("info", {})
+    if not isinstance(names, list) or not all(isinstance(n, str) and len(n) <= 200 for n in names):
+        raise fail("metadata field 'names' must be a list of short strings")
+    if not isinstance(method, str) or not isinstance(info, dict):
+        raise fail("metadata fields 'method' (a string) and 'info' (an object) have the wrong types")
+    return {**tensors, "space": meta["space"], **numbers, "names": tuple(names), "method": method, "info": info}
 
 
 # --------------------------------------------------------------------------------------------------

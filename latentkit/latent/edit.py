@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from latentkit.checks import check_shape
+from latentkit.checks import check_render, check_shape
 from latentkit.errors import InputError
 from latentkit.latent.directions import SPACES, Directions, check_single
 from latentkit.latent.prior import v_to_w, w_to_v
@@ -76,6 +76,12 @@ def parse_layers(layers: LayerSpec, num_ws: int) -> list[int]:
     return sorted(set(picked))
 
 
+MAX_AMOUNT = 1000.0
+"""Largest edit amount :func:`parse_amounts` accepts, in standard deviations."""
+MAX_AMOUNTS = 1000
+"""Most amounts :func:`parse_amounts` accepts."""
+
+
 def parse_amounts(text: str) -> list[float]:
     """Parse ``'-3,-1.5,0,1.5,3'`` into floats (standard deviations).
 
@@ -88,6 +94,9 @@ def parse_amounts(text: str) -> list[float]:
         raise InputError(f"cannot parse amounts {text!r}: expected numbers separated by commas, e.g. -3,-1.5,0,1.5,3") from None
     if not amounts or not all(np.isfinite(amounts)):
         raise InputError(f"amounts {text!r} must be one or more finite numbers")
+    if len(amounts) > MAX_AMOUNTS or max(abs(a) for a in amounts) > MAX_AMOUNT:
+        raise InputError(f"amounts {text!r:.60} must be at most {MAX_AMOUNTS:,} numbers within +-{MAX_AMOUNT:g} "
+                         "standard deviations (latents beyond are not images)")
     return amounts
 
 
@@ -210,6 +219,7 @@ def render_edits(
     from tqdm.auto import tqdm
 
     G.check_ws(ws)
+    check_render(int(ws.shape[0]) * len(list(amounts)), G, "the edit")
     edited = edit_sweep(ws.to(G.w_avg.device), direction, list(amounts), layers=layers, space=space)
     chunks = list(edited.split(max(1, int(batch_size))))
     images = [G.synthesis(chunk, noise_mode=noise_mode).float().cpu()

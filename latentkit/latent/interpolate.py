@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentkit.video import VIDEO_SUFFIXES, save_video  # re-exported: interpolation videos
+from latentkit.checks import check_count, check_render
 from latentkit.errors import InputError, ShapeError
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from latentkit.latent.prior import GaussianPrior
 
 __all__ = ["SPACES", "interpolate", "interpolation_weights", "pair_latents", "render_interpolation", "save_video", "slerp"]
+
+MAX_STEPS = 100_000
+"""Most points :func:`render_interpolation` renders per path."""
 
 SPACES = ("w", "v", "z")
 
@@ -188,6 +192,8 @@ def render_interpolation(
         ShapeError: latents that do not fit ``G``.
         InputError: as :func:`interpolate`; Z paths on a conditional generator.
     """
+    steps = check_count(steps, "steps", lo=2, limit=MAX_STEPS)
+    check_render(steps * (int(a.shape[0]) if a.ndim >= 2 else 1), G, "the interpolation")
     device = G.w_avg.device
     a, b = a.to(device), b.to(device)
     if space == "z":

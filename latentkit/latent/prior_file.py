@@ -12,7 +12,6 @@ the field ignore it, so the format version stays 1.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from latentkit.datafiles import read_npz, write_npz
 from latentkit.errors import InputError
 from latentkit.latent.settings import RADIUS_MODEL
 
@@ -42,14 +42,7 @@ def check_nu(nu: Any, name: str = "nu") -> float:
 
 def write_prior_file(path: str | os.PathLike, mean: np.ndarray, covariance: np.ndarray, metadata: dict[str, Any]) -> Path:
     """Write ``mean``, ``covariance`` and ``metadata`` (JSON) atomically; returns the path."""
-    from latentkit.io import atomic_path
-
-    path = Path(path)
-    text = json.dumps(metadata)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, mean=mean, covariance=covariance, metadata=np.array(text))
-    return path
+    return write_npz(path, {"mean": mean, "covariance": covariance}, metadata)
 
 
 def _fail(path: Path, what: str) -> InputError:
@@ -76,26 +69,9 @@ def read_prior_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
     path = Path(path)
     if not path.is_file():
         raise InputError(f"prior file not found: {path} (write one with `latentkit fit-prior`)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("it is a single array, not an .npz archive")
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, AttributeError, KeyError) as err:
-        head = path.read_bytes()[:8]
-        reason = f"it is not an .npz file (starts with {head!r})" if not head.startswith(b"PK") else str(err)
-        raise InputError(f"cannot read {path} as a prior .npz: {reason}; write one with `latentkit fit-prior`") from None
-    except Exception as err:  # zipfile.BadZipFile and friends from a damaged archive
-        raise InputError(f"cannot read {path} as a prior .npz: {type(err).__name__}: {err}") from None
-    raw = arrays.get("metadata")
-    if raw is None:
+    arrays, meta = read_npz(path, "prior .npz", names=("mean", "covariance"), hint="; write one with `latentkit fit-prior`")
+    if meta is None:
         raise InputError(f"{path} is not a latentkit prior: it has no 'metadata' (arrays: {sorted(arrays)})")
-    if raw.dtype.kind != "U" or raw.ndim != 0:
-        raise _fail(path, f"the prior's metadata must be one JSON string, got a {raw.dtype} array of shape {list(raw.shape)}")
-    try:
-        meta = json.loads(str(raw))
-    except json.JSONDecodeError as err:
-        raise _fail(path, f"the prior's metadata is not valid JSON ({err})") from None
     if not isinstance(meta, dict):
         raise _fail(path, f"the prior's metadata must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != PRIOR_FORMAT:

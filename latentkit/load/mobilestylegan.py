@@ -28,7 +28,7 @@ import torch
 from latentkit import hub
 from latentkit.cpu_memory import retain_freed_memory
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
-from latentkit.io import atomic_path
+from latentkit.files import atomic_path
 from latentkit.load.build import as_int
 from latentkit.load.openvino_ir import read_ir
 from latentkit.nets.mobilestylegan import MobileStyleGAN

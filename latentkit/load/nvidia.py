@@ -50,12 +50,38 @@ def detect_architecture(g_ema: ModuleRecord) -> str:
             f"'G_ema' ({name}) is not a StyleGAN generator: expected children 'mapping' and 'synthesis', "
             f"found {sorted(children) or 'none'}"
         )
+    _check_records(g_ema, "G_ema")
     if "embed_proj" in _children(mapping):
         return "stylegan-xl"
     first = _children(synthesis).get("input")
     if first is not None and "freqs" in (getattr(first, "buffers", None) or {}):
         return "stylegan3"
     return "stylegan2"
+
+
+# The classes of NVIDIA's generators (stylegan2-ada-pytorch, stylegan3, StyleGAN-XL); torch's own modules
+# inside them arrive with qualified names, already allow-listed by the unpickler.
+NETWORK_CLASSES = frozenset({
+    "Generator", "SuperresGenerator", "MappingNetwork", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer",
+    "SynthesisInput", "ToRGBLayer", "FullyConnectedLayer", "Conv2dLayer",
+})
+
+
+def _check_records(record: Any, where: str, depth: int = 0) -> None:
+    """Every record under ``G_ema`` must be a generator class (or an allow-listed torch module) and name a
+    known activation: a record claiming another class (a callable's name) is refused, not loaded."""
+    from latentkit.nets.ops import ACTIVATIONS
+
+    name = getattr(record, "class_name", "")
+    if not isinstance(name, str) or ("." not in name and name not in NETWORK_CLASSES) or depth > 32:
+        raise CheckpointError(f"{where} is a {name!r:.60}, which is not a class of a StyleGAN generator "
+                              f"(expected one of {sorted(NETWORK_CLASSES)})")
+    kwargs = getattr(record, "init_kwargs", {}) if "." not in name else {}
+    for act in (record.attr("activation", None) if "." not in name else None, kwargs.get("activation")):
+        if act is not None and (not isinstance(act, str) or act not in ACTIVATIONS):
+            raise CheckpointError(f"{where}.activation is {act!r:.40}, not one of {sorted(ACTIVATIONS)}")
+    for child, value in _children(record).items():
+        _check_records(value, f"{where}.{child}", depth + 1)
 
 
 def load_nvidia_pickle(path: str | os.PathLike) -> Generator:

@@ -110,8 +110,9 @@ def _constant(attrs: dict[str, str], blob: bytes, where: str) -> np.ndarray:
         offset, size = int(attrs["offset"]), int(attrs["size"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{where}: Const layer needs integer 'offset' and 'size' attributes ({err})") from err
-    if len(shape) > _MAX_RANK or any(s < 0 for s in shape):
-        raise CheckpointError(f"{where}: Const shape {list(shape)[:8]} has a negative dimension or rank > {_MAX_RANK}")
+    if len(shape) > _MAX_RANK or any(not 0 <= s <= _MAX_DIM for s in shape):
+        raise CheckpointError(f"{where}: Const shape {list(shape)[:8]} has a dimension outside [0, {_MAX_DIM}] or rank "
+                              f"> {_MAX_RANK}")
     expected = math.prod(shape) * dtype.itemsize
     if size != expected:
         raise CheckpointError(
@@ -123,7 +124,10 @@ def _constant(attrs: dict[str, str], blob: bytes, where: str) -> np.ndarray:
             "the .bin file is truncated or belongs to another .xml"
         )
     # A view of the BIN bytes, never a copy: constants may overlap (OpenVINO shares identical ones).
-    return np.frombuffer(blob, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+    try:
+        return np.frombuffer(blob, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+    except ValueError as err:
+        raise CheckpointError(f"{where}: Const of shape {list(shape)[:8]} cannot be read ({err})") from None
 
 
 def read_ir(xml: bytes, weights: bytes, *, name: str = "model.xml") -> IRGraph:

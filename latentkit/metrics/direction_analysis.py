@@ -15,7 +15,6 @@ Image changes are in the generator's units (images in about [-1, 1]).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from latentkit.checks import check_plot_path
 from latentkit.errors import InputError
 from latentkit.latent.directions import Directions
 from latentkit.latent.edit import edit
@@ -106,14 +106,11 @@ class DirectionAnalysis:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``heatmaps``, ``layer_sensitivity``, ``sigmas`` and a JSON ``summary`` as ``.npz`` (atomically)."""
-        from latentkit.io import atomic_path
+        from latentkit.datafiles import write_npz
 
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, heatmaps=self.heatmaps.numpy(), layer_sensitivity=self.layer_sensitivity.numpy(),
-                         sigmas=self.sigmas.numpy(), summary=np.array(json.dumps(self.summary())))
-        return path
+        arrays = {"heatmaps": self.heatmaps.numpy(), "layer_sensitivity": self.layer_sensitivity.numpy(),
+                  "sigmas": self.sigmas.numpy()}
+        return write_npz(path, arrays, self.summary(), meta_key="summary")
 
     def plot(self, path: str | os.PathLike, *, share: float = DEFAULT_SHARE) -> Path:
         """A one-page figure (PNG/PDF/SVG by suffix): a base image, one heat map per direction and the
@@ -129,7 +126,8 @@ class DirectionAnalysis:
             from matplotlib.figure import Figure
         except ImportError as err:
             raise InputError("plotting the direction analysis needs matplotlib: pip install 'latentkit[plot]'") from err
-        from latentkit.io import atomic_path, to_uint8
+        from latentkit.files import atomic_path
+        from latentkit.io import to_uint8
 
         k_count = len(self.names)
         cols = min(6, k_count + 1)
@@ -163,7 +161,7 @@ class DirectionAnalysis:
         fig.tight_layout()
         path = Path(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=110)
+            fig.savefig(tmp, format=check_plot_path(path), dpi=110)
         return path
 
 

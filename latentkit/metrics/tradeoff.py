@@ -226,7 +226,7 @@ def plot_tradeoff(result: TradeoffResult, path: str | os.PathLike) -> Path:
     except ImportError as err:
         raise InputError(f"plotting the trade-off needs matplotlib: pip install 'latentkit[plot]' ({err})") from err
 
-    from latentkit.io import atomic_path
+    from latentkit.files import atomic_path
 
     key = result.distance_key
     fig = Figure(figsize=(6, 4.5), dpi=120)
@@ -261,7 +261,7 @@ def save_tradeoff(result: TradeoffResult, out_dir: str | os.PathLike, *, stem: s
     Returns:
         ``{'csv': path, 'json': path, 'png': path}``.
     """
-    from latentkit.io import atomic_path
+    from latentkit.files import atomic_path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -127,9 +127,14 @@ def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _write_image(folder: Path, result: Any, k: int, info: dict[str, Any], c_dim: int) -> None:
-    from latentkit.io import atomic_path, save_image, save_latents
+    from latentkit.files import atomic_path, check_inside, os_error
+    from latentkit.io import save_image, save_latents
 
-    folder.mkdir(parents=True, exist_ok=True)
+    check_inside(folder, folder.parent)  # a per-image folder symlinked elsewhere is never written through
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise os_error(folder, err, "create") from None
     extra = {}
     if result.classes is not None:  # one-hot label so the latents can be re-rendered with the same class
         extra["c"] = np.eye(c_dim, dtype=np.float32)[[int(result.classes[k])]]  # [1, c_dim]
@@ -155,6 +160,17 @@ def _write_image(folder: Path, result: Any, k: int, info: dict[str, Any], c_dim:
         record["class_losses"] = {str(c): round(float(v), 6) for c, v in zip(result.candidate_classes, result.class_losses[k])}
     with atomic_path(folder / "losses.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
+
+
+def _check_finite(result: Any, paths: list[Path]) -> None:
+    """Refuse to write or record results holding NaN or inf (a diverged run, a damaged state): one line."""
+    bad = [str(path) for k, path in enumerate(paths)
+           if not (bool(torch.isfinite(result.ws[k]).all()) and bool(torch.isfinite(result.losses[k]).all())
+                   and all(bool(torch.isfinite(v[k]).all()) for v in result.noises.values()))]
+    if bad:
+        raise InputError(f"the projection of {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} holds NaN "
+                         "or inf latents or losses (diverged: lower the learning rate or check the prior); nothing was "
+                         "written for its batch, a rerun starts it afresh")
 
 
 def _psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -301,6 +317,7 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
                              callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
             seconds = (time.perf_counter() - started) / len(batch)
             checkpoint.unlink(missing_ok=True)  # before any line: a crash while writing redoes the rest from step 0
+            _check_finite(result, [p for p, _ in batch])
             psnr = _psnr(result.images.cpu(), result.targets)
             for k, (path, name) in enumerate(batch):
                 folder = outdir / name

@@ -58,26 +58,28 @@ def check_images(files: Sequence[Path], *, max_pixels: int | None = None) -> Non
     Raises:
         InputError: a file PIL cannot identify, naming it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from latentkit.io import image_size
 
     for path in files:
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise InputError(f"cannot read {path} as an image: {err}") from None
-        if max_pixels is not None and width * height > max_pixels:
-            raise InputError(f"{path} is {width}x{height} pixels, more than the limit of {max_pixels}")
+        image_size(path, max_pixels=max_pixels)
 
 
 def folder_names(files: Sequence[Path]) -> list[str]:
-    """One output folder name per file: its stem, made unique with ``-2``, ``-3`` ... in input order."""
+    """One output folder name per file: its stem, made unique with ``-2``, ``-3`` ... in input order.
+
+    The output folder's own files are hidden (``.latentkit-project.lock``, checkpoints, temporary files) or
+    start with ``manifest``; a stem that does (``manifest.jsonl.png``, ``.lock.png``) gets a ``_`` in front,
+    so no image's folder can take a bookkeeping file's name.
+    """
     names, seen = [], set()
     for path in files:
-        name, k = Path(path).stem, 1
+        stem = Path(path).stem
+        if stem.startswith(".") or stem.lower().startswith("manifest"):
+            stem = "_" + stem
+        name, k = stem, 1
         while name in seen:
             k += 1
-            name = f"{Path(path).stem}-{k}"
+            name = f"{stem}-{k}"
         seen.add(name)
         names.append(name)
     return names

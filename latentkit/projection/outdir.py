@@ -7,15 +7,20 @@ the next run when a job died), and :func:`read_manifest` reads both until then.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import socket
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from latentkit.datafiles import loads_bounded
 from latentkit.errors import InputError
+from latentkit.files import append_line, atomic_write_text, os_error
 
 __all__ = ["LOCK", "MANIFEST", "append_manifest", "folder_lock", "merge_manifests", "rank_manifest", "read_manifest"]
 
@@ -36,16 +41,70 @@ def _rank_files(outdir: Path) -> list[Path]:
     return [p for p, r in sorted(((p, r) for p, r in found if r.isdigit()), key=lambda pr: int(pr[1]))]
 
 
+MAX_LINE_BYTES = 1 << 20  # a manifest line holds one image's record: far below this
+MAX_LINE_DEPTH = 8
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
+    """The valid records of one manifest file; a line that is not one (not UTF-8, not JSON, too long or deep,
+    a field of the wrong type) is skipped with a warning, so its image is redone."""
     out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        data = _read_inside(path)
+    except InputError as err:
+        raise InputError(f"{err}; the manifest of {path.parent} cannot be read") from None
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
         try:
-            record = json.loads(line)
-            str(record["input"])
+            record = loads_bounded(line, f"{path} line {number}", max_bytes=MAX_LINE_BYTES, max_depth=MAX_LINE_DEPTH)
+            problem = _record_problem(record)
+        except InputError as err:
+            problem = str(err)
+        if problem:
+            logger.warning("%s line %d is not a manifest record (%.200s); ignored", path, number, problem)
+        else:
             out.append(record)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            logger.warning("%s line %d is not a manifest record; ignored", path, number)
     return out
+
+
+def _record_problem(record: Any) -> str:
+    """'' if ``record`` is a manifest line (an ``input`` string; every other known field, where present, of
+    its type: strings, finite numbers, an object of numbers, an integer class), else what is wrong."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("input"), str):
+        return "field 'input' is not a string"
+    for key in ("folder", "fingerprint"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"field {key!r} is not a string"
+    for key in ("final_loss", "psnr", "lpips", "seconds"):
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            return f"field {key!r} is not a finite number"
+    terms, klass = record.get("final_terms", {}), record.get("class")
+    if not isinstance(terms, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in terms.values()):
+        return "field 'final_terms' is not an object of numbers"
+    if klass is not None and (isinstance(klass, bool) or not isinstance(klass, int)):
+        return "field 'class' is not an integer"
+    return ""
+
+
+def _read_inside(path: Path, limit: int = 1 << 30) -> bytes:
+    """The bytes of ``path``, refusing a symlink and a file over ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(f"refusing to read {path}: it is a symlink; remove it") from None
+        raise os_error(path, err, "read") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise InputError(f"cannot read {path}: it is not a regular file; remove it")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"cannot read {path}: it is larger than {limit:,} bytes")
+    return data
 
 
 def read_manifest(outdir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -54,7 +113,7 @@ def read_manifest(outdir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     outdir = Path(outdir)
     records: dict[str, dict[str, Any]] = {}
     for path in [outdir / MANIFEST, *_rank_files(outdir)]:
-        if path.is_file():
+        if path.is_file() or path.is_symlink():
             records.update((str(r["input"]), r) for r in _lines(path))
     return records
 
@@ -71,18 +130,13 @@ def merge_manifests(outdir: Path, order: list[str] | None = None) -> int:
     if not ranks:
         return 0
     main = outdir / MANIFEST
-    old = _lines(main) if main.is_file() else []
+    old = _lines(main) if main.is_file() or main.is_symlink() else []
     new = [r for path in ranks for r in _lines(path)]
     position = {str(p): i for i, p in enumerate(order or [])}
     new.sort(key=lambda r: position.get(str(r["input"]), len(position)))  # stable: by rank after the known ones
     latest = {str(r["input"]): i for i, r in enumerate(old + new)}
     kept = [r for i, r in enumerate(old + new) if latest[str(r["input"])] == i]
-    tmp = outdir / f".{MANIFEST}.merging"
-    with open(tmp, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in kept)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, main)
+    atomic_write_text(main, "".join(json.dumps(r) + "\n" for r in kept), root=outdir)
     for path in ranks:
         path.unlink(missing_ok=True)
     logger.info("merged %d lines of %d per-rank manifests into %s", len(new), len(ranks), main)
@@ -96,20 +150,20 @@ def folder_lock(outdir: Path) -> Iterator[None]:
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666)
         except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
-                logger.warning("removing the stale lock %s of process %s, which has ended", path, holder.get("pid"))
+            holder = _lock_holder(path)
+            if holder is not None and holder["host"] == me["host"] and not _alive(holder["pid"]):
+                logger.warning("removing the stale lock %s of process %s, which has ended", path, holder["pid"])
                 path.unlink(missing_ok=True)
                 continue
+            who = f"pid {holder['pid']} on {holder['host']}" if holder else "an unknown process (the lock file is not a valid lock)"
             raise InputError(
-                f"another latentkit project (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) is writing "
-                f"to {outdir}; wait for it, choose another --outdir, or delete {path} if that run is gone"
+                f"another latentkit project ({who}) is writing to {outdir}; wait for it, choose another --outdir, "
+                f"or delete {path} if that run is gone"
             ) from None
+        except OSError as err:
+            raise os_error(path, err, "create the lock") from None
         with os.fdopen(fd, "w") as fh:
             json.dump(me, fh)
         break
@@ -119,21 +173,31 @@ def folder_lock(outdir: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+_MAX_PID = 1 << 22  # Linux's largest pid_max
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """``{"pid": int, "host": str}`` of a lock file, or None when it is not a valid lock (never taken over)."""
+    try:
+        holder = loads_bounded(_read_inside(path, 4096), str(path), max_depth=2)
+    except InputError:
+        return None
+    pid, host = (holder.get("pid"), holder.get("host")) if isinstance(holder, dict) else (None, None)
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= _MAX_PID or not isinstance(host, str):
+        return None
+    return {"pid": pid, "host": host}
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
         return True
     return True
 
 
 def append_manifest(outdir: Path, line: dict[str, Any], *, name: str = MANIFEST) -> None:
     """One line, appended to ``outdir/name`` and flushed to disk (the lock makes this process the only writer)."""
-    with open(outdir / name, "a") as fh:
-        fh.write(json.dumps(line) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_line(outdir / name, json.dumps(line, allow_nan=False), root=outdir)

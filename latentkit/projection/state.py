@@ -286,7 +286,7 @@ class ProjectionState:
 
     def save(self, path: Path, fingerprint: str, step: int) -> None:
         """Write the state after ``step`` steps to ``path`` (atomically)."""
-        from latentkit.io import atomic_path
+        from latentkit.files import atomic_path
 
         state = {
             "version": _CHECKPOINT_VERSION,
@@ -310,24 +310,30 @@ class ProjectionState:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise InputError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
-        if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]  # torch's texts span lines
+            raise InputError(f"cannot read checkpoint {path}: {reason}; delete it to start afresh") from err
+        if not isinstance(state, dict) or type(state.get("version")) is not int or state["version"] != _CHECKPOINT_VERSION:
             raise InputError(
                 f"{path} is not a latentkit projection checkpoint (version {_CHECKPOINT_VERSION}); delete it"
             )
-        if state["fingerprint"] != fingerprint:
+        if not isinstance(state.get("fingerprint"), str) or state["fingerprint"] != fingerprint:
             raise InputError(
                 f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
                 "or use another output folder"
             )
         _check_restored(state, self.w_opt, self.noises, path)
+        _check_state_fields(state, self, path)
         with torch.no_grad():
             self.w_opt.copy_(state["w_opt"])
             for k, v in self.noises.items():
                 v.copy_(state["noises"][k])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for g, rng in zip(self.streams, state["rng"]):
-            g.set_state(rng)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for g, rng in zip(self.streams, state["rng"]):
+                g.set_state(rng)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
+            raise InputError(f"checkpoint {path}: its optimizer or random state does not fit this run ({str(err)[:120]}); "
+                             "delete it to start afresh") from None
         self.history.extend(state["history"].unbind(0) if state["history"].numel() else [])
         return int(state["step"])
 
@@ -345,3 +351,43 @@ def _check_restored(state: dict, w_opt: torch.Tensor, noises: dict[str, torch.Te
     step = state.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise InputError(f"checkpoint {path}: step {step!r:.20} is not a count of steps; delete it to start afresh")
+
+
+def _check_state_fields(state: dict, run: ProjectionState, path: Path) -> None:
+    """The rest of a checkpoint, field by field: the step within the run, a finite Adam state of the
+    parameters' shapes, one random state per image and a finite loss history of one row per step."""
+    def fail(what: str) -> InputError:
+        return InputError(f"checkpoint {path}: {what}; delete it to start afresh")
+
+    step = state["step"]
+    if step > run.settings.num_steps:
+        raise fail(f"step {step} is past the end of this run ({run.settings.num_steps} steps)")
+    params = [p for group in run.optimizer.param_groups for p in group["params"]]
+    optimizer = state.get("optimizer")
+    inner = optimizer.get("state") if isinstance(optimizer, dict) else None
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    if not isinstance(inner, dict) or not isinstance(groups, list) or len(groups) != len(run.optimizer.param_groups):
+        raise fail("the optimizer state is not an Adam state of this run")
+    for index, entry in inner.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(entry, dict):
+            raise fail(f"the optimizer state has an entry {index!r:.40} that is no parameter of this run")
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            value = entry.get(name)
+            shape = torch.Size([]) if name == "step" else params[index].shape
+            if not isinstance(value, torch.Tensor) or value.shape != shape or not value.is_floating_point() \
+                    or not bool(torch.isfinite(value).all()) or (name != "exp_avg" and bool((value < 0).any())):
+                raise fail(f"the optimizer's {name} of parameter {index} is missing, mis-shaped, negative or not finite")
+    for group in groups:
+        lr, betas = (group.get("lr"), group.get("betas")) if isinstance(group, dict) else (None, None)
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or not isinstance(betas, (tuple, list)):
+            raise fail("the optimizer's parameter groups are damaged")
+    rng = state.get("rng")
+    size = run.streams[0].get_state().numel() if run.streams else 0
+    if not isinstance(rng, list) or len(rng) != run.n or not all(
+            isinstance(r, torch.Tensor) and r.dtype == torch.uint8 and r.shape == (size,) for r in rng):
+        raise fail(f"rng must be {run.n} random states, one per image")
+    history = state.get("history")
+    shape = (step, run.n, 1 + len(LOSS_TERMS))
+    if not isinstance(history, torch.Tensor) or not (history.shape == shape or (step == 0 and history.numel() == 0)) \
+            or not bool(torch.isfinite(history).all()):
+        raise fail(f"the loss history must be {list(shape)} finite numbers")
