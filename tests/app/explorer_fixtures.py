@@ -53,7 +53,7 @@ def app_parts(toy_g, toy_prior, projection_folder, tmp_path):
     catalog = Catalog(toy_g.num_ws, toy_g.w_dim)
     catalog.read(projection_folder)
     explorer = Explorer(toy_g, toy_prior, catalog=catalog, preview=None, n_components=4)
-    settings = ProjectionSettings(num_steps=3, perceptual=None, w_avg_samples=200)  # no VGG: fast
+    settings = ProjectionSettings(num_steps=3, perceptual=None, mse_weight=1.0, w_avg_samples=200)  # no VGG: fast
     projector = Projector(toy_g, toy_prior, catalog, tmp_path / "uploads", settings=settings, max_pixels=4_000_000)
     return explorer, projector
 
