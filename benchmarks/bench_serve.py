@@ -205,7 +205,8 @@ def main() -> None:
     from latentkit.app.server import create_app
 
     projector = Projector(G, prior, catalog, Path(os.environ.get("TMPDIR", "/tmp")) / "bench_serve_uploads",
-                          settings=ProjectionSettings(num_steps=args.project_steps))
+                          settings=ProjectionSettings(num_steps=args.project_steps),
+                          generator_lock=explorer.generator_lock)
     server = uvicorn.Server(uvicorn.Config(create_app(explorer, projector), host="127.0.0.1", port=0,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -102,7 +102,7 @@ class VideoWriter:
                 writer.close()
             raise
         try:
-            if write and self.suffix == ".gif":
+            if write and self.suffix == ".gif" and self._tmp is not None:
                 import imageio.v3 as iio
 
                 iio.imwrite(self._tmp, np.stack(self._gif), extension=".gif", duration=1000.0 / self.fps, loop=0)

@@ -70,6 +70,8 @@ class Projector:
 
     Args:
         G, prior: the explorer's generator and prior.
+        generator_lock: the explorer's (:attr:`Explorer.generator_lock`): a projection holds it during each
+            step and lets waiting renders in between, so the generator never runs two things at once.
         catalog: where finished projections are listed.
         folder: where uploads and their projections are written.
         settings: the projection (e.g. few steps on a CPU: :data:`CPU_STEPS`).
@@ -77,8 +79,10 @@ class Projector:
     """
 
     def __init__(self, G: Generator, prior: GaussianPrior | None, catalog: Catalog, folder: Path, *,
-                 settings: ProjectionSettings, max_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+                 settings: ProjectionSettings, max_pixels: int = MAX_UPLOAD_PIXELS,
+                 generator_lock: threading.Lock | None = None) -> None:
         self.G, self.prior, self.catalog, self.folder = G, prior, catalog, Path(folder)
+        self.generator_lock = generator_lock if generator_lock is not None else threading.Lock()
         self.settings, self.max_pixels = settings, int(max_pixels)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -130,6 +134,9 @@ class Projector:
 
         def step(index: int, ws: torch.Tensor) -> None:
             job.step = index + 1
+            self.generator_lock.release()  # renders waiting for the generator go between two steps
+            time.sleep(0.005)
+            self.generator_lock.acquire()
             if job.cancel.is_set():
                 raise _Cancelled
 
@@ -139,7 +146,9 @@ class Projector:
                 return
             job.status, job.started = "running", time.monotonic()
             try:
-                result = project(self.G, target, settings=self.settings, prior=self.prior, callback=step, progress=False)
+                with self.generator_lock:
+                    result = project(self.G, target, settings=self.settings, prior=self.prior, callback=step,
+                                     progress=False)
             except _Cancelled:
                 job.status, job.message = "cancelled", f"cancelled at step {job.step} of {job.total}"
                 return

@@ -105,6 +105,11 @@ class Explorer:
     # ----------------------------------------------------------------------------------------------
     # Scheduling.
 
+    @property
+    def generator_lock(self) -> threading.Lock:
+        """Held while the generator computes (renders, exports, and each step of an upload's projection)."""
+        return self._generator
+
     def latest_only(self, client: str, view: str, work: Callable[[], T]) -> T:
         """Run ``work`` on the generator unless a newer request of ``(client, view)`` arrives first.
 

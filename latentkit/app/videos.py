@@ -157,10 +157,10 @@ def seed_loop_frames(
     all_seeds = np.array([seeds[i % len(seeds)] for i in range(num_keyframes * cells)], dtype=np.int64)
     if shuffle_seed is not None:
         np.random.RandomState(int(shuffle_seed)).shuffle(all_seeds)
-    ws = seed_latents(G, all_seeds.tolist(), psi=psi).double()  # [K * cells, num_ws, w_dim]
-    ws = ws.reshape(grid_h, grid_w, num_keyframes, *ws.shape[1:]).numpy()
+    keyframes = seed_latents(G, all_seeds.tolist(), psi=psi).double()  # [K * cells, num_ws, w_dim]
+    keys = keyframes.reshape(grid_h, grid_w, num_keyframes, *keyframes.shape[1:]).numpy()
     x = np.arange(-num_keyframes * wraps, num_keyframes * (wraps + 1))
-    splines = [scipy.interpolate.interp1d(x, np.tile(ws[yi, xi], [wraps * 2 + 1, 1, 1]), kind=kind, axis=0)
+    splines = [scipy.interpolate.interp1d(x, np.tile(keys[yi, xi], [wraps * 2 + 1, 1, 1]), kind=kind, axis=0)
                for yi in range(grid_h) for xi in range(grid_w)]
     total = num_keyframes * int(w_frames)
 

@@ -161,7 +161,8 @@ def serve(network, prior_choice, latent_sources, direction_files, components, ho
     steps = project_steps if project_steps is not None else (CPU_STEPS if dev.type == "cpu" else 1000)
     with tempfile.TemporaryDirectory(prefix="latentkit-uploads-") as tmp:
         projector = Projector(G, prior, catalog, Path(uploads_dir or tmp),
-                              settings=ProjectionSettings(num_steps=steps, perceptual_weights=perceptual_weights))
+                              settings=ProjectionSettings(num_steps=steps, perceptual_weights=perceptual_weights),
+                              generator_lock=explorer.generator_lock)
         shown = f"[{host}]" if ":" in host else host
         say(f"latentkit explorer on http://{shown}:{port}/ (Ctrl-C stops it)")
         run_server(create_app(explorer, projector), host=host, port=port)

@@ -54,7 +54,8 @@ def app_parts(toy_g, toy_prior, projection_folder, tmp_path):
     catalog.read(projection_folder)
     explorer = Explorer(toy_g, toy_prior, catalog=catalog, preview=None, n_components=4)
     settings = ProjectionSettings(num_steps=3, perceptual=None, mse_weight=1.0, w_avg_samples=200)  # no VGG: fast
-    projector = Projector(toy_g, toy_prior, catalog, tmp_path / "uploads", settings=settings, max_pixels=4_000_000)
+    projector = Projector(toy_g, toy_prior, catalog, tmp_path / "uploads", settings=settings, max_pixels=4_000_000,
+                          generator_lock=explorer.generator_lock)
     return explorer, projector
 
 
