@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -91,3 +92,30 @@ def test_video_errors(tmp_path):
     assert result.exit_code == 1 and "do not fill a 2x2 grid" in result.output
     result = invoke_cli(["video", "--network", NET, "--seeds", "0", "--out", tmp_path / "a.txt"])
     assert result.exit_code == 1 and "must end in one of" in result.output
+
+
+def test_video_path_and_edit_sweep(tmp_path, small_prior):
+    import imageio.v3 as iio
+
+    from latentkit.io import save_latents
+    from latentkit.load import load_generator
+    from latentkit.app.videos import seed_latents
+
+    G = load_generator(NET)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    save_latents(a, seed_latents(G, [0]))
+    save_latents(b, seed_latents(G, [1, 2]))
+    path = tmp_path / "path.gif"
+    result = invoke_cli(["video", "--network", NET, "--latents", a, "--latents", b, "--frames", 3, "--space", "v",
+                         "--prior", small_prior, "--out", path])
+    assert result.exit_code == 0, result.output
+    assert iio.imread(path).shape[0] == 2 * 3 + 1  # three latents: two legs of 3 frames and the last latent
+    sweep = tmp_path / "sweep.gif"
+    result = invoke_cli(["video", "--network", NET, "--seeds", "5", "--component", 0, "--frames", 6,
+                         "--prior", small_prior, "--out", sweep])
+    assert result.exit_code == 0, result.output
+    frames = iio.imread(sweep)
+    from latentkit.latent.edit import ramp_amounts
+
+    assert frames.shape[0] == len(ramp_amounts([-3, 3], 6)) == json.loads(result.stdout)["frames"]
+    assert not (frames[0] == frames[2]).all()  # -3 sd and +3 sd
