@@ -204,3 +204,24 @@ def test_upload_limits(client):
     Image.new("L", (3000, 2000)).save(buf, format="PNG")  # 6 MP > the fixture's 4 MP, few bytes
     r = client.post("/api/project", params={"name": "wide.png"}, content=buf.getvalue())
     assert r.status_code == 400 and "pixels" in r.json()["error"]
+
+
+def test_catalog_reads_files_and_folders(tmp_path, toy_g, projection_folder):
+    import torch
+
+    from latentkit.app.catalog import Catalog
+    from latentkit.errors import InputError
+    from latentkit.io import save_latents
+
+    catalog = Catalog(toy_g.num_ws, toy_g.w_dim)
+    save_latents(tmp_path / "two.npz", torch.zeros(2, 1, toy_g.w_dim))  # W, broadcast to W+
+    assert [e.name for e in catalog.read(tmp_path / "two.npz")] == ["two[0]", "two[1]"]
+    (projection_folder / "manifest.jsonl").unlink()  # without a manifest: every */projected_w.npz
+    assert [e.name for e in catalog.read(projection_folder)] == ["img0", "img1"]
+    assert catalog.file("p2", "proj") == (projection_folder / "img0" / "proj.png").resolve()
+    assert catalog.file("p0", "proj") is None and catalog.file("p9", "target") is None
+    save_latents(tmp_path / "wrong.npz", torch.zeros(1, 3, 5))
+    with pytest.raises(InputError, match="do not fit this network"):
+        catalog.read(tmp_path / "wrong.npz")
+    with pytest.raises(InputError, match="no such file or folder"):
+        catalog.read(tmp_path / "missing")
