@@ -3,7 +3,8 @@
 Measures, with ``mobilestylegan-ffhq`` (1024 px) at a 512 px preview on this CPU:
 
 - server side: one render of each view as the API computes it (mapping / compression / edit / interpolation,
-  synthesis, area-downscale to the preview, PNG encode), split into synthesis and encode;
+  synthesis, area-downscale to the preview, PNG encode), split into synthesis and encode; wall seconds and
+  process CPU seconds (the machine is shared: CPU seconds show the work, wall seconds the wait);
 - in the browser (headless Chromium via selenium, the page served by uvicorn on 127.0.0.1): the time from a
   slider's ``input`` event to the new image decoded in the page (``img.decode()``), which adds HTTP, JSON,
   base64 and the browser's decode to the server's work.
@@ -35,9 +36,23 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "bench_serve.json"
 
 
-def _summary(times: list[float]) -> dict:
-    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
-            "max_s": round(max(times), 4), "n": len(times)}
+def _summary(times: list[float], cpu: list[float] | None = None) -> dict:
+    out = {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
+           "max_s": round(max(times), 4), "n": len(times)}
+    if cpu:
+        out["median_cpu_s"] = round(statistics.median(cpu), 4)  # process CPU seconds (all torch threads)
+    return out
+
+
+class _Clock:
+    """Wall and process-CPU seconds of a block."""
+
+    def __enter__(self) -> _Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def _write(results: dict) -> None:
@@ -52,32 +67,38 @@ def server_side(explorer, repeats: int) -> dict:
     out: dict = {}
     n_dirs = len(explorer.directions)
     calls = {
-        "seeds (3 images: untruncated, truncated, compressed)":
+        "seeds, psi moves (the truncated image changes)":
             lambda k: explorer.seeds("bench", [0], psi=0.5 + 0.02 * k, tau=3.0),
+        "seeds, tau moves (the compressed image changes)":
+            lambda k: explorer.seeds("bench", [0], psi=0.5, tau=1.0 + 0.1 * k),
+        "seeds, new seed (all three images change)":
+            lambda k: explorer.seeds("bench", [100 + k], psi=0.5, tau=3.0),
         "edit (1 image)": lambda k: explorer.edit("bench", "seed:1", [0.2 * k] + [0.0] * (n_dirs - 1), layers="0-5"),
         "interp (1 image, space v)": lambda k: explorer.interp("bench", "seed:0", "seed:1", position=5 * k, space="v"),
     }
     for name, call in calls.items():
         call(0)  # warm-up
-        times = []
+        times, cpu = [], []
         for k in range(1, repeats + 1):
-            started = time.perf_counter()
-            call(k)
-            times.append(time.perf_counter() - started)
-        out[name] = _summary(times)
+            with _Clock() as clock:
+                call(k)
+            times.append(clock.wall)
+            cpu.append(clock.cpu)
+        out[name] = _summary(times, cpu)
         print(f"{name}: {out[name]}", flush=True)
     ws = explorer.latent("seed:0")
-    synth, encode = [], []
+    synth, encode, synth_cpu, encode_cpu = [], [], [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        with torch.no_grad():
+        with _Clock() as clock, torch.no_grad():
             img = explorer.G.synthesis(ws, noise_mode="const")
-        synth.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        png_data_url(img, explorer.preview)
-        encode.append(time.perf_counter() - started)
-    out["split: synthesis of one image"] = _summary(synth)
-    out["split: downscale + PNG encode of one image"] = _summary(encode)
+        synth.append(clock.wall)
+        synth_cpu.append(clock.cpu)
+        with _Clock() as clock:
+            png_data_url(img, explorer.preview)
+        encode.append(clock.wall)
+        encode_cpu.append(clock.cpu)
+    out["split: synthesis of one image"] = _summary(synth, synth_cpu)
+    out["split: downscale + PNG encode of one image"] = _summary(encode, encode_cpu)
     print(out, flush=True)
     return out
 
@@ -128,8 +149,12 @@ def in_browser(url: str, repeats: int, screenshots: Path | None, photo: Path, pr
                 slider = "pc0-slider"
             time.sleep(1.0)
             driver.execute_async_script(script, slider, target, value(99))  # warm-up
-            times = [driver.execute_async_script(script, slider, target, value(k)) / 1000 for k in range(repeats)]
-            out[name] = _summary(times)
+            times, cpu = [], []
+            for k in range(repeats):
+                before = time.process_time()  # the server runs in this process
+                times.append(driver.execute_async_script(script, slider, target, value(k)) / 1000)
+                cpu.append(time.process_time() - before)
+            out[name] = _summary(times, cpu)
             print(f"browser {name}: {out[name]}", flush=True)
             if screenshots is not None:
                 time.sleep(0.5)
@@ -198,6 +223,7 @@ def main() -> None:
     results["server_side"] = server_side(explorer, args.repeats)
     results["load_after_server_side"] = os.getloadavg()
     _write(results)
+    print(f"load average {os.getloadavg()}", flush=True)
     if args.no_browser:
         return
     import uvicorn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io as _bytes_io
 import base64
+import hashlib
 import re
 import tempfile
 import threading
@@ -45,6 +46,7 @@ POSITIONS = 101  # interpolation slider: t = 0, 0.01, ..., 1
 VIEWS = ("seeds", "edit", "interp")
 PICKS = ("untruncated", "truncated", "compressed")
 _MAX_CLIENTS = 512
+_CACHED_IMAGES = 32  # rendered previews kept by latent: a slider that moves one image re-renders only that one
 T = TypeVar("T")
 
 
@@ -101,6 +103,7 @@ class Explorer:
         self._numbers = threading.Lock()
         self._latest: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
+        self._images: OrderedDict[bytes, str] = OrderedDict()
 
     # ----------------------------------------------------------------------------------------------
     # Scheduling.
@@ -138,6 +141,19 @@ class Explorer:
 
     def _synth(self, ws: torch.Tensor) -> torch.Tensor:
         return self.G.synthesis(ws.to(self.G.w_avg.device), noise_mode="const").float().cpu()
+
+    def _preview(self, ws: torch.Tensor) -> str:
+        """The preview data URL of ``ws [N, num_ws, w_dim]``, rendered once per distinct latent (e.g. the
+        untruncated image while psi moves, or the compressed one while tau is above every component).
+        Called with the generator lock held."""
+        key = hashlib.sha256(ws.detach().cpu().float().contiguous().numpy().tobytes()).digest()
+        image = self._images.pop(key, None)
+        if image is None:
+            image = png_data_url(self._synth(ws), self.preview)
+        self._images[key] = image
+        while len(self._images) > _CACHED_IMAGES:
+            self._images.popitem(last=False)
+        return image
 
     # ----------------------------------------------------------------------------------------------
     # Latents.
@@ -178,7 +194,7 @@ class Explorer:
             picks = {"untruncated": ws, "truncated": truncate(ws, centre, psi),
                      "compressed": compress(ws, self.prior, tau=tau)}
             beyond = (self.prior.coefficients(ws[:, 0]).abs() > tau).sum(-1)  # [N]
-            images = {k: png_data_url(self._synth(v), self.preview) for k, v in picks.items()}
+            images = {k: self._preview(v) for k, v in picks.items()}
             self._show(client, "seeds", _Shown({k: v[:1] for k, v in picks.items()}))
             return {"images": images, "beyond": [int(b) for b in beyond], "seeds": seeds, "w_dim": self.G.w_dim}
 
@@ -209,7 +225,7 @@ class Explorer:
                                    fps=24, size=self.preview, progress=False)
 
             self._show(client, "edit", _Shown({"edited": ws}, video))
-            return {"image": png_data_url(self._synth(ws), self.preview), "layers": rows,
+            return {"image": self._preview(ws), "layers": rows,
                     "sweep": direction.names[0]}
 
         return self.latest_only(client, "edit", work)
@@ -239,7 +255,7 @@ class Explorer:
                                    progress=False)
 
             self._show(client, "interp", _Shown({"interpolated": ws}, video))
-            return {"image": png_data_url(self._synth(ws), self.preview), "t": int(position) / (POSITIONS - 1)}
+            return {"image": self._preview(ws), "t": int(position) / (POSITIONS - 1)}
 
         return self.latest_only(client, "interp", work)
 
