@@ -115,6 +115,9 @@ def in_browser(url: str, repeats: int, screenshots: Path | None, photo: Path, pr
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
         options.add_argument(flag)
+    from selenium.webdriver.remote.remote_connection import RemoteConnection
+
+    RemoteConnection.set_timeout(900)  # a loaded shared machine at nice 19 starts Chromium slowly
     driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
     driver.set_script_timeout(300)
     out: dict = {}
@@ -194,6 +197,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--browser-only", action="store_true",
+                        help="keep the server-side results of the last run (in the JSON) and add the browser's")
     parser.add_argument("--screenshots", type=Path, default=None)
     parser.add_argument("--project-steps", type=int, default=5)
     parser.add_argument("--project-wait", type=float, default=600.0, help="seconds to wait for the upload's projection")
@@ -220,8 +225,13 @@ def main() -> None:
     results["prior_s"] = round(time.perf_counter() - started, 1)
     catalog = Catalog(G.num_ws, G.w_dim)
     explorer = Explorer(G, prior, catalog=catalog, preview=args.preview)
-    results["server_side"] = server_side(explorer, args.repeats)
-    results["load_after_server_side"] = os.getloadavg()
+    if args.browser_only and OUT.is_file():
+        previous = json.loads(OUT.read_text())
+        results.update({k: previous[k] for k in ("server_side", "load_after_server_side", "load_before") if k in previous})
+        results["load_before_browser"] = os.getloadavg()
+    else:
+        results["server_side"] = server_side(explorer, args.repeats)
+        results["load_after_server_side"] = os.getloadavg()
     _write(results)
     print(f"load average {os.getloadavg()}", flush=True)
     if args.no_browser:
