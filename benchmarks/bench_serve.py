@@ -115,10 +115,13 @@ def in_browser(url: str, repeats: int, screenshots: Path | None, photo: Path, pr
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
         options.add_argument(flag)
-    from selenium.webdriver.remote.remote_connection import RemoteConnection
+    import socket
 
-    RemoteConnection.set_timeout(900)  # a loaded shared machine at nice 19 starts Chromium slowly
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    socket.setdefaulttimeout(900)  # selenium's client timeout: a loaded machine at nice 19 starts Chromium slowly
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    finally:
+        socket.setdefaulttimeout(None)
     driver.set_script_timeout(300)
     out: dict = {}
     # Set a slider, fire its input event, resolve when the watched image has a new src that has decoded.
