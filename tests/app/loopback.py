@@ -15,10 +15,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @pytest.fixture
 def loopback_only(monkeypatch):
     """Allow connections to 127.0.0.1 / localhost / ::1; anything else still raises."""
-    original_create = socket.create_connection.__wrapped__ if hasattr(socket.create_connection, "__wrapped__") else None
-
     def connect(self, address):
-        if not (isinstance(address, tuple) and address[0] in LOOPBACK) and not isinstance(address, str):
+        if not (isinstance(address, tuple) and address[0] in LOOPBACK) and not isinstance(address, str):  # str: a unix socket
             raise OSError(f"tests may connect only to the loopback interface, not {address!r}")
         return _socket.socket.connect(self, address)
 
@@ -32,7 +30,6 @@ def loopback_only(monkeypatch):
         connect(sock, ("127.0.0.1" if host == "localhost" else host, port))
         return sock
 
-    del original_create
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "create_connection", create_connection)
 

@@ -135,7 +135,6 @@ def test_stale_requests_are_dropped(app_parts):
             threads.append(threading.Thread(target=ask, args=(k,)))
             threads[-1].start()
             time.sleep(0.2)  # numbered in order of arrival
-        other = threading.Thread(target=ask, args=(3,))  # another view of another tab is not affected
         before = explorer.renders
     finally:
         explorer._generator.release()
@@ -143,7 +142,28 @@ def test_stale_requests_are_dropped(app_parts):
         t.join()
     assert results[0] == results[1] == "superseded"
     assert results[2]["seeds"] == [2] and explorer.renders == before + 1
-    del other
+
+
+def test_tabs_do_not_drop_each_other(app_parts):
+    """Two tabs (or two views of one tab) waiting at once both render: only a newer request of the same
+    tab and view replaces one."""
+    explorer, _ = app_parts
+    results: dict[str, object] = {}
+    explorer.generator_lock.acquire()
+    try:
+        threads = [threading.Thread(target=lambda c=c: results.__setitem__(c, explorer.seeds(c, [1], psi=0.5, tau=3.0)))
+                   for c in ("tab-a", "tab-b")]
+        threads.append(threading.Thread(target=lambda: results.__setitem__(
+            "interp", explorer.interp("tab-a", "seed:0", "seed:1", position=40))))
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+    finally:
+        explorer.generator_lock.release()
+    for t in threads:
+        t.join()
+    assert set(results) == {"tab-a", "tab-b", "interp"}
+    assert results["tab-a"]["images"] == results["tab-b"]["images"]
 
 
 def test_upload_projects_in_the_background(client):
