@@ -145,9 +145,11 @@ def in_browser(url: str, repeats: int, screenshots: Path | None, photo: Path, pr
         deadline = time.monotonic() + 300
         while not image.get_attribute("src") and time.monotonic() < deadline:
             time.sleep(0.2)
-        cases = {"seeds: psi slider": ("seeds", "seeds-psi", "seeds-truncated", lambda k: f"{0.3 + 0.05 * (k % 8):.2f}"),
-                 "edit: pc0 slider": ("edit", None, "edit-image", lambda k: f"{-2 + 0.5 * (k % 8):.1f}"),
-                 "interp: position slider": ("interp", "interp-position", "interp-image", lambda k: str(10 + 7 * k))}
+        # Every value differs from the others and from the warm-up's (k = 99), so no render is served from the
+        # preview cache; the last edit value leaves pc0 moved for the screenshot.
+        cases = {"seeds: psi slider": ("seeds", "seeds-psi", "seeds-truncated", lambda k: f"{min(1.5, 0.3 + 0.05 * k):.2f}"),
+                 "edit: pc0 slider": ("edit", None, "edit-image", lambda k: f"{min(5.0, -2.2 + 0.9 * k):.1f}"),
+                 "interp: position slider": ("interp", "interp-position", "interp-image", lambda k: str(min(100, 10 + 7 * k)))}
         for name, (view, slider, target, value) in cases.items():
             driver.find_element(By.CSS_SELECTOR, f'nav button[data-view="{view}"]').click()
             if slider is None:
