@@ -13,6 +13,10 @@ function showError(text) {
   box.hidden = !text;
 }
 
+function esc(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
+}
+
 function qs(params) {
   return new URLSearchParams({client, ...params}).toString();
 }
@@ -81,7 +85,7 @@ function fillPicker(box) {
   const select = box.querySelector("select");
   const keep = select.value || "seed";
   select.innerHTML = `<option value="seed">seed</option>` +
-    info.latents.map((e) => `<option value="${e.id}">${e.name}</option>`).join("");
+    info.latents.map((e) => `<option value="${esc(e.id)}">${esc(e.name)}</option>`).join("");
   select.value = [...select.options].some((o) => o.value === keep) ? keep : "seed";
   box.querySelector("input").hidden = select.value !== "seed";
 }
@@ -144,9 +148,9 @@ function renderList() {
   body.innerHTML = "";
   for (const e of info.latents) {
     const tr = document.createElement("tr");
-    const img = (k) => (e.images[k] ? `<img src="${e.images[k]}" alt="${k}">` : "");
-    const scores = Object.entries(e.scores).map(([k, v]) =>
-      `${k} ${typeof v === "number" ? Number(v.toPrecision(4)) : v}`).join(", ");
+    const img = (k) => (e.images[k] ? `<img src="${esc(e.images[k])}" alt="${k}">` : "");
+    const scores = esc(Object.entries(e.scores).map(([k, v]) =>
+      `${k} ${typeof v === "number" ? Number(v.toPrecision(4)) : v}`).join(", "));
     tr.innerHTML = `<td></td><td>${img("target")}</td><td>${img("proj")}</td><td>${scores}</td>
       <td><button data-to="edit-base">edit</button> <button data-to="interp-a">as A</button>
       <button data-to="interp-b">as B</button></td>`;
