@@ -34,6 +34,8 @@ COMMANDS = {
     "tradeoff": "latentkit.cli.evaluate:tradeoff",
     "edit": "latentkit.cli.edit:edit",
     "directions": "latentkit.cli.edit:directions",
+    "video": "latentkit.cli.app:video",
+    "serve": "latentkit.cli.app:serve",
 }
 
 
