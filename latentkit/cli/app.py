@@ -60,7 +60,8 @@ def video(network, seeds, latent_files, component, direction_path, index, amount
     """Write a video: a looping interpolation through seeds (NVIDIA's gen_video.py), a path between latent
     files, or an edit sweep of one latent; JSON on stdout."""
     from latentkit.app import videos
-    from latentkit.cli.edit import load_prior
+    from latentkit.cli._common import prior_or_cached
+    from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
     from latentkit.latent.edit import parse_amounts, ramp_amounts
     from latentkit.latent.sampling import parse_seeds
     from latentkit.load import load_generator
@@ -80,14 +81,14 @@ def video(network, seeds, latent_files, component, direction_path, index, amount
     if editing:
         from latentkit.latent.directions import Directions, prior_directions
 
-        direction = (prior_directions(load_prior(prior_path, G))[component] if component is not None
+        direction = (prior_directions(prior_or_cached(prior_path, G, n_samples=DEFAULT_CACHED_SAMPLES))[component] if component is not None
                      else Directions.load(direction_path)[index])
         base = videos.seed_latents(G, seed_list[:1]) if seed_list else videos.file_latents(G, latent_files)[:1]
         stream, total, what = (videos.edit_frames(G, base, direction, amounts=sweep, frames=frames, layers=layers),
                                len(ramp_amounts(sweep, frames)), f"edit sweep of {direction.names[0]}")
     elif latent_files:
         ws = videos.file_latents(G, latent_files)
-        prior = load_prior(prior_path, G) if space == "v" else None
+        prior = prior_or_cached(prior_path, G, n_samples=DEFAULT_CACHED_SAMPLES) if space == "v" else None
         total = (len(ws) - (0 if loop else 1)) * frames + (0 if loop else 1)
         stream, what = videos.path_frames(G, ws, frames_per_pair=frames, space=space, prior=prior, loop=loop), "path"
     else:
@@ -142,7 +143,8 @@ def serve(network, prior_choice, latent_sources, direction_files, components, ho
     from latentkit.app.catalog import Catalog
     from latentkit.app.jobs import CPU_STEPS, Projector
     from latentkit.app.state import Explorer
-    from latentkit.cli.edit import load_prior
+    from latentkit.cli._common import prior_or_cached
+    from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
     from latentkit.latent.directions import Directions
     from latentkit.load import load_generator
     from latentkit.projection.settings import ProjectionSettings
@@ -152,7 +154,7 @@ def serve(network, prior_choice, latent_sources, direction_files, components, ho
             "Prefer the default 127.0.0.1 and an SSH tunnel (ssh -L 7860:127.0.0.1:7860 HOST)")
     dev = resolve_device(device)
     G = load_generator(resolve_network(network), device=dev)
-    prior = load_prior(None if prior_choice == "auto" else prior_choice, G)
+    prior = prior_or_cached(None if prior_choice == "auto" else prior_choice, G, n_samples=DEFAULT_CACHED_SAMPLES)
     catalog = Catalog(G.num_ws, G.w_dim)
     for source in latent_sources:
         say(f"latents: {len(catalog.read(source))} from {source}")
