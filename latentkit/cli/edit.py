@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import check_outdir, device_option, resolve_device, resolve_network, say
 
 __all__ = ["edit", "directions", "load_prior"]
 
@@ -97,6 +97,7 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
     if (component is None) == (direction_path is None):
         raise click.UsageError("give exactly one of --component K or --direction FILE")
     amount_list = parse_amounts(amounts)
+    check_outdir(outdir, "--out")
     dev = resolve_device(device)
     G = _load(network, dev)
     ws = io.load_latents(latents)
@@ -162,6 +163,7 @@ def directions(network, n_components, method, prior_path, n_samples, w_samples, 
             import matplotlib  # noqa: F401  (checked before the long work)
         except ImportError:
             raise InputError("the figure needs matplotlib: pip install 'latentkit[plot]' (or pass --no-plot)") from None
+    check_outdir(outdir, "--out")
     dev = resolve_device(device)
     G = _load(network, dev)
     if n_components > G.w_dim:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from latentkit.latent.prior_cache import cached_prior
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import check_outdir, device_option, resolve_device, resolve_network, say
 
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
 
@@ -131,8 +131,9 @@ def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> 
 @click.option("-n", "--num-samples", type=click.IntRange(min=2), default=None,
               help="Samples drawn from --network (required with it); caps images read from folders.")
 @click.option("--metrics", default=_METRICS, show_default=True, help="Comma-separated subset.")
-@click.option("--features", type=click.Choice(_FEATURES), default="inception", show_default=True,
-              help="Feature space: inception gives FID/KID; pixels and dlib_face are offline stand-ins (fd_*/kd_*).")
+@click.option("--features", type=click.Choice(_FEATURES), default="auto", show_default=True,
+              help="Feature space: inception gives FID/KID; pixels and dlib_face are offline stand-ins (fd_*/kd_*); "
+              "auto: inception when its weights are cached or given, else pixels (said so).")
 @click.option("--nearest-k", type=click.IntRange(min=1), default=_NEAREST_K, show_default=True,
               help="k of precision/recall/density/coverage.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed of --network samples.")
@@ -246,7 +247,8 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
               help="Real images for FID/KID; default: the generator's own untruncated samples (next N seeds).")
 @click.option("--out", "outdir", type=click.Path(file_okay=False), default="tradeoff", show_default=True,
               help="Folder for tradeoff.csv, tradeoff.json and tradeoff.png.")
-@click.option("--features", type=click.Choice(_FEATURES), default="inception", show_default=True)
+@click.option("--features", type=click.Choice(_FEATURES), default="auto", show_default=True,
+              help="Feature space of the distances, as for `latentkit evaluate` (auto: inception if cached, else pixels).")
 @click.option("--identity-backend", type=click.Choice(["auto", "facenet", "dlib"]), default="auto", show_default=True,
               help="auto: facenet when its weights are cached or given (--face-weights), else dlib (offline).")
 @click.option("--detect-faces/--no-detect-faces", default=False, show_default=True,
@@ -274,6 +276,7 @@ def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, feature
         import matplotlib  # noqa: F401
     except ImportError:
         raise click.ClickException("tradeoff writes tradeoff.png and needs matplotlib: pip install 'latentkit[plot]'") from None
+    check_outdir(outdir, "--out")
     G = _load(network, resolve_device(device))
     prior = GaussianPrior.load(prior_path) if prior_path is not None else None
     result = run(G, prior=prior, real=real, settings=settings)

