@@ -166,6 +166,7 @@ def compress_demo(
     with torch.no_grad():
         for i in tqdm(range(ws.shape[0]), desc="rendering", unit="latent", disable=not progress, leave=False):
             column = [ws[i : i + 1]] + [cmp.compressed[i : i + 1] for cmp in comparisons] + [comparisons[0].truncated[i : i + 1]]
-            rows.append(G.synthesis(torch.cat(column), noise_mode=noise_mode).cpu())  # [2 + T, C, H, W]
+            # one image per call: at 1024 px a call's feature maps take GBs per image
+            rows.append(torch.cat([G.synthesis(x, noise_mode=noise_mode).cpu() for x in column]))  # [2 + T, C, H, W]
     columns = ["original"] + [f"compressed tau={float(t):g}" for t in taus] + [f"truncated psi={psi:g}"]
     return CompressDemo(list(names), comparisons, torch.stack(rows), columns)
