@@ -78,7 +78,7 @@ def check_outdir(path, option: str = "--outdir") -> None:
     folder = Path(path)
     try:
         if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(f"{folder} exists and is a file")
+            raise NotADirectoryError("it exists and is not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".latentkit-write-check-", dir=folder)
         os.close(fd)
