@@ -208,7 +208,8 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
     job = init_distributed(dev)  # under torchrun: this rank's device (cuda:LOCAL_RANK) and share of the images
     dev = job.device if job else dev
     network = resolve_network(network)
-    _say_if_not_faces(network, files)
+    if job is None or job.is_main:
+        _say_if_not_faces(network, files)
     G = load_generator(network, device=dev)
     candidates = _resolve_classes(G, class_idx, classes_arg)
     if candidates is not None:
