@@ -138,9 +138,9 @@ def test_2_rerun_with_other_settings_is_refused_with_the_difference_or_resumes(w
     other = _project("faces/a.png", "--num-steps", 6, *FAST)
     assert other.exit_code == 1, other.output
     assert "num_steps=8 (now 6)" in other.stderr and "--restart" in other.stderr
-    same = _project("faces/a.png", "--num-steps", 8, *FAST)
-    assert same.exit_code == 0, same.output
-    assert "resuming" in same.stderr and "at step 3 of 8" in same.stderr
+    restarted = _project("faces/a.png", "--num-steps", 6, *FAST, "--restart")  # the same settings resume: test_3
+    assert restarted.exit_code == 0 and "resuming" not in restarted.stderr, restarted.output
+    assert not list((workdir / "out" / "project").glob(".checkpoint-*"))
 
 
 def test_3_the_interrupts_state_wins_and_a_resumed_run_shows_progress(workdir, monkeypatch):
