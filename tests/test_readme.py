@@ -42,6 +42,9 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(_python_blocks()[index], f"README.md python block {index}", "exec"), namespace)
     assert loaded and all(name in latentkit.hub.REGISTRY or Path(name).exists() for name in loaded)
+    from latentkit.load import OFFLINE_NETWORK  # the README's code runs as written offline: no other download
+
+    assert all(name == OFFLINE_NETWORK for name in loaded if name in latentkit.hub.REGISTRY), loaded
     if "result" in namespace:
         result = namespace["result"]
         assert result.ws.shape[1:] == (namespace["G"].num_ws, namespace["G"].w_dim)

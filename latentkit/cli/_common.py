@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["device_option", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
+__all__ = ["check_outdir", "device_option", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
            "resolve_device", "resolve_network", "say"]
 
 NETWORK_HELP = "Generator file or registry name (default network if omitted)."
@@ -87,3 +87,30 @@ def pick_network(source: str | None, network: str | None) -> str:
     if source is not None and network is not None and source != network:
         raise click.UsageError(f"two networks given: SOURCE {source!r} and --network {network!r}; give one")
     return resolve_network(network if network is not None else source)
+
+
+def check_outdir(path, option: str = "--outdir") -> None:
+    """Make sure the output folder ``path`` can be created and written, before anything slow is loaded.
+
+    Creates it (with its parents) and writes and removes a probe file in it.
+
+    Raises:
+        InputError: one line naming ``option``, the folder and the operating system's reason.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from latentkit.errors import InputError
+
+    folder = Path(path)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError("it exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".latentkit-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise InputError(f"{option} {str(path)!r} cannot be written: {reason}; choose a writable folder") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, load_network, network_option, prior_or_cached, resolve_device
+from latentkit.cli._common import check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device
 from latentkit.latent.settings import DEFAULT_AMOUNTS, DEFAULT_CACHED_SAMPLES
 from latentkit.metrics.settings import ANALYSIS_AMOUNT, ANALYSIS_SAMPLES, DEFAULT_COMPONENTS
 
@@ -64,6 +64,7 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
     if (component is None) == (direction_path is None):
         raise click.UsageError("give exactly one of --component K or --direction FILE")
     amount_list = parse_amounts(amounts)
+    check_outdir(outdir, "--out")
     dev = resolve_device(device)
     G = load_network(network, dev)
     ws = io.load_latents(latents)
@@ -129,6 +130,7 @@ def directions(network, n_components, method, prior_path, n_samples, w_samples, 
             import matplotlib  # noqa: F401  (checked before the long work)
         except ImportError:
             raise InputError("the figure needs matplotlib: pip install 'latentkit[plot]' (or pass --no-plot)") from None
+    check_outdir(outdir, "--out")
     dev = resolve_device(device)
     G = load_network(network, dev)
     if n_components > G.w_dim:

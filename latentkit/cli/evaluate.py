@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, load_network, network_option, prior_or_cached, resolve_device, say
+from latentkit.cli._common import check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device, say
 from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
 from latentkit.metrics.settings import (
     EPSILON,
@@ -94,8 +94,9 @@ def identity(a, b, pairs, backend, face_weights, detect, on_missing, device) -> 
 @click.option("-n", "--num-samples", type=click.IntRange(min=2), default=None,
               help="Samples drawn from --network (required with it); caps images read from folders.")
 @click.option("--metrics", default=",".join(METRICS), show_default=True, help="Comma-separated subset.")
-@click.option("--features", type=click.Choice(_FEATURES), default="inception", show_default=True,
-              help="Feature space: inception gives FID/KID; pixels and dlib_face are offline stand-ins (fd_*/kd_*).")
+@click.option("--features", type=click.Choice(_FEATURES), default="auto", show_default=True,
+              help="Feature space: inception gives FID/KID; pixels and dlib_face are offline stand-ins (fd_*/kd_*); "
+              "auto: inception when its weights are cached or given, else pixels (said so).")
 @click.option("--nearest-k", type=click.IntRange(min=1), default=NEAREST_K, show_default=True,
               help="k of precision/recall/density/coverage.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="First seed of --network samples.")
@@ -198,7 +199,8 @@ def ppl(network, num_samples, space, sampling, epsilon, crop, batch_size, seed, 
               help="Real images for FID/KID; default: the generator's own untruncated samples (next N seeds).")
 @click.option("--out", "outdir", type=click.Path(file_okay=False), default="tradeoff", show_default=True,
               help="Folder for tradeoff.csv, tradeoff.json and tradeoff.png.")
-@click.option("--features", type=click.Choice(_FEATURES), default=_TRADEOFF.features, show_default=True)
+@click.option("--features", type=click.Choice(_FEATURES), default=_TRADEOFF.features, show_default=True,
+              help="Feature space of the distances, as for `latentkit evaluate` (auto: inception if cached, else pixels).")
 @click.option("--identity-backend", type=click.Choice(["auto", "facenet", "dlib"]), default="auto", show_default=True,
               help="auto: facenet when its weights are cached or given (--face-weights), else dlib (offline).")
 @click.option("--detect-faces/--no-detect-faces", default=False, show_default=True,
@@ -227,6 +229,7 @@ def tradeoff(network, prior_path, taus, psis, num_samples, real, outdir, feature
         import matplotlib  # noqa: F401
     except ImportError:
         raise click.ClickException("tradeoff writes tradeoff.png and needs matplotlib: pip install 'latentkit[plot]'") from None
+    check_outdir(outdir, "--out")
     G = load_network(network, resolve_device(device))
     prior = None if prior_path is None else load_prior_for(G, prior_path)
     result = run(G, prior=prior, real=real, settings=settings)

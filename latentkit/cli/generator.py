@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, network_options, pick_network, resolve_device, say
+from latentkit.cli._common import check_outdir, device_option, network_options, pick_network, resolve_device, say
 
 __all__ = ["info", "generate", "MAX_GRID"]
 
@@ -104,6 +104,7 @@ def generate(source: str | None, network: str | None, seeds: str, classes: str |
     if outdir is None:
         outdir = DEFAULT_OUTDIR
         say(f"no --outdir given: writing to ./{outdir}")
+    check_outdir(outdir)
     G = load_generator(source, device=resolve_device(device))
     many = class_list is not None and len(class_list) > 1
     folder = Path(outdir)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from latentkit.cli._common import (
+    check_outdir,
     device_option,
     load_network,
     network_option,
@@ -21,7 +22,6 @@ from latentkit.latent.settings import (
     DEFAULT_CACHED_SAMPLES,
     DEFAULT_NU_SAMPLES,
     DEFAULT_PSI,
-    DEFAULT_TAU,
     DIAGNOSTIC_SAMPLES,
     NU_SEED_OFFSET,
     PRIOR_BATCH_SIZE,
@@ -31,7 +31,12 @@ from latentkit.latent.settings import (
 
 __all__ = ["fit_prior", "compress"]
 
-# Defaults come from the library's torch-free latentkit.latent.settings (so --help imports no torch).
+# Defaults come from the library's torch-free latentkit.latent.settings (so --help imports no torch); the compress
+# demo's own defaults live in latentkit.latent.compress_demo (which imports torch), so they are repeated here as
+# literals, checked against it in tests/cli/test_prior_cli.py.
+_DEFAULT_TAUS = "1,2,3"  # latentkit.latent.compress_demo.DEFAULT_DEMO_TAUS
+_DEFAULT_POOL = 64  # latentkit.latent.compress_demo.DEFAULT_POOL
+_DEMO_ROWS = 8  # latents shown when no --seeds or --latents are given
 _DEFAULT_OUTDIR = "out/compress"
 _DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE (grid imports torch; checked in tests/cli/test_prior_cli.py)
 
@@ -94,16 +99,31 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
     click.echo(json.dumps(result, indent=2))
 
 
+def _parse_taus(text: str) -> list[float]:
+    """``--tau``: one threshold or a comma list ('3', '1,2,3'), each > 0."""
+    try:
+        taus = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        taus = []
+    if not taus or any(not t > 0 or t != t or t == float("inf") for t in taus):
+        raise click.BadParameter(f"expected one or more finite numbers > 0 such as '3' or '1,2,3', got {text!r}",
+                                 param_hint="--tau")
+    return taus
+
+
 @click.command("compress")
-@click.option("--tau", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TAU, show_default=True,
-              help="Compress PCA coefficients of v beyond tau standard deviations.")
+@click.option("--tau", "tau_text", default=_DEFAULT_TAUS, show_default=True,
+              help="Compress PCA coefficients of v beyond tau standard deviations; one column per value ('3' or '1,2,3').")
 @network_option
 @click.option("--prior", "prior_path", type=click.Path(dir_okay=False), default=None,
               help="A prior from `latentkit fit-prior`; default: fit one and cache it per generator.")
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=DEFAULT_CACHED_SAMPLES, show_default=True,
               help="Samples for the cached prior when --prior is not given.")
 @click.option("--seeds", default=None,
-              help="Seeds to generate, e.g. 0-15 or 1,5,9 (default: the first 8 seeds with components beyond tau).")
+              help=f"Seeds to generate, e.g. 0-15 or 1,5,9 (default: the {_DEMO_ROWS} of the first --pool seeds with the "
+              "largest whitened coefficients, where compression acts).")
+@click.option("--pool", type=click.IntRange(min=1), default=_DEFAULT_POOL, show_default=True,
+              help="Without --seeds: how many seeds (0 .. pool-1) to search for the most extreme latents.")
 @click.option("--latents", "latents", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="W/W+ latents (.npz key w, or .npy) to compress instead of seeds; repeatable.")
 @click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
@@ -115,28 +135,26 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
 @click.option("--tile", type=click.IntRange(min=8), default=_DEFAULT_TILE, show_default=True,
               help="Largest side of each image in grid.png (pixels).")
 @device_option
-def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, outdir, compare_psi, noise_mode, tile,
-             device) -> None:
+def compress(tau_text, network, prior_path, n_samples, seeds, pool, latents, class_idx, outdir, compare_psi, noise_mode,
+             tile, device) -> None:
     """Log-compress extreme latent components; write the latents, images and a labelled grid
-    original | compressed (tau) | truncated (psi baseline), one row per latent."""
+    original | compressed (each tau) | truncated (psi baseline), one row per latent."""
     import torch
-    from tqdm.auto import tqdm
 
-    from latentkit import io
-    from latentkit.grid import save_labelled_grid
-    from latentkit.latent.compare import compare_compression, seeds_beyond_tau
-    from latentkit.latent.sampling import one_hot, parse_seeds, z_from_seed
+    from latentkit.latent.compress_demo import compress_demo, pick_extreme_seeds, seed_latents
+    from latentkit.latent.sampling import one_hot, parse_seeds
 
+    taus = _parse_taus(tau_text)
     if seeds is not None and latents:
         raise click.UsageError("give either --seeds or --latents, not both")
-    dev = resolve_device(device)
-    G = load_network(network, dev)
+    seed_list = parse_seeds(seeds) if seeds is not None else None  # cheap checks before the network loads
     if outdir is None:
         outdir = _DEFAULT_OUTDIR
         say(f"writing to ./{outdir} (choose with --outdir)")
-    outdir = Path(outdir)
+    check_outdir(outdir)
+    dev = resolve_device(device)
+    G = load_network(network, dev)
     c1 = one_hot([class_idx], G.c_dim, device=dev) if class_idx is not None else None
-    seed_list = parse_seeds(seeds) if seeds is not None else None  # cheap checks before the prior is fitted
     if G.c_dim and c1 is None:
         G.prepare_labels(None, 1)  # a conditional network needs --class: say so now
     if latents:
@@ -146,42 +164,30 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
                             announce=False)
     if not latents:
         if seed_list is None:
-            seed_list = seeds_beyond_tau(G, prior, 8, tau=tau, c=c1)
-            if not seed_list:
-                seed_list = list(range(8))
-                say(f"none of the first 1024 seeds has components beyond tau={tau:g}; showing seeds 0-7 (unchanged)")
-            else:
-                say(f"no --seeds or --latents given: showing the first {len(seed_list)} seeds with components beyond "
-                    f"tau={tau:g} ({','.join(map(str, seed_list))}; choose with --seeds)")
+            seed_list, peaks = pick_extreme_seeds(G, prior, min(_DEMO_ROWS, pool), pool=pool, c=c1)
+            shown = ", ".join(f"{s} ({float(p):.1f})" for s, p in zip(seed_list, peaks))
+            say(f"no --seeds or --latents given: showing the {len(seed_list)} of the first {pool} seeds with the largest "
+                f"whitened coefficients, where compression acts: seed (max |u|) {shown} (choose with --seeds, search "
+                "more with --pool)")
+            if float(peaks.max()) <= max(taus):
+                say(f"none of them has a coefficient beyond tau={max(taus):g}: that column equals the original")
         names = [f"seed{s:04d}" for s in seed_list]
-        z = torch.cat([z_from_seed(s, G.z_dim) for s in seed_list]).to(dev)
-        with torch.no_grad():
-            ws = G.mapping(z, None if c1 is None else c1.expand(len(seed_list), -1))
+        ws = seed_latents(G, seed_list, c1)
     c = None if c1 is None else c1.expand(ws.shape[0], -1)
     if c is None and G.c_dim and G.w_avg.ndim == 2:
         from latentkit.errors import InputError
 
         raise InputError("this generator keeps one w_avg per class: pass --class K for the truncation baseline")
-    result = compare_compression(G, ws, prior, tau=tau, psi=compare_psi, c=c if c is not None else (
-        torch.zeros(ws.shape[0], G.c_dim, device=dev) if G.c_dim else None))
-    say(result.summary())
-    io.save_latents(outdir / "compressed_w.npz", result.compressed)
-    rows = []
-    kinds = ("original", "compressed", "truncated")
-    with torch.no_grad():
-        for i, name in enumerate(tqdm(names, desc="rendering", unit="latent", leave=False)):
-            trio = torch.cat([result.ws[i : i + 1], result.compressed[i : i + 1], result.truncated[i : i + 1]])
-            imgs = G.synthesis(trio, noise_mode=noise_mode).cpu()
-            for img, kind in zip(imgs, kinds):
-                io.save_image(outdir / f"{name}_{kind}.png", img)
-            rows.append(imgs)
-    labels = [f"{name} (max |u| {float(m):.1f})" for name, m in zip(names, result.max_coefficient)]
-    grid = save_labelled_grid(outdir / "grid.png", torch.cat(rows), rows=labels, tile=tile,
-                              cols=["original", f"compressed tau={tau:g}", f"truncated psi={compare_psi:g}"])
-    click.echo(json.dumps({"latents": str(outdir / "compressed_w.npz"), "grid": str(grid), "images": 3 * len(names),
-                           "tau": tau, "compare_psi": compare_psi, "vectors_compressed": result.vectors_compressed,
-                           "vectors": result.vectors, "components_compressed": result.components_compressed},
-                          indent=2))
+    demo = compress_demo(G, ws, prior, names=names, taus=taus, psi=compare_psi, noise_mode=noise_mode,
+                         c=c if c is not None else (torch.zeros(ws.shape[0], G.c_dim, device=dev) if G.c_dim else None))
+    say(demo.summary())
+    written = demo.save(outdir, tile=tile)
+    last = demo.comparisons[-1]
+    click.echo(json.dumps({**written, "images": demo.images.shape[0] * demo.images.shape[1], "tau": last.tau,
+                           "taus": demo.taus, "compare_psi": compare_psi,
+                           "max_coefficient": [round(float(m), 3) for m in demo.max_coefficient],
+                           "vectors_compressed": last.vectors_compressed, "vectors": last.vectors,
+                           "components_compressed": last.components_compressed}, indent=2))
 
 
 def _read_latents(G, files):

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, network_option, resolve_device, resolve_network, say
+from latentkit.cli._common import check_outdir, device_option, network_option, resolve_device, resolve_network, say
 from latentkit.latent.settings import RADIUS_MODELS
 from latentkit.projection.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_OUTDIR,
+    MAX_NUM_STEPS,
     ProjectionSettings,
 )
 
@@ -95,7 +96,7 @@ def _announce_cost(G, files, settings, prior, net, c, candidates) -> None:
     """One line before the long job: device, threads, the work, and a measured estimate of its time."""
     import torch
 
-    from latentkit.projection.batch import estimate_step_seconds
+    from latentkit.projection.batch import ESTIMATE_TIMED_STEPS, estimate_step_seconds
     from latentkit.projection.project import prepare_targets
 
     from latentkit.latent.sampling import one_hot
@@ -110,7 +111,20 @@ def _announce_cost(G, files, settings, prior, net, c, candidates) -> None:
     hint = "" if total < 120 else " (shorter: --num-steps N" + ("" if device.type == "cuda" else ", or --device cuda") + ")"
     what = f"{len(files)} image(s)" + (f" x {len(candidates)} classes" if candidates else "")
     say(f"project: {what} x {settings.num_steps} steps on {where}; about {per_step:.2f} s per step "
-        f"and image, so ~{_duration(total)} in all{hint}")
+        f"and image (median of {ESTIMATE_TIMED_STEPS} steps after a warm-up), so ~{_duration(total)} in all{hint}")
+
+
+def _say_if_not_faces(network: str, files) -> None:
+    """Once per run: FFHQ networks expect aligned faces; say so when some inputs show none."""
+    from latentkit.projection.align import expects_aligned_faces, files_without_face
+
+    if not expects_aligned_faces(network):
+        return
+    missing = files_without_face(files)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        say(f"note: no face found in {missing[0]}{more}: FFHQ networks expect faces aligned as FFHQ's were; "
+            f"`latentkit align {missing[0]}` detects, crops and aligns one")
 
 
 def _duration(seconds: float) -> str:
@@ -135,8 +149,9 @@ def _duration(seconds: float) -> str:
 @click.option("--prior-weight", type=click.FloatRange(min=0), default=_DEFAULTS.prior_weight, show_default=True,
               help="Weight of the summed squared Mahalanobis distances of the optimised w vectors (with "
               "--prior-radius student-t: of the t's penalty (nu + w_dim) log(1 + d2 / (nu - 2))).")
-@click.option("--num-steps", "--steps", "num_steps", type=click.IntRange(min=1), default=_DEFAULTS.num_steps,
-              show_default=True, help="Optimisation steps (NVIDIA's projector: 1000).")
+@click.option("--num-steps", "--steps", "num_steps", type=click.IntRange(min=1, max=MAX_NUM_STEPS),
+              default=_DEFAULTS.num_steps, show_default=True,
+              help=f"Optimisation steps (NVIDIA's projector: 1000; at most {MAX_NUM_STEPS}).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Images optimised together (results do not depend on it).")
 @click.option("--outdir", default=None, help=f"Output folder (default {DEFAULT_OUTDIR}); one sub-folder per image.")
@@ -183,14 +198,22 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
                                   perceptual_weights=perceptual_weights, mse_weight=mse_weight,
                                   parametrization=parametrization, precision=precision)
     files = expand_inputs(inputs)
-    check_images(files)  # unreadable images fail here, before any slow set-up
+    check_images(files)  # unreadable images, a missing prior file or output folder fail here, before any slow set-up
+    if prior_choice.lower() not in ("auto", "none") and not Path(prior_choice).is_file():
+        from latentkit.errors import InputError
+
+        raise InputError(f"--prior {prior_choice}: prior file not found (a .npz from `latentkit fit-prior`, or auto, "
+                         "or none)")
+    if outdir is None:
+        outdir = DEFAULT_OUTDIR
+        say(f"writing results under ./{outdir}/<image name>/ (choose with --outdir)")
+    check_outdir(outdir)
     dev = resolve_device(device)
     job = init_distributed(dev)  # under torchrun: this rank's device (cuda:LOCAL_RANK) and share of the images
     dev = job.device if job else dev
     network = resolve_network(network)
-    if outdir is None:
-        outdir = DEFAULT_OUTDIR
-        say(f"writing results under ./{outdir}/<image name>/ (choose with --outdir)")
+    if job is None or job.is_main:
+        _say_if_not_faces(network, files)
     G = load_generator(network, device=dev)
     candidates = _resolve_classes(G, class_idx, classes_arg)
     if candidates is not None:

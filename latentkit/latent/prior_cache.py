@@ -26,9 +26,39 @@ from latentkit.latent.sampling import resolve_classes
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
 
-__all__ = ["cached_prior", "load_prior_for", "prior_cache_path", "DEFAULT_CACHED_SAMPLES"]
+__all__ = ["cached_prior", "load_prior_for", "prior_cache_path", "shipped_prior_dir", "DEFAULT_CACHED_SAMPLES",
+           "SHIPPED_PRIORS"]
 
 logger = logging.getLogger(__name__)
+
+SHIPPED_PRIORS: dict[str, str] = {
+    "sha-e5d10e2be7df63f0_n100000_s0_v1.npz": "f61970d6bdbd127db557ecc59e0243d322ecda03b9e915c1867a7a526ba9bd5f",
+}
+"""Prior files shipped in ``latentkit/data/priors`` (cache file name -> sha256), read instead of fitting on
+first use: the default offline network's, made by ``benchmarks/make_shipped_prior.py`` (the same 100 000
+samples and seed as a fit here, stored as float32)."""
+
+
+def shipped_prior_dir() -> Path:
+    """The folder of the prior files shipped with latentkit."""
+    return Path(__file__).resolve().parents[1] / "data" / "priors"
+
+
+def _shipped_prior(path: Path) -> GaussianPrior | None:
+    """The shipped prior named like the cache file ``path``, if there is one and its sha256 is the recorded one."""
+    from latentkit.hub import file_sha256
+
+    expected = SHIPPED_PRIORS.get(path.name)
+    shipped = shipped_prior_dir() / path.name
+    if expected is None or not shipped.is_file():
+        return None
+    if file_sha256(shipped) != expected:
+        logger.warning("prior: the shipped file %s does not match its recorded sha256; fitting instead", shipped)
+        return None
+    prior = GaussianPrior.load(shipped)
+    logger.info("prior: using the prior shipped with latentkit for this network (%d samples, z seed 0; %s)",
+                prior.n_samples_, shipped)
+    return prior
 
 
 def _generator_key(G: Generator) -> str:
@@ -126,7 +156,11 @@ def _cached_gaussian(G, n_samples, seed, classes, batch_size, device, progress) 
                 logger.info("prior: using the cached fit of %d samples, %s", prior.n_samples_, path)
                 return prior
             logger.warning("prior: the cached file %s has w_dim %d, not %d; fitting it again", path, prior.w_dim, G.w_dim)
-    logger.info("prior: fitting %d samples (cached afterwards at %s)", n_samples, path)
+    shipped = _shipped_prior(path)
+    if shipped is not None and shipped.w_dim == G.w_dim:
+        return shipped
+    logger.info("prior: fitting this network's Gaussian prior once, on %d mapped samples (cached afterwards at %s)",
+                n_samples, path)
     prior = GaussianPrior.from_generator(
         G, n_samples, batch_size=batch_size, seed=seed, device=device, progress=progress, classes=classes
     )

@@ -166,6 +166,30 @@ class DirectionAnalysis:
 
 
 @torch.no_grad()
+class _RenderClock:
+    """Advances the bar by rendered images and, after the second render call (the first carries one-time
+    costs), logs what the whole analysis will take."""
+
+    def __init__(self, bar: Any, total: int) -> None:
+        import time
+
+        self.bar, self.total, self.calls, self.count, self.now = bar, total, 0, 0, time.perf_counter
+        self.last = self.now()
+
+    def done(self, images: int) -> None:
+        now = self.now()
+        self.calls += 1
+        self.count += images
+        self.bar.update(images)
+        if self.calls == 2 and self.count < self.total:
+            per_image = (now - self.last) / max(images, 1)
+            left = per_image * (self.total - self.count)
+            logger.info("direction analysis: about %.2f s per image, so ~%s more (fewer: --components, "
+                        "--analysis-samples, --no-per-layer)", per_image,
+                        f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min")
+        self.last = now
+
+
 def analyse_directions(
     G: Generator,
     directions: Directions,
@@ -219,18 +243,27 @@ def analyse_directions(
     def render(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([G.synthesis(c, noise_mode=noise_mode).to(torch.float64) for c in x.split(batch_size)])
 
-    base = render(ws)  # [N, C, H, W]
-    k_count, layers = len(directions), G.num_ws
-    heat = torch.zeros(k_count, *base.shape[-2:], dtype=torch.float64)
-    sens = torch.zeros(k_count, layers, dtype=torch.float64)
-    with tqdm(total=k_count, desc="analysing directions", disable=not progress, leave=False) as bar:
+    k_count, layers, n = len(directions), G.num_ws, ws.shape[0]
+    renders = n * (1 + k_count * (1 + (layers if per_layer else 0)))
+    logger.info("direction analysis: %d renders (%d latents x (1 + %d directions x %d edits))", renders, n, k_count,
+                1 + (layers if per_layer else 0))
+    with tqdm(total=renders, desc="analysing directions", unit="image", disable=not progress, leave=False) as bar:
+        clock = _RenderClock(bar, renders)
+
+        def counted(x: torch.Tensor) -> torch.Tensor:
+            out = render(x)
+            clock.done(x.shape[0])
+            return out
+
+        base = counted(ws)  # [N, C, H, W]
+        heat = torch.zeros(k_count, *base.shape[-2:], dtype=torch.float64)
+        sens = torch.zeros(k_count, layers, dtype=torch.float64)
         for k in range(k_count):
             d = directions[k]
-            heat[k] = (render(edit(ws, d, amount)) - base).abs().mean((0, 1)).cpu()
+            heat[k] = (counted(edit(ws, d, amount)) - base).abs().mean((0, 1)).cpu()
             if per_layer:
                 for layer in range(layers):
-                    sens[k, layer] = (render(edit(ws, d, amount, layers=layer)) - base).abs().mean().cpu()
-            bar.update(1)
+                    sens[k, layer] = (counted(edit(ws, d, amount, layers=layer)) - base).abs().mean().cpu()
     logger.info("direction analysis: %d directions, %d latents, %+g sd", k_count, ws.shape[0], amount)
     return DirectionAnalysis(list(directions.names), directions.sigmas.clone(), directions.space, float(amount),
                              int(ws.shape[0]), heat, sens, base.float().cpu())

@@ -211,12 +211,27 @@ def metric_keys(features: str) -> tuple[str, str]:
     return {"inception": ("fid", "kid"), "precomputed": ("fd", "kd")}.get(features, (f"fd_{features}", f"kd_{features}"))
 
 
+def _check_prdc_sizes(real: Source, fake: Source, wanted: list[str], *, nearest_k: int, num_samples: int | None,
+                      seed: int) -> None:
+    """Precision/recall/density/coverage need more than ``nearest_k + 1`` samples per side: count them (cheap)."""
+    from latentkit.metrics.image_sources import image_batches
+
+    counts = [image_batches(src, name, num_samples=num_samples, seed=seed, batch_size=1)[0]
+              for src, name in ((real, "real"), (fake, "fake"))]
+    if min(counts) <= nearest_k + 1:
+        raise InputError(
+            f"{', '.join(wanted)} need more than nearest_k + 1 = {nearest_k + 1} images on each side, got "
+            f"{counts[0]} real and {counts[1]} fake: add images, lower nearest_k (--nearest-k), or ask only for "
+            "fid,kid (--metrics fid,kid)"
+        )
+
+
 def evaluate(
     real: Source,
     fake: Source,
     *,
     metrics: Sequence[str] = METRICS,
-    features: str = "inception",
+    features: str = "auto",
     nearest_k: int = 5,
     num_samples: int | None = None,
     seed: int = 0,
@@ -232,7 +247,8 @@ def evaluate(
         fake: as ``real``; a Generator is sampled untruncated for seeds ``seed .. seed + num_samples - 1``.
         metrics: any of ``'fid'`` (Fréchet distance), ``'kid'`` (kernel distance, also gives its std over
             subsets), ``'precision'``, ``'recall'``, ``'density'``, ``'coverage'``.
-        features: ``'inception'`` (torch-fidelity's Inception-v3, 2048-d; keys ``fid``/``kid``);
+        features: ``'auto'`` (``'inception'`` when its weights are given or cached, else ``'pixels'``, with a
+            warning); ``'inception'`` (torch-fidelity's Inception-v3, 2048-d; keys ``fid``/``kid``);
             ``'pixels'`` (16x16 RGB thumbnails, 768-d, offline; keys ``fd_pixels``/``kd_pixels``);
             ``'dlib_face'`` (dlib face-recognition ResNet on the whole image, 128-d, offline, needs
             ``latentkit[dlib]``; keys ``fd_dlib_face``/``kd_dlib_face``); ``'precomputed'`` (inputs are
@@ -261,10 +277,13 @@ def evaluate(
     features = resolve_features(features, inception_weights)
     if features not in FEATURES:
         raise InputError(f"features must be one of {FEATURES} or 'auto', got {features!r}")
+    wanted_prdc = [m for m in metrics if m in ("precision", "recall", "density", "coverage")]
     if features == "precomputed":
         feats_real, feats_fake = as_features(real, "real"), as_features(fake, "fake")
     else:
         run = feature_extractor(features, inception_weights=inception_weights, device=device)  # built once
+        if wanted_prdc:  # counts first: a too small set fails now, not after every feature is computed
+            _check_prdc_sizes(real, fake, wanted_prdc, nearest_k=nearest_k, num_samples=num_samples, seed=seed)
         common = {"features": features, "num_samples": num_samples, "seed": seed, "batch_size": 32, "progress": progress}
         feats_real = run_extractor(run, real, "real", **common)
         feats_fake = run_extractor(run, fake, "fake", **common)
@@ -277,7 +296,6 @@ def evaluate(
         values[fd_key] = frechet_distance(feats_real, feats_fake)
     if "kid" in metrics:
         values[kd_key], values[f"{kd_key}_std"] = kernel_distance(feats_real, feats_fake, seed=seed)
-    wanted_prdc = [m for m in metrics if m in ("precision", "recall", "density", "coverage")]
     if wanted_prdc:
         out = prdc_metrics(feats_real, feats_fake, nearest_k=nearest_k)
         values.update({m: out[m] for m in wanted_prdc})

@@ -47,7 +47,8 @@ class TradeoffSettings:
         num_samples: N, samples per setting (and reference samples when no real images are given).
         seed: first seed; samples use ``seed .. seed + N - 1``, the generated reference the next N.
         features: feature space of the distances, as in :func:`latentkit.metrics.quality.evaluate`
-            (``'inception'`` gives FID/KID; ``'pixels'``/``'dlib_face'`` are offline stand-ins named as such).
+            (``'auto'``, the default: ``'inception'`` (FID/KID) when its weights are cached, else the offline
+            stand-in ``'pixels'``, named as such; ``'dlib_face'`` is another offline stand-in).
         identity_backend: ``'auto'`` (facenet when its weights are cached or given, else dlib), ``'facenet'`` or ``'dlib'``.
         detect_faces: find faces before embedding; False (default) embeds the whole image, right for
             generators trained on aligned faces.
@@ -61,7 +62,7 @@ class TradeoffSettings:
     psis: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
     num_samples: int = 1000
     seed: int = 0
-    features: str = "inception"
+    features: str = "auto"
     identity_backend: str = "auto"
     detect_faces: bool = False
     face_weights: str | None = None

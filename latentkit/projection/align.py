@@ -19,7 +19,8 @@ from PIL import Image
 
 from latentkit.errors import InputError, ShapeError
 
-__all__ = ["AlignedFace", "detect_landmarks", "align_from_landmarks", "align_face"]
+__all__ = ["AlignedFace", "detect_landmarks", "align_from_landmarks", "align_face", "expects_aligned_faces",
+           "files_without_face"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +223,32 @@ def align_face(
         faces.append(face)
     logger.info("%s: %d face(s) found, %d aligned", name, len(landmarks), len(faces))
     return faces
+
+
+def expects_aligned_faces(network: str) -> bool:
+    """Whether ``network`` (a registry name or a file) is an FFHQ network, trained on aligned faces: its registry
+    entry says FFHQ, or its name does."""
+    from latentkit import hub
+
+    name = os.fspath(network)
+    if name in hub.REGISTRY:
+        return "ffhq" in (hub.model_info(name).dataset + name).lower()
+    return "ffhq" in os.path.basename(name).lower()
+
+
+def files_without_face(files: list[str | os.PathLike], *, limit: int = 16, max_side: int = 512) -> list[str] | None:
+    """The files among the first ``limit`` in which MTCNN finds no face (images downscaled to ``max_side`` first,
+    so the check costs a fraction of a second each); None when facenet-pytorch is not installed."""
+    try:
+        import facenet_pytorch  # noqa: F401
+    except ImportError:
+        logger.debug("facenet-pytorch is not installed: the face check is skipped")
+        return None
+    missing = []
+    for file in list(files)[:limit]:
+        img = _open(file)
+        if max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.BILINEAR)
+        if len(detect_landmarks(img)[0]) == 0:
+            missing.append(os.fspath(file))
+    return missing

@@ -35,18 +35,20 @@ import numpy as np
 import torch
 
 from latentkit.errors import InputError, LatentkitError
-from latentkit.latent.radius import describe_radius, radius_key
+from latentkit.latent.radius import describe_radius
 from latentkit.nets.generator import Generator
 from latentkit.projection.inputs import folder_names
 from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
 from latentkit.projection.outdir import append_manifest, read_manifest
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, ProjectionSettings
+from latentkit.projection.state import describe_difference, run_fingerprint
 
 if TYPE_CHECKING:
     from latentkit.latent.prior_protocol import LatentPrior
     from latentkit.projection.lpips import PerceptualLoss
 
-__all__ = ["ImageRecord", "estimate_step_seconds", "project_files", "run_fingerprint"]
+__all__ = ["ESTIMATE_TIMED_STEPS", "ESTIMATE_WARMUP_STEPS", "ImageRecord", "estimate_step_seconds", "project_files",
+           "run_fingerprint"]  # run_fingerprint: from state
 
 logger = logging.getLogger(__name__)
 
@@ -73,57 +75,35 @@ class ImageRecord:
         return out
 
 
+ESTIMATE_WARMUP_STEPS = 1
+"""Steps run before the timed ones: the first calls carry one-time costs (allocations, kernel choices)."""
+ESTIMATE_TIMED_STEPS = 3
+"""Steps whose median is the estimate (a median, so one step slowed by another process does not count)."""
+
+
 def estimate_step_seconds(G: Generator, target: torch.Tensor, settings: ProjectionSettings, *,
-                          prior: LatentPrior | None = None, perceptual_net: PerceptualLoss | None = None,
-                          c: torch.Tensor | None = None) -> float:
-    """Seconds per step of one image, measured: the second of two timed steps (the first warms up)."""
+                          prior: LatentPrior | None = None, perceptual_net: PerceptualLoss | None = None, c: torch.Tensor | None = None,
+                          warmup: int = ESTIMATE_WARMUP_STEPS, timed: int = ESTIMATE_TIMED_STEPS) -> float:
+    """Seconds per step of one image, measured: the median of ``timed`` steps run after ``warmup`` steps.
+
+    The set-up (the start point's mapped samples, the targets' features) is not timed.
+    """
     import dataclasses
+    import statistics
 
-    from latentkit.projection.project import project
+    from latentkit.projection.project import ProjectionInterrupted, project
 
-    probe = dataclasses.replace(settings, num_steps=2, w_avg_samples=min(settings.w_avg_samples, 1000))
-    times: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick(step: int, ws: torch.Tensor) -> None:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-
-    started = time.perf_counter()
-    project(G, target[:1], settings=probe, prior=prior, c=None if c is None else c[:1], perceptual_net=perceptual_net,
-            callback=tick, progress=False)
-    return times[-1] if len(times) == 2 else (time.perf_counter() - started) / 2
-
-
-def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: LatentPrior | None, *, class_idx: int | None,
-                    classes: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
-    """(sha256, the description it hashes) of everything that decides an image's result besides the image."""
-    prior_hash = None if prior is None else hashlib.sha256(
-        prior.mean_.detach().cpu().double().numpy().tobytes()).hexdigest()[:16]
-    described = {
-        "settings": settings.to_dict(),
-        "generator": G.sha256 or str(G.source) or G.architecture,
-        "prior": prior_hash,
-        "class": class_idx,
-        "classes": None if classes is None else list(classes),
-    }
-    radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
-    if radius is not None:
-        described["prior_radius"] = radius
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
-
-
-def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``'num_steps=1000 (now 30), prior ...'``: the settings that differ between two fingerprints."""
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            parts += [f"{k}={a.get(k)!r} (now {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            parts.append(f"{key}={a!r} (now {b!r})")
-    return ", ".join(parts) or "the settings"
+    if warmup < 0 or timed < 1:
+        raise InputError(f"estimate_step_seconds needs warmup >= 0 and timed >= 1, got {warmup} and {timed}")
+    probe = dataclasses.replace(settings, num_steps=warmup + timed, w_avg_samples=min(settings.w_avg_samples, 1000))
+    ends: list[float] = []
+    try:
+        project(G, target[:1], settings=probe, prior=prior, c=None if c is None else c[:1],
+                perceptual_net=perceptual_net, callback=lambda step, ws: ends.append(time.perf_counter()), progress=False)
+    except ProjectionInterrupted:  # Ctrl-C during the probe: nothing of the run was done or saved
+        raise KeyboardInterrupt from None
+    durations = [b - a for a, b in zip(ends, ends[1:])][max(warmup - 1, 0):]  # step k's time: end k - end k-1
+    return statistics.median(durations) if durations else 0.0
 
 
 def _write_image(folder: Path, result: Any, k: int, info: dict[str, Any], c_dim: int) -> None:
@@ -280,7 +260,7 @@ def _remaining(G, paths, names, outdir, key, described, restart):
             continue
         if old is not None and old.get("fingerprint") != key and not restart:
             raise InputError(
-                f"{outdir / name} was projected with other settings: {_difference(old.get('described', {}), described)}; "
+                f"{outdir / name} was projected with other settings: {describe_difference(old.get('described', {}), described) or 'the settings'}; "
                 f"pass restart=True (--restart) to redo it, or choose another output folder"
             )
         todo.append((path, name))
@@ -305,7 +285,9 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
         for index, batch in enumerate(batches):
             targets = pending.result()  # [B, C, H, W]: read while the previous batch optimised
             pending = loader.submit(prepare_targets, G, [p for p, _ in batches[index + 1]]) if index + 1 < len(batches) else None
-            batch_key = hashlib.sha256(("\n".join(str(p.resolve()) for p, _ in batch) + key).encode()).hexdigest()[:16]
+            # named by the batch's files only: a rerun with other settings finds it and is refused with the
+            # difference named (or resumes when the settings match), never silently starts over
+            batch_key = hashlib.sha256("\n".join(str(p.resolve()) for p, _ in batch).encode()).hexdigest()[:16]
             checkpoint = outdir / f".checkpoint-{batch_key}.pt"
             if restart:
                 checkpoint.unlink(missing_ok=True)

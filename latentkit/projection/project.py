@@ -44,7 +44,7 @@ from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.latent.prior_protocol import LatentPrior
 from latentkit.nets.generator import Generator
 from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIOR_WEIGHT, LOSS_TERMS, ProjectionSettings
-from latentkit.projection.state import ProjectionState, fingerprint
+from latentkit.projection.state import ProjectionState, fingerprint, run_fingerprint
 
 if TYPE_CHECKING:
     from latentkit.projection.lpips import PerceptualLoss
@@ -285,9 +285,11 @@ def project(
 
     start = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    run_id = fingerprint(G, target_cpu, labels, s, prior, None if net is None else net.weights)
+    weights = None if net is None else net.weights
+    run_id = fingerprint(G, target_cpu, labels, s, prior, weights)
+    described = {**run_fingerprint(G, s, prior)[1], "perceptual": weights}
     if ckpt_path is not None and ckpt_path.is_file():
-        start = state.restore(ckpt_path, run_id)
+        start = state.restore(ckpt_path, run_id, described)
         logger.info("project: resuming from %s at step %d of %d", ckpt_path, start, s.num_steps)
 
     bar = tqdm(total=s.num_steps, initial=start, desc="project", disable=not progress, leave=False)
@@ -302,10 +304,10 @@ def project(
                 with torch.no_grad():
                     callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
             if ckpt_path is not None and (done % checkpoint_every == 0 or done == s.num_steps):
-                state.save(ckpt_path, run_id, done)
+                state.save(ckpt_path, run_id, done, described)
     except KeyboardInterrupt:
         if ckpt_path is not None and done > start:
-            state.save(ckpt_path, run_id, done)
+            state.save(ckpt_path, run_id, done, described)
         raise ProjectionInterrupted(done, s.num_steps, ckpt_path) from None
     finally:
         bar.close()

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_OUTDIR",
     "DEFAULT_PRIOR_WEIGHT",
+    "MAX_NUM_STEPS",
     "LOSS_TERMS",
     "ProjectionSettings",
     "learning_rate_at",
@@ -29,6 +30,8 @@ DEFAULT_CHECKPOINT_EVERY = 50
 """Steps between checkpoints of a run given a checkpoint file (API and CLI alike)."""
 DEFAULT_BATCH_SIZE = 4
 """Images optimised together by :func:`latentkit.projection.batch.project_files` (results do not depend on it)."""
+MAX_NUM_STEPS = 1_000_000
+"""Most optimisation steps a projection accepts (NVIDIA's projector runs 1000; more is a typo, not a plan)."""
 DEFAULT_OUTDIR = "out/project"
 """Where ``latentkit project`` writes when no ``--outdir`` is given."""
 
@@ -105,8 +108,8 @@ class ProjectionSettings:
                 raise InputError(f"{name} must be an integer, got {value!r}")
         if self.space not in _SPACES:
             raise InputError(f"space must be one of {_SPACES}, got {self.space!r}")
-        if int(self.num_steps) < 1:
-            raise InputError(f"num_steps must be >= 1, got {self.num_steps}")
+        if not 1 <= int(self.num_steps) <= MAX_NUM_STEPS:
+            raise InputError(f"num_steps must be in [1, {MAX_NUM_STEPS}] (NVIDIA's projector: 1000), got {self.num_steps}")
         if self.start not in ("auto", "w_avg", "prior_mean"):
             raise InputError(f"start must be 'auto', 'w_avg' or 'prior_mean', got {self.start!r}")
         if self.parametrization not in ("auto", "w", "prior"):

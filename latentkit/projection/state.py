@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from latentkit.latent.prior_protocol import LatentPrior
     from latentkit.projection.lpips import PerceptualLoss
 
-__all__ = ["ProjectionState", "fingerprint"]
+__all__ = ["ProjectionState", "describe_difference", "fingerprint", "run_fingerprint"]
 
 _CHECKPOINT_VERSION = 1
 
@@ -81,6 +82,31 @@ def _renormalise(buf: torch.Tensor) -> None:
     buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
 
 
+def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: LatentPrior | None, *, class_idx: int | None = None,
+                    classes: Sequence[int] | None = None) -> tuple[str, dict[str, Any]]:
+    """(sha256 prefix, the description it hashes) of everything that decides an image's result besides the
+    image: the settings, the generator, the prior (a hash of its mean, its radius model) and the class.
+
+    The one run fingerprint: the manifest of a batch projection records it per image, and a checkpoint's
+    :func:`fingerprint` adds the targets to it.
+    """
+    mean = getattr(prior, "mean_", None)
+    prior_hash = None if prior is None else (
+        hashlib.sha256(mean.detach().cpu().double().numpy().tobytes()).hexdigest()[:16] if isinstance(mean, torch.Tensor)
+        else type(prior).__name__)
+    described = {
+        "settings": settings.to_dict(),
+        "generator": G.sha256 or str(G.source) or G.architecture,
+        "prior": prior_hash,
+        "class": class_idx,
+        "classes": None if classes is None else list(classes),
+    }
+    radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
+    if radius is not None:
+        described["prior_radius"] = radius
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
+
+
 def fingerprint(
     G: Generator,
     targets: torch.Tensor,
@@ -89,24 +115,26 @@ def fingerprint(
     prior: LatentPrior | None,
     perceptual_weights: str | None,
 ) -> str:
-    """sha256 of everything that identifies a run; a checkpoint resumes only a run with the same one."""
+    """sha256 of a checkpointed run: :func:`run_fingerprint` plus the targets ``[N, C, H, W]``, the labels
+    ``[N, c_dim]`` and where the LPIPS weights came from; a checkpoint resumes only a run with the same one."""
     digest = hashlib.sha256()
-    digest.update(targets.numpy().tobytes())
-    digest.update(c.cpu().numpy().tobytes())
-    meta = {
-        "settings": settings.to_dict(),
-        "generator": G.sha256 or str(G.source),
-        "arch": G.architecture,
-        "prior": None if prior is None else type(prior).__name__,
-        "perceptual": perceptual_weights,
-    }
-    radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
-    if radius is not None:
-        meta["radius"] = radius
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    if prior is not None:  # a different prior file must not resume this run
-        digest.update(prior.mean_.detach().to("cpu", torch.float64).numpy().tobytes())
+    digest.update(targets.detach().cpu().numpy().tobytes())
+    digest.update(c.detach().cpu().numpy().tobytes())
+    digest.update(run_fingerprint(G, settings, prior)[0].encode())
+    digest.update(json.dumps(perceptual_weights).encode())
     return digest.hexdigest()
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``'num_steps=1000 (now 30), prior ...'``: what differs between two descriptions of :func:`run_fingerprint`."""
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts += [f"{k}={a.get(k)!r} (now {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            parts.append(f"{key}={a!r} (now {b!r})")
+    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,13 +312,15 @@ class ProjectionState:
 
     # Checkpoints: tensors and plain data only, read back with torch.load(weights_only=True).
 
-    def save(self, path: Path, fingerprint: str, step: int) -> None:
-        """Write the state after ``step`` steps to ``path`` (atomically)."""
+    def save(self, path: Path, fingerprint: str, step: int, described: dict[str, Any] | None = None) -> None:
+        """Write the state after ``step`` steps to ``path`` (atomically), with the run's description (plain
+        data: :func:`run_fingerprint`'s), so a rerun with other settings can name the difference."""
         from latentkit.files import atomic_path
 
         state = {
             "version": _CHECKPOINT_VERSION,
             "fingerprint": fingerprint,
+            "described": json.dumps(described or {}),
             "step": step,
             "w_opt": self.w_opt.detach().cpu(),
             "noises": {k: v.detach().cpu() for k, v in self.noises.items()},
@@ -301,7 +331,7 @@ class ProjectionState:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
-    def restore(self, path: Path, fingerprint: str) -> int:
+    def restore(self, path: Path, fingerprint: str, described: dict[str, Any] | None = None) -> int:
         """Load a checkpoint written by :meth:`save` and return the number of steps it had run.
 
         Raises:
@@ -317,9 +347,15 @@ class ProjectionState:
                 f"{path} is not a latentkit projection checkpoint (version {_CHECKPOINT_VERSION}); delete it"
             )
         if not isinstance(state.get("fingerprint"), str) or state["fingerprint"] != fingerprint:
+            try:
+                saved = json.loads(state.get("described") or "{}")
+            except (TypeError, ValueError):
+                saved = {}
+            what = describe_difference(saved, described or {}) if saved and described else ""
+            what = f"other settings: {what}" if what else "other targets, labels, settings or generator"
             raise InputError(
-                f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
-                "or use another output folder"
+                f"checkpoint {path} holds an unfinished run with {what}; run it with those settings to resume it, "
+                "or start over with --restart (restart=True), or delete the checkpoint"
             )
         _check_restored(state, self.w_opt, self.noises, path)
         _check_state_fields(state, self, path)

@@ -55,7 +55,11 @@ def test_cli_defaults_match_the_api():
     assert fit["n_samples"] == params["n_samples"].default
     assert fit["batch_size"] == params["batch_size"].default
     assert compress_["n_samples"] == DEFAULT_CACHED_SAMPLES
-    assert (compress_["tau"], compress_["compare_psi"]) == (DEFAULT_TAU, DEFAULT_PSI)
+    from latentkit.latent.compress_demo import DEFAULT_DEMO_TAUS, DEFAULT_POOL
+
+    assert compress_["compare_psi"] == DEFAULT_PSI
+    assert tuple(cli_prior._parse_taus(compress_["tau_text"])) == DEFAULT_DEMO_TAUS and DEFAULT_DEMO_TAUS[-1] == DEFAULT_TAU
+    assert compress_["pool"] == DEFAULT_POOL
     assert fit["holdout"] == inspect.signature(diagnose_generator).parameters["n_samples"].default
     assert compress_["tile"] == DEFAULT_TILE
 
@@ -147,11 +151,12 @@ def test_compress_with_nothing_but_tau_uses_announced_defaults(toy_generator, mo
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["compress", "--tau", "3", "--samples", "500"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    for announced in ("'toy-default'", "the first 8 seeds with components beyond tau=3", "out/compress"):
+    for announced in ("'toy-default'", "the 8 of the first 64 seeds with the largest whitened coefficients",
+                      "out/compress"):
         assert announced in result.stderr
     assert io.load_latents(tmp_path / "out" / "compress" / "compressed_w.npz").shape[0] == 8
-    summary = json.loads(result.stdout)  # every shown latent is one the method changes
-    assert summary["vectors_compressed"] == summary["vectors"] == 8 * toy_generator.num_ws
+    summary = json.loads(result.stdout)  # the most extreme of 64 seeds, most extreme first
+    assert summary["max_coefficient"] == sorted(summary["max_coefficient"], reverse=True) and summary["taus"] == [3.0]
     assert "W vectors had components beyond tau" in result.stderr
 
 

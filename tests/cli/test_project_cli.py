@@ -108,6 +108,7 @@ def test_project_folder_end_to_end(images, tmp_path):
 def test_bare_command_announces_defaults(images, tmp_path, monkeypatch):
     """`latentkit project img.png` alone: default network, outdir and prior auto, each announced."""
     import latentkit.load as load
+    from latentkit.projection.batch import ESTIMATE_TIMED_STEPS, ESTIMATE_WARMUP_STEPS
     import latentkit.projection.lpips as perceptual
 
     monkeypatch.chdir(tmp_path)
@@ -119,7 +120,7 @@ def test_bare_command_announces_defaults(images, tmp_path, monkeypatch):
 
     def short(*args, settings, **kw):  # keep the test fast: 2 steps instead of the default 1000
         seen.append(settings.num_steps)
-        if settings.num_steps == 2:  # the timed probe behind the cost estimate
+        if settings.num_steps == ESTIMATE_WARMUP_STEPS + ESTIMATE_TIMED_STEPS:  # the timed probe of the estimate
             return real_project(*args, settings=settings, **kw)
         assert settings.num_steps == 1000 and settings.prior_weight == api.DEFAULT_PRIOR_WEIGHT
         return real_project(*args, settings=dataclasses.replace(settings, num_steps=2), **kw)
@@ -130,7 +131,7 @@ def test_bare_command_announces_defaults(images, tmp_path, monkeypatch):
     assert f"using the default {str(NET)!r}" in result.stderr
     assert "out/project" in result.stderr and "prior: the cached Gaussian prior" in result.stderr
     assert "1 image(s) x 1000 steps on cpu" in result.stderr and "s per step" in result.stderr  # the estimate
-    assert seen == [2, 1000]
+    assert seen == [ESTIMATE_WARMUP_STEPS + ESTIMATE_TIMED_STEPS, 1000]
     record = json.loads((tmp_path / "out" / "project" / "c" / "losses.json").read_text())
     assert record["prior"].startswith("auto") and record["final_terms"]["prior"] > 0
 

@@ -180,7 +180,7 @@ def test_dlib_face_features(toy_generator):
 def test_inception_offline_error_names_file_and_place():
     imgs = torch.zeros(2, 3, 16, 16)
     with pytest.raises(WeightsUnavailableError, match=r"Download https://\S+weights-inception-2015-12-05-6726825d\.pth and put it at \S+/hub/checkpoints/"):
-        evaluate(imgs, imgs, progress=False)
+        evaluate(imgs, imgs, features="inception", metrics=("fid", "kid"), progress=False)
 
 
 def test_inception_local_file_with_random_weights(tmp_path, monkeypatch):
