@@ -305,10 +305,7 @@ def project(
     with torch.no_grad():
         final_ws = state.latents().to(torch.float32).expand(-1, G.num_ws, -1).contiguous()
         final_noise = {k: v.detach().clone() for k, v in state.noises.items()}
-        chunk = 1 if device.type == "cpu" else n  # on the CPU image by image, as the optimisation: batch-free
-        images = torch.cat([G.synthesis(final_ws[i : i + chunk], noise_mode="const",
-                                        noise={k: v[i : i + chunk] for k, v in final_noise.items()} or None)
-                            for i in range(0, n, chunk)])
+        images = G.synthesis(final_ws, noise_mode="const", noise=final_noise or None)
     table = torch.stack(state.history, dim=2)  # [N, 5, num_steps]
     return ProjectionResult(
         ws=final_ws,

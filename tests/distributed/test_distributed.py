@@ -140,6 +140,7 @@ def test_python_m_latentkit_runs_the_cli():
     assert run.returncode == 0 and "fit-prior" in run.stdout and "Usage: latentkit" in run.stdout
 
 
+@pytest.mark.slow  # two CLI runs and a torchrun job: about 90 s on 2 busy cores
 def test_the_users_torchrun_command_equals_one_process_per_image(tmp_path):
     """Exactly ``torchrun --nproc-per-node 2 -m latentkit project ...`` against ``python -m latentkit project ...``
     with the default batch size and the process's own thread count (torchrun gives each rank one thread; the

@@ -159,3 +159,29 @@ def test_a_damaged_cached_vgg16_file_is_refused(tmp_path, fill):
     np.savez(converted, **{k: v.numpy() for k, v in state.items()})
     with pytest.raises(CheckpointError, match="damaged"):
         perceptual.load_vgg16_backbone(converted)
+
+
+def test_an_images_latents_do_not_depend_on_its_batch_or_the_thread_count(toy_generator, tmp_path):
+    """What a torchrun rank does (1 thread, every other file, batches of its share) gives the same bits as one
+    process with 4 threads whose last batch holds one image alone (the in-process form of the torchrun test)."""
+    from latentkit.projection.lpips import lpips_vgg
+
+    files = [_image(tmp_path / "in" / f"p{i}.png") for i in range(5)]
+    settings = ProjectionSettings(num_steps=4, perceptual_weights="random", w_avg_samples=64)
+    net = lpips_vgg("random")
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        project_files(toy_generator, files, tmp_path / "one", settings=settings, batch_size=4, perceptual_net=net,
+                      progress=False)
+        torch.set_num_threads(1)
+        for share in (files[0::2], files[1::2]):
+            project_files(toy_generator, share, tmp_path / "two", settings=settings, batch_size=4, perceptual_net=net,
+                          progress=False)
+    finally:
+        torch.set_num_threads(old)
+    from latentkit.io import load_latents
+
+    for i in range(5):
+        a, b = (load_latents(tmp_path / d / f"p{i}" / "projected_w.npz") for d in ("one", "two"))
+        assert torch.equal(a, b), f"p{i} differs by {float((a - b).abs().max()):.3g}"
