@@ -185,3 +185,21 @@ def test_an_images_latents_do_not_depend_on_its_batch_or_the_thread_count(toy_ge
     for i in range(5):
         a, b = (load_latents(tmp_path / d / f"p{i}" / "projected_w.npz") for d in ("one", "two"))
         assert torch.equal(a, b), f"p{i} differs by {float((a - b).abs().max()):.3g}"
+
+
+def test_one_thread_per_image_fixes_the_reduction_order():
+    """A 1024x1024 mean differs between 1 and 2 threads; inside one_thread_per_image every job and the caller
+    compute on one thread whatever the process had, and the count is restored after."""
+    from latentkit.projection.cpu_parallel import core_budget, one_thread_per_image, run_per_core
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with one_thread_per_image(torch.device("cpu")):
+            assert torch.get_num_threads() == 1 and core_budget() == 2
+            assert run_per_core(lambda _: torch.get_num_threads(), [0, 1, 2]) == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+        with one_thread_per_image(torch.device("meta")):  # other devices: unchanged
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
