@@ -37,6 +37,7 @@ import torch
 from latentkit.errors import InputError, LatentkitError
 from latentkit.latent.radius import describe_radius
 from latentkit.nets.generator import Generator
+from latentkit.projection.cpu_parallel import one_thread_per_image
 from latentkit.projection.inputs import folder_names
 from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
 from latentkit.projection.outdir import append_manifest, read_manifest
@@ -294,9 +295,10 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
             c = one_hot([class_idx] * len(batch), G.c_dim, device=G.w_avg.device) if class_idx is not None else None
             frames: list[torch.Tensor] = []
             started = time.perf_counter()
-            result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
-                             checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
-                             callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
+            with one_thread_per_image(G.w_avg.device):  # each image's result independent of batches and processes
+                result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
+                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                                 callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
             seconds = (time.perf_counter() - started) / len(batch)
             checkpoint.unlink(missing_ok=True)  # before any line: a crash while writing redoes the rest from step 0
             _check_finite(result, [p for p, _ in batch])

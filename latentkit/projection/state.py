@@ -75,6 +75,13 @@ def _noise_penalty(noises: dict[str, torch.Tensor], n: int, device: torch.device
     return total
 
 
+def _per_part(fn: Any, x: torch.Tensor, parts: list[slice]) -> list[torch.Tensor]:
+    """``fn(x)`` (a list of feature maps ``[N, ...]``) computed part by part and joined: on the CPU each image
+    alone, so an image's features never depend on the batch it is in (convolutions pick kernels by batch size)."""
+    pieces = [fn(x[part]) for part in parts]
+    return [torch.cat(level) for level in zip(*pieces)]
+
+
 @torch.no_grad()
 def _renormalise(buf: torch.Tensor) -> None:
     """In place, per image: zero mean and unit variance of a noise buffer ``[N, 1, H, W]``."""
@@ -185,7 +192,7 @@ class ProjectionState:
         self.target_feats = None
         if perceptual is not None:
             with torch.no_grad():
-                self.target_feats = perceptual.features(target)
+                self.target_feats = _per_part(perceptual.features, target, self._parts())
 
         w_avg, w_std = _w_stats(G, labels, s.w_avg_samples)  # [N, w_dim], [N]
         layers = 1 if s.space == "w" else G.num_ws

@@ -138,3 +138,29 @@ def test_python_m_latentkit_runs_the_cli():
     run = subprocess.run([sys.executable, "-m", "latentkit", "--help"], env=env, capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert run.returncode == 0 and "fit-prior" in run.stdout and "Usage: latentkit" in run.stdout
+
+
+@pytest.mark.slow  # two CLI runs and a torchrun job: about 90 s on 2 busy cores
+def test_the_users_torchrun_command_equals_one_process_per_image(tmp_path):
+    """Exactly ``torchrun --nproc-per-node 2 -m latentkit project ...`` against ``python -m latentkit project ...``
+    with the default batch size and the process's own thread count (torchrun gives each rank one thread; the
+    single process gets 4 here): 5 images make a partial batch, which a single process used to compute with
+    all its threads. Every image's latents must be the same bits."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.RandomState(2)
+    for i in range(5):
+        Image.fromarray(rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    command = ["project", str(folder), "--network", str(NET), "--num-steps", "12", "--perceptual-weights", "random",
+               "--prior", "none", "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    one = subprocess.run([sys.executable, "-m", "latentkit", *command, "--outdir", str(tmp_path / "one")],
+                         env=dict(env, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="4"), capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun("-m", "latentkit", *command, "--outdir", str(tmp_path / "two"), timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for i in range(5):
+        a = load_latents(tmp_path / "one" / f"p{i}" / "projected_w.npz")
+        b = load_latents(tmp_path / "two" / f"p{i}" / "projected_w.npz")
+        assert torch.equal(a, b), f"p{i}: differs by {float((a - b).abs().max()):.3g}"

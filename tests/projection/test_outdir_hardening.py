@@ -159,3 +159,47 @@ def test_a_damaged_cached_vgg16_file_is_refused(tmp_path, fill):
     np.savez(converted, **{k: v.numpy() for k, v in state.items()})
     with pytest.raises(CheckpointError, match="damaged"):
         perceptual.load_vgg16_backbone(converted)
+
+
+def test_an_images_latents_do_not_depend_on_its_batch_or_the_thread_count(toy_generator, tmp_path):
+    """What a torchrun rank does (1 thread, every other file, batches of its share) gives the same bits as one
+    process with 4 threads whose last batch holds one image alone (the in-process form of the torchrun test)."""
+    from latentkit.projection.lpips import lpips_vgg
+
+    files = [_image(tmp_path / "in" / f"p{i}.png") for i in range(5)]
+    settings = ProjectionSettings(num_steps=4, perceptual_weights="random", w_avg_samples=64)
+    net = lpips_vgg("random")
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        project_files(toy_generator, files, tmp_path / "one", settings=settings, batch_size=4, perceptual_net=net,
+                      progress=False)
+        torch.set_num_threads(1)
+        for share in (files[0::2], files[1::2]):
+            project_files(toy_generator, share, tmp_path / "two", settings=settings, batch_size=4, perceptual_net=net,
+                          progress=False)
+    finally:
+        torch.set_num_threads(old)
+    from latentkit.io import load_latents
+
+    for i in range(5):
+        a, b = (load_latents(tmp_path / d / f"p{i}" / "projected_w.npz") for d in ("one", "two"))
+        assert torch.equal(a, b), f"p{i} differs by {float((a - b).abs().max()):.3g}"
+
+
+def test_one_thread_per_image_fixes_the_reduction_order():
+    """A 1024x1024 mean differs between 1 and 2 threads; inside one_thread_per_image every job and the caller
+    compute on one thread whatever the process had, and the count is restored after."""
+    from latentkit.projection.cpu_parallel import core_budget, one_thread_per_image, run_per_core
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with one_thread_per_image(torch.device("cpu")):
+            assert torch.get_num_threads() == 1 and core_budget() == 2
+            assert run_per_core(lambda _: torch.get_num_threads(), [0, 1, 2]) == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+        with one_thread_per_image(torch.device("meta")):  # other devices: unchanged
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
