@@ -86,6 +86,7 @@ def fingerprint(
     settings: ProjectionSettings,
     prior: Any,
     perceptual_weights: str | None,
+    start_ws: torch.Tensor | None = None,
 ) -> str:
     """sha256 of everything that identifies a run; a checkpoint resumes only a run with the same one."""
     digest = hashlib.sha256()
@@ -102,6 +103,8 @@ def fingerprint(
     if radius is not None:
         meta["radius"] = radius
     digest.update(json.dumps(meta, sort_keys=True).encode())
+    if start_ws is not None:  # another encoder's start must not resume this run
+        digest.update(start_ws.detach().to("cpu", torch.float32).numpy().tobytes())
     mean = getattr(prior, "mean_", None)  # a different prior file must not resume this run
     if isinstance(mean, torch.Tensor):
         digest.update(mean.detach().to("cpu", torch.float64).numpy().tobytes())
@@ -126,6 +129,8 @@ class ProjectionState:
         settings: the :class:`ProjectionSettings`.
         prior: a fitted GaussianPrior, a :class:`~latentkit.latent.radius.StudentTRadius` around one, or None.
         perceptual: the LPIPS network on the generator's device, or None.
+        start_ws: ``[N, num_ws, w_dim]`` start latents (an encoder's prediction; ``space='w'`` starts from
+            their mean over layers); None: the start ``settings.start`` names.
 
     Attributes:
         w_opt: ``[N, layers, w_dim]`` the optimised variable (w, or the prior's coefficients u);
@@ -146,6 +151,7 @@ class ProjectionState:
         *,
         prior: Any,
         perceptual: PerceptualLoss | None,
+        start_ws: torch.Tensor | None = None,
     ) -> None:
         s = settings
         n = target.shape[0]
@@ -160,13 +166,16 @@ class ProjectionState:
         w_avg, w_std = _w_stats(G, labels, s.w_avg_samples)  # [N, w_dim], [N]
         layers = 1 if s.space == "w" else G.num_ws
         start_w = w_avg
-        if s.start == "prior_mean" or (s.start == "auto" and prior is not None):
+        if start_ws is None and (s.start == "prior_mean" or (s.start == "auto" and prior is not None)):
             if prior is None or not callable(getattr(prior, "from_coefficients", None)):
                 raise InputError("start='prior_mean' needs a fitted GaussianPrior (with from_coefficients) as prior=")
             with torch.no_grad():
                 mode = prior.from_coefficients(torch.zeros(1, G.w_dim, device=device))  # [1, w_dim]
             start_w = mode.to(device, torch.float32).expand(n, -1)
         start_w = start_w.unsqueeze(1).repeat(1, layers, 1)  # [N, layers, w_dim]
+        if start_ws is not None:
+            given = start_ws.detach().to(device, torch.float32)
+            start_w = given.mean(1, keepdim=True) if layers == 1 else given  # [N, layers, w_dim]
         self.in_prior = s.parametrization == "prior" or (s.parametrization == "auto" and prior is not None)
         if self.in_prior:
             if prior is None or not callable(getattr(prior, "coefficients", None)):
