@@ -12,6 +12,7 @@ from latentkit.projection.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_OUTDIR,
     ProjectionSettings,
+    from_encoder_start,
 )
 
 _DEFAULTS = ProjectionSettings()
@@ -192,6 +193,8 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
                                   stop_tol=stop_tol, stop_window=stop_window)
     if start == "encoder" and encoder_file is None:
         raise click.UsageError("--init encoder needs --encoder FILE (train one with 'latentkit train-encoder')")
+    if encoder_file is not None and start in ("auto", "encoder"):
+        settings = from_encoder_start(settings)  # the measured schedule for a good start (lr 0.03, no latent noise)
     files = expand_inputs(inputs)
     check_images(files)  # unreadable images fail here, before any slow set-up
     dev = resolve_device(device)
