@@ -123,6 +123,9 @@ class ResNetEncoder(torch.nn.Module):
         gain: its gain.
     """
 
+    prior_mean: torch.Tensor  # buffers: [w_dim] and [w_dim, w_dim]
+    prior_colour: torch.Tensor
+
     def __init__(self, config: EncoderConfig, prior_mean: torch.Tensor, prior_colour: torch.Tensor,
                  slope: float, gain: float) -> None:
         super().__init__()

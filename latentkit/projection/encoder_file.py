@@ -118,7 +118,7 @@ def load_encoder(path: str | os.PathLike, G: Generator | None = None, *,
     header, meta = read_header(path)
     config = EncoderConfig.from_dict(meta.get("config"))
     slope, gain, network = meta.get("slope"), meta.get("gain"), meta.get("network")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (slope, gain)) or not isinstance(network, dict):
+    if not isinstance(slope, (int, float)) or not isinstance(gain, (int, float)) or not isinstance(network, dict):
         raise InputError(f"{path}: the encoder header lacks slope, gain or network")
     if G is not None:
         _check_network(path, network, network_fingerprint(G))
