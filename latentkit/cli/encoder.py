@@ -37,7 +37,11 @@ _DEFAULTS = EncoderTrainSettings()
 @device_option
 def train_encoder(network, out, samples, input_resolution, steps, batch_size, learning_rate, image_weight,
                   perceptual_weights, seed, checkpoint_every, device) -> None:
-    """Train an encoder (image -> W+) for a generator on its own samples; Ctrl-C saves, the same command resumes."""
+    """Train an encoder (image -> W+) for a generator on its own samples; Ctrl-C saves, the same command resumes.
+
+    Under torchrun (--nproc-per-node K) the ranks render their share of the samples and train one encoder
+    together (DistributedDataParallel, --batch-size per rank); rank 0 writes the files."""
+    from latentkit.distributed import init_distributed
     from latentkit.load import load_generator
     from latentkit.projection.encoder_train import train_encoder as train
 
@@ -45,10 +49,14 @@ def train_encoder(network, out, samples, input_resolution, steps, batch_size, le
                                     batch_size=batch_size, learning_rate=learning_rate, image_weight=image_weight,
                                     perceptual_weights=perceptual_weights, checkpoint_every=checkpoint_every, seed=seed)
     dev = resolve_device(device)
+    job = init_distributed(dev)  # under torchrun: this rank's device; the ranks share the rendering and the batches
+    dev = job.device if job else dev
     G = load_generator(resolve_network(network), device=dev)
     say(f"train-encoder: {settings.samples} samples, {settings.steps} steps of {settings.batch_size}; state and "
         f"samples in {out}.work/ (the same command resumes)")
-    result = train(G, out, settings=settings)
+    result = train(G, out, settings=settings, shard=job.shard if job else None)
+    if job and not job.is_main:
+        return
     last = result.history[-1] if result.history else {}
     say(f"validation latent loss {last.get('val_latent', float('nan')):.4f} (1.0: the prior's mode) after "
         f"{result.steps} steps")

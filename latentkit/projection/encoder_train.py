@@ -90,34 +90,49 @@ def _resize(images: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def _load_cache(G: Generator, folder: Path, tag: str, base_seed: int, total: int, mixing: float,
-                resolution: int, progress: bool) -> dict[str, torch.Tensor]:
-    """All ``total`` samples of one set, rendering (and caching) the chunks that are missing."""
-    from safetensors.torch import load_file, save_file
+                resolution: int, progress: bool, shard: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """All ``total`` samples of one set, rendering (and caching) the chunks that are missing; under torchrun
+    rank R renders chunks ``k % world == R`` first, and after a barrier every rank reads them all."""
     from tqdm.auto import tqdm
-
-    from latentkit.io import atomic_path
 
     chunks = []
     n_chunks = -(-total // _CHUNK)
+    rank, world = shard
+    if world > 1:
+        import torch.distributed as dist
+
+        for k in range(rank, n_chunks, world):
+            _chunk(G, folder, tag, base_seed, k, mixing, resolution)
+        dist.barrier()
     bar = tqdm(total=n_chunks * _CHUNK, desc=f"render {tag} samples", disable=not progress, leave=False)
     for k in range(n_chunks):
-        path = folder / f"{tag}-{k:05d}.safetensors"
-        chunk = None
-        if path.is_file():
-            try:
-                chunk = load_file(str(path))
-                if set(chunk) != {"images", "ws"} or chunk["ws"].shape[1:] != (G.num_ws, G.w_dim):
-                    chunk = None
-            except Exception:  # noqa: BLE001 - a damaged chunk is rendered again
-                chunk = None
-        if chunk is None:
-            chunk = _sample_chunk(G, base_seed + k, _CHUNK, mixing, resolution)
-            with atomic_path(path) as tmp:
-                save_file(chunk, str(tmp))
-        chunks.append(chunk)
+        chunks.append(_chunk(G, folder, tag, base_seed, k, mixing, resolution))
         bar.update(_CHUNK)
     bar.close()
     return {key: torch.cat([c[key] for c in chunks])[:total] for key in ("images", "ws")}
+
+
+def _chunk(G: Generator, folder: Path, tag: str, base_seed: int, k: int, mixing: float,
+           resolution: int) -> dict[str, torch.Tensor]:
+    """Chunk ``k`` of a set from the cache, rendered and written (atomically) when missing or damaged."""
+    from safetensors.torch import load_file, save_file
+
+    from latentkit.io import atomic_path
+
+    path = folder / f"{tag}-{k:05d}.safetensors"
+    chunk = None
+    if path.is_file():
+        try:
+            chunk = load_file(str(path))
+            if set(chunk) != {"images", "ws"} or chunk["ws"].shape[1:] != (G.num_ws, G.w_dim):
+                chunk = None
+        except Exception:  # noqa: BLE001 - a damaged chunk is rendered again
+            chunk = None
+    if chunk is None:
+        chunk = _sample_chunk(G, base_seed + k, _CHUNK, mixing, resolution)
+        with atomic_path(path) as tmp:
+            save_file(chunk, str(tmp))
+    return chunk
 
 
 def _run_key(G: Generator, s: EncoderTrainSettings, config: dict[str, Any], prior_id: str) -> str:
@@ -135,6 +150,7 @@ def train_encoder(
     prior: Any = None,
     work_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> EncoderTrainResult:
     """Train an encoder for ``G`` on its own samples and write it to ``out`` (resumable).
 
@@ -146,6 +162,10 @@ def train_encoder(
             ``G``, as ``latentkit project`` uses by default).
         work_dir: sample cache and training state (None: ``<out>.work``); delete it to start afresh.
         progress: tqdm bars on stderr (with the ETA).
+        shard: ``(rank, world_size)`` under torchrun (:func:`latentkit.distributed.init_distributed`; the
+            process group initialised): the ranks render their share of the samples, train one
+            DistributedDataParallel encoder on ``batch_size`` samples each, and rank 0 writes the files.
+            ``work_dir`` must be on a file system every rank sees. None: one process.
 
     Returns:
         :class:`EncoderTrainResult`.
@@ -183,9 +203,12 @@ def train_encoder(
     folder.mkdir(parents=True, exist_ok=True)
     _claim(folder, key)
 
+    rank, world = shard if shard is not None else (0, 1)
+    main = rank == 0
+    progress = progress and main
     r = config.input_resolution
-    train = _load_cache(G, folder, "train", s.seed * 1_000_003, s.samples, s.mixing, r, progress)
-    val = _load_cache(G, folder, "val", s.seed * 1_000_003 + 500_000, s.val_samples, s.mixing, r, progress)
+    train = _load_cache(G, folder, "train", s.seed * 1_000_003, s.samples, s.mixing, r, progress, (rank, world))
+    val = _load_cache(G, folder, "val", s.seed * 1_000_003 + 500_000, s.val_samples, s.mixing, r, progress, (rank, world))
     with torch.no_grad():
         train_u = prior.coefficients(train["ws"].to(device)).float()  # [samples, num_ws, w_dim]
         val_u = prior.coefficients(val["ws"].to(device)).float()
@@ -194,12 +217,11 @@ def train_encoder(
     opt = torch.optim.Adam(enc.parameters(), lr=s.learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.05 + 0.95 * 0.5 * (1 + torch.cos(
         torch.tensor(min(t, s.steps) / s.steps * torch.pi)).item()))
-    rng = torch.Generator().manual_seed(s.seed + 1)
     history: list[dict[str, float]] = []
     step, seconds = 0, 0.0
     state_path = folder / "state.pt"
     if state_path.is_file():
-        step, seconds, history = _restore(state_path, key, enc, opt, sched, rng)
+        step, seconds, history = _restore(state_path, key, enc, opt, sched)
         logger.info("train-encoder: resuming from %s at step %d of %d", state_path, step, s.steps)
     lpips_net = None
     if s.image_weight > 0:
@@ -207,8 +229,15 @@ def train_encoder(
 
         lpips_net = lpips_vgg(s.perceptual_weights, device=device, max_resolution=r)
     network = network_fingerprint(G)
+    model: torch.nn.Module = _Coefficients(enc)
+    if world > 1:  # the same start on every rank (same seed, same state file), gradients averaged
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     def checkpoint(done: int) -> None:
+        if not main:
+            return
         val_loss = _validate(enc, val_x, val_u)
         recent = [h for h in running if h]
         history.append({"step": done, "seconds": round(seconds, 2), "val_latent": val_loss,
@@ -219,8 +248,7 @@ def train_encoder(
                     "val_latent": val_loss, "settings": asdict(s)}
         save_encoder(out, enc, network=network, training=training)
         state = {"version": _STATE_VERSION, "key": key, "step": done, "seconds": seconds, "model": enc.state_dict(),
-                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng.get_state(),
-                 "history": json.dumps(history)}
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": json.dumps(history)}
         with atomic_path(state_path) as tmp:
             torch.save(state, tmp)
         with atomic_path(folder / "history.json") as tmp:
@@ -232,9 +260,10 @@ def train_encoder(
     try:
         for t in range(step, s.steps):
             started = time.perf_counter()
+            rng = torch.Generator().manual_seed(s.seed * 1_000_003 + rank * 100_003 + t)  # step t's batch, rank R
             idx = torch.randint(s.samples, (s.batch_size,), generator=rng).to(device)
             x, u = train_x[idx], train_u[idx]
-            pred = enc.coefficients(x)
+            pred = model(x)
             latent = (pred - u).square().mean()
             image = torch.zeros((), device=device)
             if lpips_net is not None:
@@ -247,7 +276,7 @@ def train_encoder(
             sched.step()
             seconds += time.perf_counter() - started
             done = t + 1
-            running.append((float(latent), float(image)))
+            running.append((latent.item(), image.item()))
             bar.update(1)
             bar.set_postfix(latent=f"{float(latent):.3f}")
             if done % s.checkpoint_every == 0 or done == s.steps:
@@ -291,7 +320,18 @@ def _claim(folder: Path, key: str) -> None:
         tmp.write_text(json.dumps({"key": key}))
 
 
-def _restore(path: Path, key: str, enc, opt, sched, rng) -> tuple[int, float, list[dict[str, float]]]:
+class _Coefficients(torch.nn.Module):
+    """The encoder's coefficient prediction as a module's forward (what DistributedDataParallel wraps)."""
+
+    def __init__(self, enc: ResNetEncoder) -> None:
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc.coefficients(x)
+
+
+def _restore(path: Path, key: str, enc, opt, sched) -> tuple[int, float, list[dict[str, float]]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
@@ -301,5 +341,4 @@ def _restore(path: Path, key: str, enc, opt, sched, rng) -> tuple[int, float, li
     enc.load_state_dict(state["model"], strict=True)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    rng.set_state(state["rng"])
     return int(state["step"]), float(state["seconds"]), json.loads(state["history"])
