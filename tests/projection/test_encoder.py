@@ -172,3 +172,41 @@ def test_acceptance_encoder_20_steps_beat_default_100(tmp_path):
         lpips[name] = sorted((r["input"], r["lpips"]) for r in rows)
     for (_, ours), (_, theirs) in zip(lpips["encoder"], lpips["default"]):
         assert ours < theirs, lpips
+
+
+def test_ctrl_c_saves_the_training_state(tmp_path, monkeypatch):
+    from latentkit.projection.encoder_settings import EncoderTrainSettings
+    from latentkit.projection.encoder_train import EncoderTrainingInterrupted, train_encoder
+
+    G = make_toy_generator(w_dim=6, num_ws=3)
+    prior = synthetic_prior(w_dim=6)
+    s = EncoderTrainSettings(samples=16, val_samples=16, steps=10, batch_size=4, checkpoint_every=100, input_resolution=16)
+    real, calls = ResNetEncoder.coefficients, []
+
+    def interrupt_at_third(self, x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, x)
+
+    monkeypatch.setattr(ResNetEncoder, "coefficients", interrupt_at_third)
+    with pytest.raises(EncoderTrainingInterrupted, match="interrupted at step 2 of 10"):
+        train_encoder(G, tmp_path / "enc.safetensors", settings=s, prior=prior, progress=False)
+    monkeypatch.setattr(ResNetEncoder, "coefficients", real)
+    assert json.loads((tmp_path / "enc.safetensors.work" / "history.json").read_text())[-1]["step"] == 2
+    result = train_encoder(G, tmp_path / "enc.safetensors", settings=s, prior=prior, progress=False)
+    assert [h["step"] for h in result.history] == [2, 10]
+
+
+def test_manifest_and_losses_record_the_stop(tmp_path):
+    from latentkit.io import save_image
+    from latentkit.projection.batch import project_files
+
+    G = make_toy_generator()
+    save_image(tmp_path / "a.png", torch.zeros(1, 3, 16, 16))
+    s = ProjectionSettings(num_steps=60, perceptual=None, mse_weight=1.0, w_avg_samples=100, stop_tol=0.5, stop_window=3)
+    project_files(G, [tmp_path / "a.png"], tmp_path / "out", settings=s, progress=False)
+    losses = json.loads((tmp_path / "out" / "a" / "losses.json").read_text())
+    line = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
+    assert losses["stop_reason"] == line["stop_reason"] == "converged"
+    assert losses["steps_run"] == line["steps_run"] == len(losses["losses"]) < 60
