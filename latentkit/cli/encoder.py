@@ -54,7 +54,13 @@ def train_encoder(network, out, samples, input_resolution, steps, batch_size, le
     G = load_generator(resolve_network(network), device=dev)
     say(f"train-encoder: {settings.samples} samples, {settings.steps} steps of {settings.batch_size}; state and "
         f"samples in {out}.work/ (the same command resumes)")
-    result = train(G, out, settings=settings, shard=job.shard if job else None)
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM saves the state like Ctrl-C
+    try:
+        result = train(G, out, settings=settings, shard=job.shard if job else None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if job and not job.is_main:
         return
     last = result.history[-1] if result.history else {}
