@@ -14,6 +14,7 @@ from latentkit.projection.settings import (
     DEFAULT_OUTDIR,
     MAX_NUM_STEPS,
     ProjectionSettings,
+    from_encoder_start,
 )
 
 _DEFAULTS = ProjectionSettings()
@@ -175,10 +176,21 @@ def _duration(seconds: float) -> str:
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Opt-in reduced precision of the generator and LPIPS passes: bf16 (AVX512-BF16/AMX CPUs, CUDA), "
               "fp16 (CUDA).")
+@click.option("--init", "--start", "start", type=click.Choice(["auto", "w_avg", "prior_mean", "encoder"]),
+              default=_DEFAULTS.start, show_default=True,
+              help="Start of the optimisation: the prior's mode (auto with a prior), NVIDIA's mean w, or an encoder's "
+              "prediction (--encoder FILE from 'latentkit train-encoder'; auto uses it when given).")
+@click.option("--encoder", "encoder_file", default=None, type=click.Path(dir_okay=False),
+              help="Encoder file (.safetensors from 'latentkit train-encoder') whose prediction starts each image.")
+@click.option("--stop-tol", type=click.FloatRange(min=0), default=_DEFAULTS.stop_tol, show_default=True,
+              help="Stop an image batch early once its mean loss over --stop-window steps improves by less than this "
+              "fraction (0: run all --num-steps).")
+@click.option("--stop-window", type=click.IntRange(min=1), default=_DEFAULTS.stop_window, show_default=True,
+              help="Steps per window of the --stop-tol rule.")
 @device_option
 def project(inputs, network, space, prior_choice, prior_radius, prior_weight, num_steps, batch_size, outdir, seed,
             perceptual_weights, mse_weight, parametrization, class_idx, classes_text, checkpoint_every, restart,
-            save_video, precision, device) -> None:
+            save_video, precision, start, encoder_file, stop_tol, stop_window, device) -> None:
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
     import signal
 
@@ -196,7 +208,12 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
         raise click.UsageError(f"--prior-radius {prior_radius} needs a prior: --prior auto or --prior FILE.npz, not none")
     settings = ProjectionSettings(space=space, num_steps=num_steps, prior_weight=prior_weight, seed=seed,
                                   perceptual_weights=perceptual_weights, mse_weight=mse_weight,
-                                  parametrization=parametrization, precision=precision)
+                                  parametrization=parametrization, precision=precision, start=start,
+                                  stop_tol=stop_tol, stop_window=stop_window)
+    if start == "encoder" and encoder_file is None:
+        raise click.UsageError("--init encoder needs --encoder FILE (train one with 'latentkit train-encoder')")
+    if encoder_file is not None and start in ("auto", "encoder"):
+        settings = from_encoder_start(settings)  # the measured schedule for a good start (lr 0.03, no latent noise)
     files = expand_inputs(inputs)
     check_images(files)  # unreadable images, a missing prior file or output folder fail here, before any slow set-up
     if prior_choice.lower() not in ("auto", "none") and not Path(prior_choice).is_file():
@@ -222,6 +239,12 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
     prior, prior_name = _load_prior(prior_choice, prior_radius, G, dev)
     if precision != "fp32":
         say(f"reduced precision: generator and LPIPS forward passes in {precision} autocast")
+    encoder = None
+    if encoder_file is not None:
+        from latentkit.projection.encoder_file import load_encoder
+
+        encoder = load_encoder(encoder_file, G, device=dev)
+        say(f"start: the prediction of the encoder {encoder_file}")
     net = lpips_vgg(perceptual_weights, device=dev, max_resolution=settings.max_perceptual_resolution)
     c = one_hot([class_idx], G.c_dim, device=dev) if class_idx is not None else None
     _announce_cost(G, files, settings, prior, net, c, candidates)
@@ -229,8 +252,9 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
     try:
         project_files(G, files, outdir, settings=settings, prior=prior, prior_name=prior_name, class_idx=class_idx,
                       classes=candidates, batch_size=batch_size, checkpoint_every=checkpoint_every, restart=restart,
-                      save_video=save_video, perceptual_net=net,
-                      info={"network": str(network), "generator_sha256": G.sha256, "architecture": G.architecture},
+                      save_video=save_video, perceptual_net=net, encoder=encoder,
+                      info={"network": str(network), "generator_sha256": G.sha256, "architecture": G.architecture,
+                            **({"encoder": str(encoder_file)} if encoder_file else {})},
                       on_image=lambda record: click.echo(record.folder), shard=job.shard if job else None)
     finally:
         signal.signal(signal.SIGTERM, previous)

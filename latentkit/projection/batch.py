@@ -38,6 +38,7 @@ from latentkit.errors import InputError, LatentkitError
 from latentkit.latent.radius import describe_radius
 from latentkit.nets.generator import Generator
 from latentkit.projection.cpu_parallel import one_thread_per_image
+from latentkit.projection.encoder import ImageEncoder, encoder_fingerprint
 from latentkit.projection.inputs import folder_names
 from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
 from latentkit.projection.outdir import append_manifest, read_manifest
@@ -96,7 +97,8 @@ def estimate_step_seconds(G: Generator, target: torch.Tensor, settings: Projecti
 
     if warmup < 0 or timed < 1:
         raise InputError(f"estimate_step_seconds needs warmup >= 0 and timed >= 1, got {warmup} and {timed}")
-    probe = dataclasses.replace(settings, num_steps=warmup + timed, w_avg_samples=min(settings.w_avg_samples, 1000))
+    probe = dataclasses.replace(settings, num_steps=warmup + timed, w_avg_samples=min(settings.w_avg_samples, 1000),
+                                start="auto" if settings.start == "encoder" else settings.start)  # same cost per step
     ends: list[float] = []
     try:
         project(G, target[:1], settings=probe, prior=prior, c=None if c is None else c[:1],
@@ -134,6 +136,8 @@ def _write_image(folder: Path, result: Any, k: int, info: dict[str, Any], c_dim:
         "losses": [round(float(x), 6) for x in result.losses[k]],
         "loss_terms": {name: [round(float(x), 6) for x in v[k]] for name, v in result.loss_terms.items()},
         "noise_file": "projected_noise.npz",
+        "steps_run": result.steps_run,
+        "stop_reason": result.stop_reason,
     })
     if result.classes is not None:
         record["class"] = int(result.classes[k])
@@ -184,6 +188,7 @@ def project_files(
     restart: bool = False,
     save_video: bool = False,
     perceptual_net: PerceptualLoss | None = None,
+    encoder: ImageEncoder | None = None,
     info: dict[str, Any] | None = None,
     on_image: Callable[[ImageRecord], None] | None = None,
     progress: bool = True,
@@ -206,6 +211,9 @@ def project_files(
         restart: redo images done with other settings and discard checkpoints, instead of refusing.
         save_video: also write ``proj.mp4`` per image (target | projection at every step; needs imageio).
         perceptual_net: a ready LPIPS module to share across batches (None: built from the settings).
+        encoder: an :class:`~latentkit.projection.encoder.ImageEncoder` whose prediction starts each image
+            (``settings.start`` ``'encoder'`` or ``'auto'``); its file's name belongs in ``info``, as the
+            fingerprint knows only the settings.
         info: extra fields for each ``losses.json`` (e.g. the network's name).
         on_image: called with each :class:`ImageRecord` as soon as its files are written.
         progress: tqdm bars on stderr.
@@ -231,6 +239,9 @@ def project_files(
         raise InputError(f"outdir {outdir} exists and is not a folder; choose another output folder")
     outdir.mkdir(parents=True, exist_ok=True)
     key, described = run_fingerprint(G, s, prior, class_idx=class_idx, classes=classes)
+    if encoder is not None:  # another encoder gives other results: its weights are part of the fingerprint
+        described["encoder"] = encoder_fingerprint(encoder)
+        key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
     names = folder_names(paths)
     with shared_folder(outdir, shard, [str(p.resolve()) for p in paths]):
         try:
@@ -243,8 +254,8 @@ def project_files(
         records = _run_batches(G, todo, records, outdir, key=key, described=described, s=s, prior=prior,
                                prior_name=prior_name, class_idx=class_idx, classes=classes, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, restart=restart, save_video=save_video,
-                               perceptual_net=perceptual_net, info=info, on_image=on_image, progress=progress,
-                               manifest=manifest_name(shard))
+                               perceptual_net=perceptual_net, encoder=encoder, info=info, on_image=on_image,
+                               progress=progress, manifest=manifest_name(shard))
         records = gather_records(records, shard)
     return [records[str(p)] for p in paths]
 
@@ -271,7 +282,7 @@ def _remaining(G, paths, names, outdir, key, described, restart):
 
 
 def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_name, class_idx, classes, batch_size,
-                 checkpoint_every, restart, save_video, perceptual_net, info, on_image, progress, manifest):
+                 checkpoint_every, restart, save_video, perceptual_net, encoder, info, on_image, progress, manifest):
     """Project ``todo`` (path, folder name) batch by batch, writing each image's files and a line of the
     manifest file ``manifest``; returns ``records`` with the new :class:`ImageRecord` added."""
     from latentkit.latent.sampling import one_hot
@@ -297,6 +308,7 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
             started = time.perf_counter()
             with one_thread_per_image(G.w_avg.device):  # each image's result independent of batches and processes
                 result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
+                                 encoder=encoder,
                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
                                  callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
             seconds = (time.perf_counter() - started) / len(batch)
@@ -318,8 +330,8 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
                     psnr=float(psnr[k]), seconds=round(seconds, 3),
                     klass=None if result.classes is None else int(result.classes[k]),
                 )
-                append_manifest(outdir, {**record.to_json(), "prior_radius": describe_radius(prior), "described": described},
-                                name=manifest)
+                append_manifest(outdir, {**record.to_json(), "prior_radius": describe_radius(prior), "described": described,
+                                         "steps_run": result.steps_run, "stop_reason": result.stop_reason}, name=manifest)
                 records[str(path)] = record
                 if on_image is not None:
                     on_image(record)

@@ -43,7 +43,9 @@ from latentkit.checks import check_finite, check_image
 from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.latent.prior_protocol import LatentPrior
 from latentkit.nets.generator import Generator
+from latentkit.projection.encoder import ImageEncoder
 from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIOR_WEIGHT, LOSS_TERMS, ProjectionSettings
+from latentkit.projection.settings import converged
 from latentkit.projection.state import ProjectionState, fingerprint, run_fingerprint
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ class ProjectionResult:
         noises: name -> ``[N, 1, H, W]`` noise inputs that reproduce ``images`` (empty for StyleGAN3).
         settings: the :class:`ProjectionSettings` used.
         perceptual_weights: where the LPIPS backbone weights came from (None without a perceptual term).
+        steps_run: optimisation steps run (``num_steps`` unless the stopping rule ended the run sooner).
+        stop_reason: ``'num_steps'`` or ``'converged'`` (``settings.stop_tol``'s rule).
         classes: ``[N]`` int64 class index per image for conditional generators with one-hot labels (the
             given class with ``c=``, the chosen one with ``classes=``); None for unconditional generators
             or labels that are not one-hot.
@@ -94,6 +98,8 @@ class ProjectionResult:
     noises: dict[str, torch.Tensor]
     settings: ProjectionSettings
     perceptual_weights: str | None = None
+    steps_run: int = 0
+    stop_reason: str = "num_steps"
     classes: torch.Tensor | None = None
     class_losses: torch.Tensor | None = None
     candidate_classes: tuple[int, ...] | None = None
@@ -196,6 +202,7 @@ def project(
     c: torch.Tensor | None = None,
     classes: Sequence[int] | None = None,
     perceptual_net: PerceptualLoss | None = None,
+    encoder: ImageEncoder | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     callback: Callable[[int, torch.Tensor], None] | None = None,
@@ -227,6 +234,9 @@ def project(
         perceptual_net: a ready :class:`~latentkit.projection.lpips.PerceptualLoss` to reuse (e.g. across
             batches); None builds LPIPS from ``settings.perceptual_weights`` when ``settings.perceptual`` is
             ``'vgg'``.
+        encoder: an image encoder (:class:`~latentkit.projection.encoder.ImageEncoder`, e.g.
+            :func:`~latentkit.projection.encoder_file.load_encoder`) whose prediction for each target is the
+            start (``settings.start`` ``'encoder'`` or ``'auto'``); ``start='encoder'`` requires one.
         checkpoint: file to save the optimisation state to every ``checkpoint_every`` steps and when
             interrupted (Ctrl-C); if it exists and belongs to the same run (same targets, settings,
             generator, prior), the run resumes from it.
@@ -268,11 +278,15 @@ def project(
             "prior must be a fitted LatentPrior with penalty(w), w_dim and mean_ (a fitted GaussianPrior, whose "
             f"penalty is mahalanobis(w); a StudentTRadius; a PNPrior), got {type(prior).__name__}"
         )
+    if s.start == "encoder" and encoder is None:
+        raise InputError("start='encoder' needs encoder= (load_encoder(path, G)); train one with 'latentkit train-encoder'")
+    if encoder is not None and s.start not in ("encoder", "auto"):
+        raise InputError(f"encoder= is given but settings.start is {s.start!r}: use start='encoder' (or 'auto')")
     target_cpu = prepare_targets(G, targets)
     n = target_cpu.shape[0]
     if classes is not None:
         candidates = _candidate_classes(G, classes, c)
-        return _project_class_search(G, target_cpu, candidates, settings=s, prior=prior, perceptual_net=net,
+        return _project_class_search(G, target_cpu, candidates, settings=s, prior=prior, perceptual_net=net, encoder=encoder,
                                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, callback=callback,
                                      progress=progress)
     labels = G.prepare_labels(c, n)
@@ -281,12 +295,13 @@ def project(
     if net is not None:
         net = net.to(device)
     target = target_cpu.to(device)
-    state = ProjectionState(G, target, labels, s, prior=prior, perceptual=net)
+    start_ws = _encode(G, encoder, target) if encoder is not None else None
+    state = ProjectionState(G, target, labels, s, prior=prior, perceptual=net, start_ws=start_ws)
 
     start = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     weights = None if net is None else net.weights
-    run_id = fingerprint(G, target_cpu, labels, s, prior, weights)
+    run_id = fingerprint(G, target_cpu, labels, s, prior, weights, start_ws)
     described = {**run_fingerprint(G, s, prior)[1], "perceptual": weights}
     if ckpt_path is not None and ckpt_path.is_file():
         start = state.restore(ckpt_path, run_id, described)
@@ -294,8 +309,13 @@ def project(
 
     bar = tqdm(total=s.num_steps, initial=start, desc="project", disable=not progress, leave=False)
     done = start
+    stop_reason = "num_steps"
     try:
         for step in range(start, s.num_steps):
+            if converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]]):
+                stop_reason = "converged"
+                logger.info("project: converged after %d of %d steps (stop_tol %g)", step, s.num_steps, s.stop_tol)
+                break
             loss = state.step(step)
             done = step + 1
             bar.update(1)
@@ -326,8 +346,22 @@ def project(
         noises=final_noise,
         settings=s,
         perceptual_weights=None if net is None else net.weights,
+        steps_run=done,
+        stop_reason=stop_reason,
         classes=_class_indices(labels),
     )
+
+
+def _encode(G: Generator, encoder: ImageEncoder, target: torch.Tensor) -> torch.Tensor:
+    """The encoder's prediction for the targets ``[N, C, H, W]``: ``ws [N, num_ws, w_dim]``, checked."""
+    if (encoder.num_ws, encoder.w_dim) != (G.num_ws, G.w_dim):
+        raise InputError(f"the encoder predicts [{encoder.num_ws}, {encoder.w_dim}] latents, the generator takes "
+                         f"[{G.num_ws}, {G.w_dim}]: use an encoder trained for this network")
+    with torch.no_grad():
+        ws = torch.cat([encoder(part) for part in target.split(16)])
+    G.check_ws(ws)
+    check_finite(ws, "the encoder's prediction")
+    return ws.to(torch.float32)
 
 def _candidate_classes(G: Generator, classes: Sequence[int], c: torch.Tensor | None) -> tuple[int, ...]:
     """Validate the ``classes=`` of a class search: distinct ints in ``[0, c_dim)``."""
@@ -378,5 +412,7 @@ def _project_class_search(
         classes=torch.tensor(candidates, dtype=torch.long)[best],
         class_losses=final.contiguous(),
         candidate_classes=candidates,
+        steps_run=full.steps_run,
+        stop_reason=full.stop_reason,
     )
 

@@ -121,6 +121,7 @@ def fingerprint(
     settings: ProjectionSettings,
     prior: LatentPrior | None,
     perceptual_weights: str | None,
+    start_ws: torch.Tensor | None = None,
 ) -> str:
     """sha256 of a checkpointed run: :func:`run_fingerprint` plus the targets ``[N, C, H, W]``, the labels
     ``[N, c_dim]`` and where the LPIPS weights came from; a checkpoint resumes only a run with the same one."""
@@ -129,6 +130,8 @@ def fingerprint(
     digest.update(c.detach().cpu().numpy().tobytes())
     digest.update(run_fingerprint(G, settings, prior)[0].encode())
     digest.update(json.dumps(perceptual_weights).encode())
+    if start_ws is not None:  # another encoder's start must not resume this run
+        digest.update(start_ws.detach().to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -163,6 +166,8 @@ class ProjectionState:
         prior: a fitted :class:`~latentkit.latent.prior_protocol.LatentPrior` (a GaussianPrior, a
             :class:`~latentkit.latent.radius.StudentTRadius` around one, a PNPrior), or None.
         perceptual: the LPIPS network on the generator's device, or None.
+        start_ws: ``[N, num_ws, w_dim]`` start latents (an encoder's prediction; ``space='w'`` starts from
+            their mean over layers); None: the start ``settings.start`` names.
 
     Attributes:
         w_opt: ``[N, layers, w_dim]`` the optimised variable (w, or the prior's coefficients u);
@@ -183,6 +188,7 @@ class ProjectionState:
         *,
         prior: LatentPrior | None,
         perceptual: PerceptualLoss | None,
+        start_ws: torch.Tensor | None = None,
     ) -> None:
         s = settings
         n = target.shape[0]
@@ -197,13 +203,16 @@ class ProjectionState:
         w_avg, w_std = _w_stats(G, labels, s.w_avg_samples)  # [N, w_dim], [N]
         layers = 1 if s.space == "w" else G.num_ws
         start_w = w_avg
-        if s.start == "prior_mean" or (s.start == "auto" and prior is not None):
+        if start_ws is None and (s.start == "prior_mean" or (s.start == "auto" and prior is not None)):
             if not isinstance(prior, WhitenedPrior):
                 raise InputError("start='prior_mean' needs a fitted GaussianPrior (with from_coefficients) as prior=")
             with torch.no_grad():
                 mode = prior.from_coefficients(torch.zeros(1, G.w_dim, device=device))  # [1, w_dim]
             start_w = mode.to(device, torch.float32).expand(n, -1)
         start_w = start_w.unsqueeze(1).repeat(1, layers, 1)  # [N, layers, w_dim]
+        if start_ws is not None:
+            given = start_ws.detach().to(device, torch.float32)
+            start_w = given.mean(1, keepdim=True) if layers == 1 else given  # [N, layers, w_dim]
         self.in_prior = s.parametrization == "prior" or (s.parametrization == "auto" and prior is not None)
         self.whitened: WhitenedPrior | None = None
         if self.in_prior:

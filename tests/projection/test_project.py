@@ -320,7 +320,7 @@ def test_prior_parametrization_and_start(sg2):
     ("changes", "match"),
     [
         (dict(parametrization="u"), "parametrization must be 'auto', 'w' or 'prior'"),
-        (dict(start="zero"), "start must be 'auto', 'w_avg' or 'prior_mean'"),
+        (dict(start="zero"), "start must be 'auto', 'w_avg', 'prior_mean' or 'encoder'"),
         (dict(parametrization="prior"), "parametrization='prior' needs a fitted GaussianPrior"),
         (dict(start="prior_mean"), "start='prior_mean' needs a fitted GaussianPrior"),
     ],

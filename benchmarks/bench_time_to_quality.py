@@ -1,0 +1,240 @@
+"""Time to a good reconstruction: LPIPS and PSNR against wall-clock seconds, per start and schedule.
+
+Methods, run interleaved on the same targets, the same CPU and threads:
+
+* ``nvidia``: NVIDIA's projector as ``ProjectionSettings`` mimics it: space W, the samples' mean w as the
+  start, Adam on w (no prior), lr 0.1 with NVIDIA's ramps, latent noise 0.05 decaying to 0 at 75 %, noise
+  regularisation 1e5 (one difference remains: the noise inputs start from the stored buffers).
+* ``latentkit``: ``latentkit project``'s defaults (W+, the cached Gaussian prior, its whitened
+  coefficients from the prior's mode).
+* ``encoder``: the defaults started from an encoder's prediction with the schedule ``--init encoder`` runs
+  (``from_encoder_start``: lr 0.03, no latent noise); the encoder's forward pass counts in the time.
+
+Every ``--every`` steps the current latents and noise are rendered and scored (LPIPS VGG16 with the
+``--weights`` backbone at 256 px, PSNR at full size); scoring is not counted in the time. Seconds include
+the set-up (w statistics, the encoder). Targets: images rendered from known latents (z seeds) plus the
+photos in ``examples/`` (face.png, grace_hopper.jpg). The figure of merit is the time each method needs to
+reach, per target, the LPIPS NVIDIA's schedule has after ``--nvidia-steps`` steps (300 on this CPU, where
+1000 takes hours). The trajectory of a run that stops early is a prefix of the full run (the schedule
+depends on ``num_steps`` only), so the stopping rule (``stop_tol``/``stop_window``) is evaluated on the
+recorded losses for several tolerances.
+
+Results go to ``benchmarks/results/time_to_quality.json`` after each run (reruns skip finished runs);
+``--plot`` draws ``benchmarks/results/time_to_quality.png`` from it.
+
+Usage::
+
+    nice -n 19 python benchmarks/bench_time_to_quality.py --network mobilestylegan-ffhq --seeds 1 \\
+        --photos examples/face.png --encoder enc.safetensors &
+    python benchmarks/bench_time_to_quality.py --plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+OUT = RESULTS / "time_to_quality.json"
+PLOT = RESULTS / "time_to_quality.png"
+STOP_TOLS = (1e-3, 3e-3, 1e-2)
+
+
+def _settings(method: str, steps: int):
+    from latentkit.projection.settings import ProjectionSettings, from_encoder_start
+
+    if method == "nvidia":
+        return ProjectionSettings(num_steps=steps, space="w", start="w_avg", parametrization="w")
+    base = ProjectionSettings(num_steps=steps)
+    return from_encoder_start(base) if method == "encoder" else base
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean()
+    return float(10 * torch.log10(4.0 / mse))
+
+
+def run_one(G, target, method: str, steps: int, every: int, *, prior, net, score_net, encoder) -> dict:
+    """One projection driven step by step; the curve of (seconds, LPIPS, PSNR) every ``every`` steps."""
+    from latentkit.projection.state import ProjectionState
+
+    s = _settings(method, steps)
+    started = time.perf_counter()
+    start_ws = None
+    if method == "encoder":
+        with torch.no_grad():
+            start_ws = encoder(target)
+    labels = G.prepare_labels(None, 1)
+    state = ProjectionState(G, target, labels, s, prior=None if method == "nvidia" else prior, perceptual=net,
+                            start_ws=start_ws)
+    elapsed = time.perf_counter() - started
+    curve = {"step": [], "seconds": [], "lpips": [], "psnr": []}
+
+    def score(step: int) -> None:
+        with torch.no_grad():
+            img = G.synthesis(state.latents().expand(-1, G.num_ws, -1), noise_mode="const", noise=state.noises or None)
+            curve["step"].append(step)
+            curve["seconds"].append(round(elapsed, 3))
+            curve["lpips"].append(round(float(score_net(img.clamp(-1, 1), target)), 5))
+            curve["psnr"].append(round(_psnr(img, target), 3))
+
+    score(0)
+    for step in range(steps):
+        t0 = time.perf_counter()
+        state.step(step)
+        elapsed += time.perf_counter() - t0
+        if (step + 1) % every == 0 or step + 1 == steps:
+            score(step + 1)
+    losses = [float(row[0, 0]) for row in state.history]
+    return {**curve, "losses": [round(x, 6) for x in losses], "stop": _stop_points(s, losses)}
+
+
+def _stop_points(s, losses: list[float]) -> dict[str, int | None]:
+    """Step at which the stopping rule would end this run, per tolerance (None: it would not)."""
+    from latentkit.projection.settings import converged
+
+    out: dict[str, int | None] = {}
+    for tol in STOP_TOLS:
+        rule = dataclasses.replace(s, stop_tol=tol)
+        out[f"{tol:g}"] = next((k for k in range(1, len(losses) + 1) if converged(rule, [[x] for x in losses[:k]])), None)
+    return out
+
+
+def _targets(G, seeds: int, photos: list[str]) -> dict[str, torch.Tensor]:
+    from latentkit.latent.sampling import z_from_seed
+    from latentkit.projection.project import prepare_targets
+
+    out = {}
+    for seed in range(seeds):
+        with torch.no_grad():
+            out[f"seed{seed}"] = G(z_from_seed(seed, G.z_dim, device=G.w_avg.device)).clamp(-1, 1)
+    for photo in photos:
+        out[Path(photo).stem] = prepare_targets(G, photo).to(G.w_avg.device)
+    return out
+
+
+def _time_to(curve: dict, goal: float) -> float | None:
+    return next((t for t, q in zip(curve["seconds"], curve["lpips"]) if q <= goal), None)
+
+
+def summarise(results: dict) -> dict:
+    """Per target: NVIDIA's final LPIPS and each method's seconds to reach it; the geometric-mean speed-up."""
+    summary = {}
+    for target, runs in results["runs"].items():
+        if "nvidia" not in runs:
+            continue
+        goal = runs["nvidia"]["lpips"][-1]
+        row = {"nvidia_lpips": goal}
+        for method, curve in runs.items():
+            row[f"{method}_seconds"] = _time_to(curve, goal)
+            row[f"{method}_final_lpips"] = curve["lpips"][-1]
+        summary[target] = row
+    return summary
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(results["runs"])
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
+    colours = {"nvidia": "tab:gray", "latentkit": "tab:blue", "encoder": "tab:red"}
+    for ax, target in zip(axes[0], targets):
+        for method, curve in results["runs"][target].items():
+            ax.plot(curve["seconds"], curve["lpips"], label=method, color=colours.get(method))
+        if "nvidia" in results["runs"][target]:
+            ax.axhline(results["runs"][target]["nvidia"]["lpips"][-1], ls=":", color="tab:gray", lw=0.8)
+        ax.set_title(target)
+        ax.set_xlabel("seconds" + (f" ({results['meta']['threads']} thread)" if results["meta"].get("device", "cpu") == "cpu" else ""))
+        ax.set_ylabel("LPIPS")
+        ax.legend()
+    fig.suptitle(f"{results['meta']['network']} on {results['meta']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--network", default="mobilestylegan-ffhq")
+    p.add_argument("--seeds", type=int, default=2, help="targets rendered from z seeds 0..N-1")
+    p.add_argument("--photos", nargs="*", default=["examples/face.png", "examples/grace_hopper.jpg"])
+    p.add_argument("--methods", nargs="*", default=["nvidia", "latentkit", "encoder"])
+    p.add_argument("--nvidia-steps", type=int, default=300)
+    p.add_argument("--latentkit-steps", type=int, default=300)
+    p.add_argument("--encoder-steps", type=int, default=100)
+    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--encoder", default=None, help="encoder file for the 'encoder' method")
+    p.add_argument("--weights", default="auto", help="LPIPS backbone (loss and score)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (benchmarks/gpu_check.sh)")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--plot", action="store_true", help="only draw the plot from --out")
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.plot:
+        results = json.loads(out.read_text())
+        plot(results, PLOT if out == OUT else out.with_suffix(".png"))
+        print(json.dumps(summarise(results), indent=1))
+        return
+
+    from latentkit.io import atomic_path
+    from latentkit.latent.prior_cache import cached_prior
+    from latentkit.load import load_generator
+    from latentkit.projection.lpips import lpips_vgg
+
+    torch.set_num_threads(args.threads)
+    G = load_generator(args.network, device=args.device)
+    prior = cached_prior(G, device=args.device, progress=False)
+    net = lpips_vgg(args.weights, device=args.device, max_resolution=256)
+    encoder = None
+    methods = list(args.methods)
+    if "encoder" in methods:
+        if args.encoder is None:
+            methods.remove("encoder")
+        else:
+            from latentkit.projection.encoder_file import load_encoder
+
+            encoder = load_encoder(args.encoder, G)
+    steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps}
+    results = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
+    where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else _cpu()
+    results["meta"] = {"network": args.network, "cpu": where, "device": args.device, "threads": args.threads, "torch": torch.__version__,
+                       "steps": steps, "every": args.every, "weights": net.weights, "encoder": args.encoder,
+                       "load_average": os.getloadavg()}
+    targets = _targets(G, args.seeds, args.photos)
+    for name, target in targets.items():  # interleaved: every method on one target before the next target
+        for method in methods:
+            if method in results["runs"].get(name, {}):
+                continue
+            print(f"{name} {method} ({steps[method]} steps)", flush=True)
+            curve = run_one(G, target, method, steps[method], args.every, prior=prior, net=net,
+                            score_net=net, encoder=encoder)
+            results["runs"].setdefault(name, {})[method] = curve
+            results["summary"] = summarise(results)
+            with atomic_path(out) as tmp:
+                tmp.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results.get("summary", {}), indent=1))
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()
