@@ -43,7 +43,7 @@ from latentkit.projection.inputs import folder_names
 from latentkit.projection.distributed import agree, gather_records, manifest_name, my_share, shared_folder
 from latentkit.projection.outdir import append_manifest, read_manifest
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, ProjectionSettings
-from latentkit.projection.state import describe_difference, run_fingerprint
+from latentkit.projection.fingerprint import describe_difference, run_fingerprint
 
 if TYPE_CHECKING:
     from latentkit.latent.prior_protocol import LatentPrior

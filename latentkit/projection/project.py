@@ -46,7 +46,8 @@ from latentkit.nets.generator import Generator
 from latentkit.projection.encoder import ImageEncoder
 from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIOR_WEIGHT, LOSS_TERMS, ProjectionSettings
 from latentkit.projection.settings import converged
-from latentkit.projection.state import ProjectionState, fingerprint, run_fingerprint
+from latentkit.projection.fingerprint import fingerprint, run_fingerprint
+from latentkit.projection.state import ProjectionState
 
 if TYPE_CHECKING:
     from latentkit.projection.lpips import PerceptualLoss

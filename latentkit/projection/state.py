@@ -9,10 +9,8 @@ checkpoint it bit for bit. The driving loop, targets and results live in :mod:`l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,17 +20,17 @@ import torch.nn.functional as F
 
 from latentkit.errors import InputError
 from latentkit.latent.prior_protocol import WhitenedPrior
-from latentkit.latent.radius import radius_key
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
 from latentkit.projection.cpu_parallel import run_per_core
+from latentkit.projection.fingerprint import describe_difference
 from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learning_rate_at, noise_scale_at
 
 if TYPE_CHECKING:
     from latentkit.latent.prior_protocol import LatentPrior
     from latentkit.projection.lpips import PerceptualLoss
 
-__all__ = ["ProjectionState", "describe_difference", "fingerprint", "run_fingerprint"]
+__all__ = ["ProjectionState"]
 
 _CHECKPOINT_VERSION = 1
 
@@ -87,64 +85,6 @@ def _renormalise(buf: torch.Tensor) -> None:
     """In place, per image: zero mean and unit variance of a noise buffer ``[N, 1, H, W]``."""
     buf -= buf.mean(dim=(1, 2, 3), keepdim=True)
     buf *= buf.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
-
-
-def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: LatentPrior | None, *, class_idx: int | None = None,
-                    classes: Sequence[int] | None = None) -> tuple[str, dict[str, Any]]:
-    """(sha256 prefix, the description it hashes) of everything that decides an image's result besides the
-    image: the settings, the generator, the prior (a hash of its mean, its radius model) and the class.
-
-    The one run fingerprint: the manifest of a batch projection records it per image, and a checkpoint's
-    :func:`fingerprint` adds the targets to it.
-    """
-    mean = getattr(prior, "mean_", None)
-    prior_hash = None if prior is None else (
-        hashlib.sha256(mean.detach().cpu().double().numpy().tobytes()).hexdigest()[:16] if isinstance(mean, torch.Tensor)
-        else type(prior).__name__)
-    described = {
-        "settings": settings.to_dict(),
-        "generator": G.sha256 or str(G.source) or G.architecture,
-        "prior": prior_hash,
-        "class": class_idx,
-        "classes": None if classes is None else list(classes),
-    }
-    radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
-    if radius is not None:
-        described["prior_radius"] = radius
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
-
-
-def fingerprint(
-    G: Generator,
-    targets: torch.Tensor,
-    c: torch.Tensor,
-    settings: ProjectionSettings,
-    prior: LatentPrior | None,
-    perceptual_weights: str | None,
-    start_ws: torch.Tensor | None = None,
-) -> str:
-    """sha256 of a checkpointed run: :func:`run_fingerprint` plus the targets ``[N, C, H, W]``, the labels
-    ``[N, c_dim]`` and where the LPIPS weights came from; a checkpoint resumes only a run with the same one."""
-    digest = hashlib.sha256()
-    digest.update(targets.detach().cpu().numpy().tobytes())
-    digest.update(c.detach().cpu().numpy().tobytes())
-    digest.update(run_fingerprint(G, settings, prior)[0].encode())
-    digest.update(json.dumps(perceptual_weights).encode())
-    if start_ws is not None:  # another encoder's start must not resume this run
-        digest.update(start_ws.detach().to("cpu", torch.float32).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``'num_steps=1000 (now 30), prior ...'``: what differs between two descriptions of :func:`run_fingerprint`."""
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            parts += [f"{k}={a.get(k)!r} (now {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            parts.append(f"{key}={a!r} (now {b!r})")
-    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------

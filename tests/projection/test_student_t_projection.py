@@ -14,7 +14,7 @@ from latentkit.latent.radius import StudentTRadius
 from latentkit.projection.batch import project_files, run_fingerprint
 from latentkit.projection.project import project
 from latentkit.projection.settings import ProjectionSettings
-from latentkit.projection.state import fingerprint
+from latentkit.projection.fingerprint import fingerprint
 
 FAST = ProjectionSettings(perceptual=None, mse_weight=1.0, num_steps=2, w_avg_samples=300, start="w_avg")
 
