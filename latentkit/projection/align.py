@@ -248,7 +248,7 @@ def files_without_face(files: list[str | os.PathLike], *, limit: int = 16, max_s
     for file in list(files)[:limit]:
         img = _open(file)
         if max(img.size) > max_side:
-            img.thumbnail((max_side, max_side), Image.BILINEAR)
+            img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
         if len(detect_landmarks(img)[0]) == 0:
             missing.append(os.fspath(file))
     return missing
