@@ -93,10 +93,42 @@ def machine() -> str:
     return f"{model or platform.processor() or 'unknown CPU'}, torch {torch.__version__}, {threads} threads"
 
 
+def commit() -> str:
+    """The repository's HEAD commit (with ``+dirty`` when tracked files differ from it), '' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "latentkit", "benchmarks"], cwd=ROOT, check=False).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+dirty" if dirty else "")
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (``resource.getrusage``), GB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
+
+
+def provenance(size: Size, network: str, started: float) -> dict:
+    """What every result file records: commit, size (as run), network, machine, wall time, peak RSS."""
+    return {"commit": commit(), "size": asdict(size), "network": network, "machine": machine(),
+            "wall_s": time.time() - started, "peak_rss_gb": peak_rss_gb(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (a temporary file renamed over ``path``), so an interrupted run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_json))
+    tmp.replace(path)
+
+
 def write(out: Path, name: str, data: dict, markdown: str, *, size: Size, network: str, started: float) -> None:
-    """Save ``<name>.json`` and ``<name>.md`` (with the size, network, machine and wall time)."""
-    meta = {"size": asdict(size), "network": network, "machine": machine(), "wall_s": time.time() - started}
-    (out / f"{name}.json").write_text(json.dumps({"meta": meta, **data}, indent=1, default=_json))
+    """Save ``<name>.json`` and ``<name>.md`` (with the commit, size, network, machine, wall time and peak RSS)."""
+    meta = provenance(size, network, started)
+    write_json(out / f"{name}.json", {"meta": meta, **data})
     head = f"_Size `{size.name}`, network `{network}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
     (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
 
