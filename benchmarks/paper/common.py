@@ -34,7 +34,7 @@ PRE_ALIGNED = {ROOT / "examples" / "face.png"}
 
 @dataclass(frozen=True)
 class Size:
-    """How much work each table does (the report prints the size behind every number)."""
+    """How much work each table does (every result file records the size it was run at)."""
 
     name: str
     prior_samples: int      # fit of the Gaussian prior (seed 0), also P_N
@@ -42,20 +42,27 @@ class Size:
     proj_steps: int         # Table 2 steps per method
     gen_targets: int        # Table 2 generated targets (seeds 1000..)
     real_targets: int       # Table 2 real photos (first of REAL_TARGETS, then --targets)
-    sweep: tuple            # Table 2 extra prior weights
+    paper_weights: tuple    # Table 2 the paper's recipe (Adam on w + prior): prior weights ...
+    paper_lrs: tuple        # ... times learning rates
+    pn_lrs: tuple           # Table 2 P_N's learning rates
     interp_steps: int       # Table 2 frames per interpolation
+    interp_pairs: int       # Table 2 disjoint pairs of targets interpolated
     bank: int               # Table 2 generated samples for the midpoint distance
     perturbations: int      # Table 2 random v-steps per image
+    convergence_targets: int  # Table 2 targets repeated at 2x steps
     trade_n: int            # Table 3 samples per setting
+    bootstrap: int          # Table 3 bootstrap resamples (over seeds) per distance
     artifact_pool: int      # Table 3 mapped samples searched for the largest coefficients
     artifact_k: int         # Table 3 samples shown
     t_method: bool          # Table 2 also runs the Student-t prior
 
 
 SIZES = {
-    "quick": Size("quick", 4000, 4000, 3, 2, 2, (1e-3,), 4, 4, 1, 4, 500, 1, True),
-    "cpu": Size("cpu", 100_000, 100_000, 50, 2, 2, (1e-4,), 5, 16, 2, 200, 10_000, 2, True),
-    "full": Size("full", 100_000, 200_000, 500, 8, 8, (1e-6, 1e-4, 1e-3), 9, 500, 4, 1000, 100_000, 4, True),
+    "quick": Size("quick", 4000, 4000, 3, 2, 1, (1e-5,), (0.1,), (0.1, 0.01), 4, 1, 4, 1, 1, 6, 20, 500, 1, True),
+    "cpu": Size("cpu", 100_000, 100_000, 150, 13, 3, (1e-5, 1e-3), (0.1, 0.01), (0.1, 0.01, 0.001), 5, 8, 64, 2, 2,
+                200, 200, 10_000, 2, True),
+    "full": Size("full", 100_000, 200_000, 1000, 29, 3, (1e-6, 1e-5, 1e-4, 1e-3), (0.1, 0.03, 0.01),
+                 (0.1, 0.03, 0.01, 0.003, 0.001), 9, 16, 500, 4, 4, 1000, 500, 100_000, 4, True),
 }
 
 
@@ -67,6 +74,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="report folder")
     p.add_argument("--targets", default=None, help="folder of extra real aligned faces for Table 2")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip the runs whose result file exists (default); --no-resume recomputes them")
     return p
 
 
@@ -81,6 +90,12 @@ def setup(args: argparse.Namespace):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     return G, prior, size, out
+
+
+def runs_dir(out: Path, network: str, size: Size) -> Path:
+    """``<out>/runs/<network>-<size>``: one result file per run below it (a path network by its file stem)."""
+    slug = Path(network).stem if ("/" in network or "." in network) else network
+    return Path(out) / "runs" / f"{slug}-{size.name}"
 
 
 def machine() -> str:
