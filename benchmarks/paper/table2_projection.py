@@ -278,32 +278,39 @@ class Study:
         write_json(out_path, row)
         return True
 
-    def jobs(self):
-        """Every run in the order it is done: (description, callable, done?)."""
+    def jobs(self, shard: tuple[int, int] = (0, 1)):
+        """Every run in the order it is done: (description, callable, done?). ``shard=(k, n)``: only every
+        n-th projection from the k-th (and the interpolations of every n-th pair), so n processes share the study."""
+        k, n = shard
         order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
+        j = 0
         for i in order:
             t = self.targets[i]
             for m in self.methods:
-                yield f"{t.name}/{m.key}", (lambda t=t, m=m: self.project_one(t, m)), self.path(t, m).is_file()
-            for a, b in self.pairs:
-                if i in (a, b):
+                if j % n == k:
+                    yield f"{t.name}/{m.key}", (lambda t=t, m=m: self.project_one(t, m)), self.path(t, m).is_file()
+                j += 1
+            for p, (a, b) in enumerate(self.pairs):
+                if i in (a, b) and p % n == k:
                     for m in self.methods:
                         yield f"interp {a}-{b}/{m.key}", (lambda a=a, b=b, m=m: self.interpolate_one(a, b, m)), False
         keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS]
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
-                done = self.path(t, m, "__x2").is_file()
-                yield f"{t.name}/{m.key} x2", (lambda t=t, m=m: self.project_one(t, m, steps_factor=2)), done
+                if j % n == k:
+                    done = self.path(t, m, "__x2").is_file()
+                    yield f"{t.name}/{m.key} x2", (lambda t=t, m=m: self.project_one(t, m, steps_factor=2)), done
+                j += 1
 
 
 def run(G, prior, size, out, network: str, extra_targets: str | None = None, *, resume: bool = True,
-        max_runs: int | None = None) -> Path:
+        max_runs: int | None = None, shard: tuple[int, int] = (0, 1)) -> Path:
     """Run (or resume) the study; returns the runs folder. ``resume=False`` recomputes existing runs."""
     runs = runs_dir(out, network, size)
     study = Study(G, prior, size, network, runs, extra_targets)
     study.reference(time.time())
     done = 0
-    for name, job, exists in study.jobs():
+    for name, job, exists in study.jobs(shard):
         if exists and resume:
             continue
         if max_runs is not None and done >= max_runs:
@@ -318,6 +325,8 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     p = parser(__doc__)
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (resume later)")
+    p.add_argument("--shard", default="0/1", help="K/N: this process runs every N-th projection from the K-th (N processes share the study)")
     args = p.parse_args()
+    k, n = (int(x) for x in args.shard.split("/"))
     G, prior, size, out = setup(args)
-    run(G, prior, size, out, args.network, args.targets, resume=args.resume, max_runs=args.max_runs)
+    run(G, prior, size, out, args.network, args.targets, resume=args.resume, max_runs=args.max_runs, shard=(k, n))
