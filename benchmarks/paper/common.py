@@ -109,13 +109,21 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The repository's HEAD commit (with ``+dirty`` when tracked files differ from it), '' outside git."""
+    """The commit this process started from (HEAD when ``common`` was imported, ``+dirty`` when the library or
+    benchmark files differed from it), '' outside git."""
+    return _STARTED_AT
+
+
+def _head() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "latentkit", "benchmarks"], cwd=ROOT, check=False).returncode
     except (OSError, subprocess.CalledProcessError):
         return ""
     return head + ("+dirty" if dirty else "")
+
+
+_STARTED_AT = _head()
 
 
 def peak_rss_gb() -> float:
@@ -148,13 +156,6 @@ def write(out: Path, name: str, data: dict, markdown: str, *, size: Size, networ
     (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
 
 
-def rewrite(out: Path, name: str, markdown: str) -> None:
-    """Rebuild ``<name>.md`` from new markdown, keeping the header of the run recorded in ``<name>.json``."""
-    meta = json.loads((out / f"{name}.json").read_text())["meta"]
-    head = f"_Size `{meta['size']['name']}`, network `{meta['network']}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
-    (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
-
-
 def _json(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
@@ -168,22 +169,11 @@ def table(header: list[str], rows: list[list]) -> str:
     def cell(v):
         if isinstance(v, float):
             return f"{v:.4g}"
-        return str(v)
+        return str(v).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def mean_sem(x) -> tuple[float, float]:
-    """Mean and its standard error (0 for a single value)."""
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
-
-
-def pm(x) -> str:
-    m, s = mean_sem(x)
-    return f"{m:.4g} ± {s:.2g}"
 
 
 def render(G, ws: torch.Tensor, *, batch: int = 4, noise=None) -> torch.Tensor:

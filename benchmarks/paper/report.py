@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import table  # noqa: E402
 from stats import from_estimate, jackknife, mean_se, n_for_power, paired, pairwise_matrix, pairwise_mean, pm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,16 +31,6 @@ TOPK = "top64"
 FAMILY_ORDER = ("nvidia", "w+", "whitened", "paper", "pn", "student-t")
 RESUME = ("nice -n 19 python benchmarks/paper/table2_projection.py --size cpu --resume; "
           "nice -n 19 python benchmarks/paper/table3_tradeoff.py --size cpu --resume; python benchmarks/paper/report.py")
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
 
 
 def _load(folder: Path, pattern: str) -> list[dict]:
@@ -61,6 +52,14 @@ def _provenance_rows(stage: str, items: list[dict]) -> list:
 # Table 2
 
 
+def planned_methods(size_name: str) -> list:
+    """Table 2's planned rows at a size (from ``table2_projection.methods``), so rows not run yet are listed too."""
+    from common import SIZES
+    from table2_projection import methods
+
+    return methods(SIZES[size_name]) if size_name in SIZES else []
+
+
 class Table2:
     def __init__(self, runs: Path) -> None:
         d = runs / "table2"
@@ -70,14 +69,17 @@ class Table2:
         self.interp = {(f"{r['a']}--{r['b']}", r["method"]): r for r in _load(d / "interp", "*.json")}
         ref = d / "reference.json"
         self.reference = json.loads(ref.read_text()) if ref.is_file() else None
-        self.labels, fam = {}, {}
+        self.size = rows[0]["provenance"]["size"] if rows else (self.reference or {}).get("provenance", {}).get("size")
+        self.labels, fam, order = {}, {}, {}
+        for m in planned_methods(self.size["name"] if self.size else runs.name.rsplit("-", 1)[-1]):
+            self.labels[m.key], fam[m.key] = m.label, m.family
+            order[m.key] = (m.settings.prior_weight, -m.settings.learning_rate)
         for r in rows:
             self.labels[r["method"]], fam[r["method"]] = r["label"], r["family"]
-        self.methods = sorted(self.labels, key=lambda k: (FAMILY_ORDER.index(fam[k]) if fam[k] in FAMILY_ORDER else 99,
-                                                          self.labels[k]))
+            order[r["method"]] = (r["settings"]["prior_weight"], -r["settings"]["learning_rate"])
+        self.methods = sorted(self.labels, key=lambda k: (FAMILY_ORDER.index(fam[k]) if fam[k] in FAMILY_ORDER else 99, order[k]))
         self.family = fam
         self.kinds = {r["target"]: r["target_kind"] for r in rows}
-        self.size = rows[0]["provenance"]["size"] if rows else None
         self.all = rows + list(self.interp.values()) + ([self.reference] if self.reference else [])
 
     def targets_of(self, method: str) -> list[str]:
@@ -143,12 +145,13 @@ def _resolve(t2: Table2, key: str) -> str | None:
 
 
 def table2_markdown(t2: Table2, pilot: dict | None) -> tuple[str, list]:
-    if not t2.main:
+    if not t2.size:
         return "## Table 2: projection ablation\n\nNot run: no result files.\n", []
     size = t2.size
     planned = size["gen_targets"] + size["real_targets"]
     ns = {m: len(t2.targets_of(m)) for m in t2.methods}
     n_all = min(ns.values())
+    n_max = max(ns.values())
     rows = []
     for m in t2.methods:
         g = lambda key, kind: pm([v for t, v in t2.values(m, key).items() if t2.kinds[t] == kind])  # noqa: E731
@@ -170,6 +173,9 @@ def table2_markdown(t2: Table2, pilot: dict | None) -> tuple[str, list]:
         for metric, label, claim in METRICS:
             res = t2.compare(ka, kb, metric)
             if res.n == 0:
+                if metric == METRICS[0][0]:
+                    comp_rows.append([name, f"`{ka}` -> `{kb}`", "all", "", "no common target yet (n = 0)", "**not run**"])
+                    verdicts.append((name, "all metrics", claim, res, "not run (n = 0)"))
                 continue
             v = res.verdict(claim)
             comp_rows.append([name if metric == METRICS[0][0] else "", f"`{ka}` -> `{kb}`" if metric == METRICS[0][0] else "",
@@ -191,7 +197,7 @@ def table2_markdown(t2: Table2, pilot: dict | None) -> tuple[str, list]:
         ["target", "method", "steps", "LPIPS", "LPIPS at 2x", "Δ", f"d²{TOPK}", "at 2x", "stability", "at 2x"], crow)
     missing = [m for m in t2.methods if ns[m] < planned]
     status = (f"**Complete: all {planned} planned targets for every method.**" if not missing else
-              f"**Incomplete: n = {n_all} to {max(ns.values())} targets per method of the {planned} planned at the "
+              f"**Incomplete: n = {n_all} to {n_max} targets per method of the {planned} planned at the "
               f"`{size['name']}` size (at least 12 are needed by the power calculation); every test below is over the "
               f"targets it has, and the study resumes with `{RESUME.split(';')[0]}`.**")
     power = power_markdown(pilot)
@@ -306,18 +312,19 @@ class Table3:
                  "0.6", ""]]
 
     def at_equal(self, tau_row, key: str):
-        """The truncation curve interpolated at tau's value of ``key`` (a scalar per setting): per-sample
-        identity of the two bracketing psi settings mixed linearly; None outside the psi range."""
-        ps = [r for r in self.rows if r["method"] == "psi" and r["identity"] is not None]
-        xs = [(self._x(r, key), r) for r in ps]
-        xs.sort(key=lambda t: t[0])
+        """The truncation curve (psi from 1 = untruncated down to 0.5) interpolated at tau's value of ``key``:
+        per-sample identity of the two consecutive psi settings that bracket it, mixed linearly; None when no
+        segment brackets it."""
+        curve = [r for r in self.rows if r["method"] == "none" and r["identity"] is not None]
+        curve += sorted((r for r in self.rows if r["method"] == "psi" and r["identity"] is not None), key=lambda r: -r["value"])
         x = self._x(tau_row, key)
-        for (x0, r0), (x1, r1) in zip(xs, xs[1:]):
-            if x0 <= x <= x1 and x1 > x0:
+        for r0, r1 in zip(curve, curve[1:]):
+            x0, x1 = self._x(r0, key), self._x(r1, key)
+            if min(x0, x1) <= x <= max(x0, x1) and x1 != x0:
                 f = (x - x0) / (x1 - x0)
                 ident = (1 - f) * np.asarray(r0["identity"]) + f * np.asarray(r1["identity"])
-                return ident, f"psi {r0['value']:g}-{r1['value']:g}", (r0, r1, f)
-        return None, f"outside psi {xs[0][1]['value']:g}-{xs[-1][1]['value']:g}" if xs else "no psi rows", None
+                return ident, f"psi {r0['value']:g}-{r1['value']:g}".replace("psi 1-", "psi 1 (none)-"), (r0, r1, f)
+        return None, "outside the psi curve" if len(curve) > 1 else "no psi rows", None
 
     @staticmethod
     def _x(r, key: str) -> float:
@@ -326,7 +333,10 @@ class Table3:
 
 def table3_markdown(t3: Table3) -> tuple[str, list]:
     if not t3.rows:
-        return "## Table 3: compression versus truncation\n\nNot run: no result files.\n", []
+        from table3_tradeoff import ORDER
+
+        rows = "\n".join(f"| {m} | {v:g} | not run |" for m, v in ORDER)
+        return f"## Table 3: compression versus truncation\n\nNot run: no result files. Planned settings:\n\n| method | value | status |\n|---|---|---|\n{rows}\n", []
     n = t3.rows[0]["n"]
     size = t3.rows[0]["provenance"]["size"]
     body = []
@@ -339,9 +349,14 @@ def table3_markdown(t3: Table3) -> tuple[str, list]:
                      f"{r['fd_pixels']:.4g} ± {r['fd_pixels_se']:.2g}", f"{r['kd_pixels']:.3g} ± {r['kd_pixels_se']:.2g}",
                      f"{r['fd_vgg16']:.4g} ± {r['fd_vgg16_se']:.2g}", f"{dmean:.4g} ± {dse:.2g}", pm(r["w_moved"])])
     names = {r["name"] for r in t3.rows}
-    planned = 13
-    status = ("**Complete: all 13 settings.**" if len(names) >= planned else
-              f"**Incomplete: {len(names)} of the 13 settings have finished ({', '.join(sorted(names))}); the rest resume with "
+    from table3_tradeoff import ORDER, setting_name
+
+    for method, value in ORDER:
+        if setting_name(method, value) not in names:
+            body.append([method, f"{value:g}", 0, "not run", "", "", "", "", "", ""])
+    planned = len(ORDER)
+    status = (f"**Complete: all {planned} settings.**" if len(names) >= planned else
+              f"**Incomplete: {len(names)} of the {planned} settings have finished ({', '.join(sorted(names))}); the rest resume with "
               f"`nice -n 19 python benchmarks/paper/table3_tradeoff.py --size {size['name']} --resume`.**")
     eq_rows, verdicts = [], []
     for key, label in (("w_moved", "equal |Δw|"), ("fd_pixels", "equal fd_pixels"), ("fd_vgg16", "equal fd_vgg16")):
@@ -453,7 +468,7 @@ def table1_verdicts(t1: dict) -> list[list]:
     q = s["quantiles"]
     return [
         ["1a. v = inverted leaky ReLU of w is close to Gaussian per dimension", "**holds (per dimension, approximately)**",
-         f"mean \\|skew\\| {s['mean_abs_skew_w']:.3g} → {s['mean_abs_skew_v']:.3g}, mean \\|excess kurtosis\\| {s['mean_abs_kurtosis_w']:.3g} → "
+         f"mean |skew| {s['mean_abs_skew_w']:.3g} → {s['mean_abs_skew_v']:.3g}, mean |excess kurtosis| {s['mean_abs_kurtosis_w']:.3g} → "
          f"{s['mean_abs_kurtosis_v']:.3g} over {n} held-out samples (a Gaussian sample of this size: sd {np.sqrt(6 / n):.2g} / {np.sqrt(24 / n):.2g}, "
          "so the residual is small but not zero)"],
         ["1b. the joint v is Gaussian (radius chi²(w_dim))", "**does not hold**",
@@ -477,9 +492,11 @@ def assemble(out: Path, runs: Path) -> Path:
     if t3.rows:
         plot_tradeoff(t3, out / "table3_tradeoff.png")
     findings = table1_verdicts(t1) if t1 else [["1. Gaussianity", "not run", ""]]
-    key = {("prior term at the default weight", m) for m in ("stability LPIPS", "interpolation path LPIPS (pairs)", f"atypicality |log d²{TOPK}/typical|", "reconstruction LPIPS")}
+    headline = {"prior term at the default weight": None, "prior term 10x stronger": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
+                "latentkit's prior projection vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
+                "the paper's recipe (best grid cell) vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)")}
     for name, label, claim, res, v in v2:
-        if (name, label) in key or name == "latentkit's prior projection vs NVIDIA W+" and label == "stability LPIPS":
+        if name in headline and (headline[name] is None or label in headline[name] or label == "all metrics"):
             findings.append([f"2. prior regularises projection: {name}, {label}", f"**{v}**", res.cell()])
     if not v2:
         findings.append(["2. the prior regularises projection", "not run", ""])

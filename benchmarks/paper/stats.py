@@ -26,6 +26,8 @@ class Paired:
     p: float
 
     def cell(self, digits: int = 3) -> str:
+        if self.n == 0:
+            return "n = 0"
         if self.n < 2:
             return f"{self.mean:+.{digits}g} (n = {self.n}, no test)"
         return (f"{self.mean:+.{digits}g} [{self.lo:+.{digits}g}, {self.hi:+.{digits}g}], "
@@ -37,7 +39,7 @@ class Paired:
             return f"no test (n = {self.n})"
         below, above = self.hi < 0, self.lo > 0
         if claim == "none":
-            return "lower" if below else "higher" if above else "no difference shown"
+            return "b lower than a" if below else "b higher than a" if above else "no difference shown"
         if (claim == "lower" and below) or (claim == "higher" and above):
             return "holds"
         if below or above:

