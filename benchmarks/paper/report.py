@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import table  # noqa: E402
-from stats import from_estimate, jackknife, mean_se, n_for_power, paired, pairwise_matrix, pairwise_mean, pm  # noqa: E402
+from stats import from_estimate, jackknife, n_for_power, paired, pairwise_matrix, pairwise_mean, pm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "examples" / "paper"
