@@ -134,7 +134,11 @@ class Tradeoff:
             if f is not None:
                 lpf.append(f)
         emb, pix, vgg = torch.cat(embs), torch.cat(pix).numpy(), torch.cat(vgg).numpy()
-        feats = [torch.cat([f[k] for f in lpf])[:m] for k in range(len(lpf[0]))]
+        feats = []
+        for k in range(len(lpf[0])):  # one layer at a time, freeing the batches' copies (no second full set)
+            feats.append(torch.cat([f[k] for f in lpf])[:m])
+            for f in lpf:
+                f[k] = None
         with torch.no_grad():
             heads = self.lp.cpu()  # distances on the CPU, where the float16 features are kept
             div = [float(heads.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
