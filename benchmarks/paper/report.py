@@ -466,7 +466,8 @@ def plot_tradeoff(t3: Table3, path: Path) -> None:
                 ax.annotate(f"{r['value']:g}", (xi, yi))
         ax.set_xlabel(label)
         ax.set_ylabel("identity kept (dlib cosine)")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
