@@ -34,28 +34,35 @@ PRE_ALIGNED = {ROOT / "examples" / "face.png"}
 
 @dataclass(frozen=True)
 class Size:
-    """How much work each table does (the report prints the size behind every number)."""
+    """How much work each table does (every result file records the size it was run at)."""
 
     name: str
     prior_samples: int      # fit of the Gaussian prior (seed 0), also P_N
-    heldout: int            # Table 1 held-out samples (seed 2)
+    heldout: int            # Table 1 held-out samples (seed 2; the `cpu` size keeps Table 1 under 3 GB RSS)
     proj_steps: int         # Table 2 steps per method
     gen_targets: int        # Table 2 generated targets (seeds 1000..)
     real_targets: int       # Table 2 real photos (first of REAL_TARGETS, then --targets)
-    sweep: tuple            # Table 2 extra prior weights
+    paper_weights: tuple    # Table 2 the paper's recipe (Adam on w + prior): prior weights ...
+    paper_lrs: tuple        # ... times learning rates
+    pn_lrs: tuple           # Table 2 P_N's learning rates
     interp_steps: int       # Table 2 frames per interpolation
+    interp_pairs: int       # Table 2 disjoint pairs of targets interpolated
     bank: int               # Table 2 generated samples for the midpoint distance
     perturbations: int      # Table 2 random v-steps per image
+    convergence_targets: int  # Table 2 targets repeated at 2x steps
     trade_n: int            # Table 3 samples per setting
+    bootstrap: int          # Table 3 bootstrap resamples (over seeds) per distance
     artifact_pool: int      # Table 3 mapped samples searched for the largest coefficients
     artifact_k: int         # Table 3 samples shown
     t_method: bool          # Table 2 also runs the Student-t prior
 
 
 SIZES = {
-    "quick": Size("quick", 4000, 4000, 3, 2, 2, (1e-3,), 4, 4, 1, 4, 500, 1, True),
-    "cpu": Size("cpu", 100_000, 100_000, 50, 2, 2, (1e-4,), 5, 16, 2, 200, 10_000, 2, True),
-    "full": Size("full", 100_000, 200_000, 500, 8, 8, (1e-6, 1e-4, 1e-3), 9, 500, 4, 1000, 100_000, 4, True),
+    "quick": Size("quick", 4000, 4000, 3, 2, 1, (1e-5,), (0.1,), (0.1, 0.01), 4, 1, 4, 1, 1, 6, 20, 500, 1, True),
+    "cpu": Size("cpu", 100_000, 50_000, 150, 13, 3, (1e-5, 1e-3), (0.1, 0.01), (0.1, 0.01, 0.001), 5, 8, 64, 2, 2,
+                200, 200, 10_000, 2, True),
+    "full": Size("full", 100_000, 200_000, 1000, 29, 3, (1e-6, 1e-5, 1e-4, 1e-3), (0.1, 0.03, 0.01),
+                 (0.1, 0.03, 0.01, 0.003, 0.001), 9, 16, 500, 4, 4, 1000, 500, 100_000, 4, True),
 }
 
 
@@ -67,6 +74,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="report folder")
     p.add_argument("--targets", default=None, help="folder of extra real aligned faces for Table 2")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip the runs whose result file exists (default); --no-resume recomputes them")
     return p
 
 
@@ -83,6 +92,12 @@ def setup(args: argparse.Namespace):
     return G, prior, size, out
 
 
+def runs_dir(out: Path, network: str, size: Size) -> Path:
+    """``<out>/runs/<network>-<size>``: one result file per run below it (a path network by its file stem)."""
+    slug = Path(network).stem if ("/" in network or "." in network) else network
+    return Path(out) / "runs" / f"{slug}-{size.name}"
+
+
 def machine() -> str:
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -93,18 +108,51 @@ def machine() -> str:
     return f"{model or platform.processor() or 'unknown CPU'}, torch {torch.__version__}, {threads} threads"
 
 
+def commit() -> str:
+    """The commit this process started from (HEAD when ``common`` was imported, ``+dirty`` when the library or
+    benchmark files differed from it), '' outside git."""
+    return _STARTED_AT
+
+
+def _head() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "latentkit", "benchmarks"], cwd=ROOT, check=False).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+dirty" if dirty else "")
+
+
+_STARTED_AT = _head()
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (``resource.getrusage``), GB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
+
+
+def provenance(size: Size, network: str, started: float) -> dict:
+    """What every result file records: commit, size (as run), network, machine, wall time, peak RSS."""
+    return {"commit": commit(), "size": asdict(size), "network": network, "machine": machine(),
+            "wall_s": time.time() - started, "peak_rss_gb": peak_rss_gb(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (a temporary file renamed over ``path``), so an interrupted run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_json))
+    tmp.replace(path)
+
+
 def write(out: Path, name: str, data: dict, markdown: str, *, size: Size, network: str, started: float) -> None:
-    """Save ``<name>.json`` and ``<name>.md`` (with the size, network, machine and wall time)."""
-    meta = {"size": asdict(size), "network": network, "machine": machine(), "wall_s": time.time() - started}
-    (out / f"{name}.json").write_text(json.dumps({"meta": meta, **data}, indent=1, default=_json))
+    """Save ``<name>.json`` and ``<name>.md`` (with the commit, size, network, machine, wall time and peak RSS)."""
+    meta = provenance(size, network, started)
+    write_json(out / f"{name}.json", {"meta": meta, **data})
     head = f"_Size `{size.name}`, network `{network}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
-    (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
-
-
-def rewrite(out: Path, name: str, markdown: str) -> None:
-    """Rebuild ``<name>.md`` from new markdown, keeping the header of the run recorded in ``<name>.json``."""
-    meta = json.loads((out / f"{name}.json").read_text())["meta"]
-    head = f"_Size `{meta['size']['name']}`, network `{meta['network']}`, {meta['machine']}, wall time {meta['wall_s'] / 60:.1f} min._\n\n"
     (out / f"{name}.md").write_text(head + markdown.strip() + "\n")
 
 
@@ -121,22 +169,11 @@ def table(header: list[str], rows: list[list]) -> str:
     def cell(v):
         if isinstance(v, float):
             return f"{v:.4g}"
-        return str(v)
+        return str(v).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def mean_sem(x) -> tuple[float, float]:
-    """Mean and its standard error (0 for a single value)."""
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0
-
-
-def pm(x) -> str:
-    m, s = mean_sem(x)
-    return f"{m:.4g} ± {s:.2g}"
 
 
 def render(G, ws: torch.Tensor, *, batch: int = 4, noise=None) -> torch.Tensor:

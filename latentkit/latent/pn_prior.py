@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from latentkit.errors import NotFittedError, ShapeError
+from latentkit.latent.moments import Moments
 
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
@@ -60,22 +61,34 @@ class PNPrior:
         x = torch.nn.functional.leaky_relu(ws.detach().reshape(-1, ws.shape[-1]).to("cpu", torch.float64), self.slope)
         if x.shape[0] < 2:
             raise ShapeError(f"fitting P_N needs at least 2 W vectors, got {x.shape[0]}")
-        self.mean_ = x.mean(0)
-        cov = torch.cov(x.T)
-        var, comp = torch.linalg.eigh(cov)  # ascending
+        moments = Moments(x.shape[1], torch.device("cpu"))
+        moments.update(x)
+        return self._finish(moments)
+
+    def _finish(self, moments: Moments) -> PNPrior:
+        """Set the fitted state from float64 moments (:class:`~latentkit.latent.moments.Moments`)."""
+        self.mean_ = moments.mean.cpu()
+        var, comp = torch.linalg.eigh(moments.scatter().cpu() / (moments.n - 1))  # ascending
         var = var.flip(0).clamp_min(float(var.max()) * self.floor)
         self.explained_variance_ = var
         self.components_ = comp.flip(1).T  # [w_dim, w_dim], rows = axes
-        self.n_samples_ = int(x.shape[0])
+        self.n_samples_ = int(moments.n)
         self._cache: dict = {}
         return self
 
     @classmethod
     def from_generator(cls, G: Generator, n_samples: int = 100_000, *, seed: int = 0, **kwargs: float) -> PNPrior:
-        """Fit on ``n_samples`` mapping outputs of ``G`` (seeded like :func:`~latentkit.latent.sampling.sample_w`)."""
-        from latentkit.latent.sampling import sample_w
+        """Fit on ``n_samples`` mapping outputs of ``G`` (seeded like :func:`~latentkit.latent.sampling.sample_w`),
+        streamed: only float64 moments are held, never the samples."""
+        from latentkit.latent.sampling import iter_mapping
 
-        return cls(**kwargs).fit(sample_w(G, n_samples, seed=seed))
+        prior = cls(**kwargs)
+        moments = Moments(G.w_dim, torch.device("cpu"))
+        for w in iter_mapping(G, n_samples, seed=seed):  # streamed: float64 moments only, never all samples
+            moments.update(torch.nn.functional.leaky_relu(w.to("cpu", torch.float64), prior.slope))
+        if moments.n < 2:
+            raise ShapeError(f"fitting P_N needs at least 2 W vectors, got {moments.n}")
+        return prior._finish(moments)
 
     @property
     def w_dim(self) -> int:

@@ -1,0 +1,49 @@
+"""The statistics behind the paper report's verdicts (no model: numbers with known answers)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "paper"))
+
+stats = pytest.importorskip("stats")
+
+
+def test_verdict_is_never_stronger_than_the_interval():
+    lower = stats.paired([1.0, 1.1, 0.9, 1.05, 0.95], [0.5, 0.62, 0.41, 0.55, 0.44])
+    assert lower.hi < 0 and lower.p < 0.01 and lower.verdict("lower") == "holds" and lower.verdict("higher") == "opposite"
+    noisy = stats.paired([0, 0, 0, 0], [1.0, -1.2, 0.9, -0.8])
+    assert noisy.lo < 0 < noisy.hi and noisy.verdict("lower") == "not established"
+    assert stats.paired([1.0], [0.0]).verdict("lower") == "no test (n = 1)"
+    assert noisy.verdict("none") == "no difference shown"
+
+
+def test_jackknife_of_a_pairwise_mean_is_wider_than_the_naive_pairs_se():
+    rng = np.random.default_rng(0)
+    m = 30
+    x = rng.normal(size=m)  # per-sample effect shared by all its pairs
+    pairs = [x[i] + x[j] + 0.1 * rng.normal() for i, j in itertools.combinations(range(m), 2)]
+    mat = stats.pairwise_matrix(pairs, m)
+    mean, se = stats.jackknife(lambda keep: stats.pairwise_mean(mat, keep), m)
+    assert mean == pytest.approx(np.mean(pairs))
+    assert se > 3 * np.std(pairs, ddof=1) / np.sqrt(len(pairs))
+
+
+def test_power_matches_the_textbook_paired_t():
+    assert stats.n_for_power(1.0) == 10  # G*Power: dz = 1, alpha 0.05 two-sided, 80 % -> 10
+    assert stats.n_for_power(0.5) == 34
+
+
+def test_fast_frechet_equals_the_square_root_formula():
+    pytest.importorskip("torch_fidelity")
+    tradeoff = pytest.importorskip("table3_tradeoff")
+    from latentkit.metrics.quality import frechet_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 60)), rng.normal(0.3, 1.2, size=(50, 60))  # fewer samples than dimensions
+    assert tradeoff.fast_frechet(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-5)
