@@ -27,6 +27,7 @@ COMMANDS = {
     "compress": "latentkit.cli.prior:compress",
     "project": "latentkit.cli.project:project",
     "align": "latentkit.cli.project:align",
+    "tune": "latentkit.cli.tune:tune",
     "identity": "latentkit.cli.evaluate:identity",
     "evaluate": "latentkit.cli.evaluate:evaluate",
     "interpolate": "latentkit.cli.evaluate:interpolate",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["device_option", "network_options", "pick_network", "resolve_device", "resolve_network", "say"]
+__all__ = ["device_option", "duration", "network_options", "pick_network", "resolve_device", "resolve_network", "say"]
 
 
 def say(message: str) -> None:
@@ -59,3 +59,12 @@ def pick_network(source: str | None, network: str | None) -> str:
     if source is not None and network is not None and source != network:
         raise click.UsageError(f"two networks given: SOURCE {source!r} and --network {network!r}; give one")
     return resolve_network(network if network is not None else source)
+
+
+def duration(seconds: float) -> str:
+    """A duration for the estimate lines: '40 s', '12 min' or '2.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, duration, resolve_device, resolve_network, say
+from latentkit.cli.tune import tune_options
 from latentkit.projection.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHECKPOINT_EVERY,
@@ -106,15 +107,7 @@ def _announce_cost(G, files, settings, prior, net, c, candidates) -> None:
     hint = "" if total < 120 else " (shorter: --num-steps N" + ("" if device.type == "cuda" else ", or --device cuda") + ")"
     what = f"{len(files)} image(s)" + (f" x {len(candidates)} classes" if candidates else "")
     say(f"project: {what} x {settings.num_steps} steps on {where}; about {per_step:.2f} s per step "
-        f"and image, so ~{_duration(total)} in all{hint}")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        f"and image, so ~{duration(total)} in all{hint}")
 
 
 @click.command("project")
@@ -156,10 +149,14 @@ def _duration(seconds: float) -> str:
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Opt-in reduced precision of the generator and LPIPS passes: bf16 (AVX512-BF16/AMX CPUs, CUDA), "
               "fp16 (CUDA).")
+@click.option("--tune-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Then tune the generator around each projection for this many steps (pivotal tuning; PTI: 350): "
+              "writes tuned.safetensors and proj_tuned.png (see latentkit tune).")
+@tune_options
 @device_option
 def project(inputs, network, space, prior_choice, prior_radius, prior_weight, num_steps, batch_size, outdir, seed,
             perceptual_weights, mse_weight, parametrization, class_idx, classes_text, checkpoint_every, restart,
-            save_video, precision, device) -> None:
+            save_video, precision, tune_steps, delta_rank, device) -> None:
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
     import signal
 
@@ -200,13 +197,20 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
     _announce_cost(G, files, settings, prior, net, c, candidates)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM saves a checkpoint like Ctrl-C
     try:
-        project_files(G, files, outdir, settings=settings, prior=prior, prior_name=prior_name, class_idx=class_idx,
+        records = project_files(G, files, outdir, settings=settings, prior=prior, prior_name=prior_name, class_idx=class_idx,
                       classes=candidates, batch_size=batch_size, checkpoint_every=checkpoint_every, restart=restart,
                       save_video=save_video, perceptual_net=net,
                       info={"network": str(network), "generator_sha256": G.sha256, "architecture": G.architecture},
                       on_image=lambda record: click.echo(record.folder), shard=job.shard if job else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if tune_steps and (job is None or job.shard[0] == 0):
+        from latentkit.cli.tune import run_tuning
+        from latentkit.projection.tune_settings import TuneSettings
+
+        tuning = TuneSettings(num_steps=tune_steps, delta_rank=delta_rank, perceptual_weights=perceptual_weights, seed=seed)
+        run_tuning(G, [r.folder for r in records], tuning, prior=None, batch_size=batch_size,
+                   checkpoint_every=checkpoint_every, restart=restart, perceptual_net=net)
 
 
 @click.command("align")

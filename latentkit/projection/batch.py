@@ -42,7 +42,7 @@ from latentkit.projection.distributed import agree, gather_records, manifest_nam
 from latentkit.projection.outdir import append_manifest, read_manifest
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, ProjectionSettings
 
-__all__ = ["ImageRecord", "estimate_step_seconds", "project_files", "run_fingerprint"]
+__all__ = ["ImageRecord", "estimate_step_seconds", "project_files", "psnr", "run_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _write_image(folder: Path, result: Any, k: int, info: dict[str, Any], c_dim:
         tmp.write_text(json.dumps(record, indent=1))
 
 
-def _psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of images against targets, both clamped to [-1, 1] (peak-to-peak 2): ``[N]``."""
     mse = (images.clamp(-1, 1) - targets.clamp(-1, 1)).square().flatten(1).mean(1).double()
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
@@ -298,7 +298,7 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
                              callback=(lambda step, ws: frames.append(ws.cpu())) if save_video else None)
             seconds = (time.perf_counter() - started) / len(batch)
             checkpoint.unlink(missing_ok=True)  # before any line: a crash while writing redoes the rest from step 0
-            psnr = _psnr(result.images.cpu(), result.targets)
+            psnr_db = psnr(result.images.cpu(), result.targets)
             for k, (path, name) in enumerate(batch):
                 folder = outdir / name
                 extra = dict(info or {}, input=str(path), prior=prior_name, prior_radius=describe_radius(prior),
@@ -311,7 +311,7 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
                 record = ImageRecord(
                     input=str(path.resolve()), folder=str(folder), fingerprint=key, final_loss=float(result.losses[k, -1]),
                     final_terms=terms, lpips=terms["perceptual"] if s.perceptual == "vgg" else None,
-                    psnr=float(psnr[k]), seconds=round(seconds, 3),
+                    psnr=float(psnr_db[k]), seconds=round(seconds, 3),
                     klass=None if result.classes is None else int(result.classes[k]),
                 )
                 append_manifest(outdir, {**record.to_json(), "prior_radius": describe_radius(prior), "described": described},

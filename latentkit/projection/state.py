@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentkit.errors import InputError
+from latentkit.errors import InputError, LatentkitError
 from latentkit.latent.radius import radius_key
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
@@ -29,7 +30,7 @@ from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learni
 if TYPE_CHECKING:
     from latentkit.projection.lpips import PerceptualLoss
 
-__all__ = ["ProjectionState", "fingerprint"]
+__all__ = ["ProjectionInterrupted", "ProjectionState", "fingerprint", "read_checkpoint", "run_steps", "write_checkpoint"]
 
 _CHECKPOINT_VERSION = 1
 
@@ -283,9 +284,7 @@ class ProjectionState:
 
     def save(self, path: Path, fingerprint: str, step: int) -> None:
         """Write the state after ``step`` steps to ``path`` (atomically)."""
-        from latentkit.io import atomic_path
-
-        state = {
+        write_checkpoint(path, {
             "version": _CHECKPOINT_VERSION,
             "fingerprint": fingerprint,
             "step": step,
@@ -294,9 +293,7 @@ class ProjectionState:
             "optimizer": self.optimizer.state_dict(),
             "rng": [g.get_state() for g in self.streams],
             "history": torch.stack(self.history) if self.history else torch.zeros(0),
-        }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        })
 
     def restore(self, path: Path, fingerprint: str) -> int:
         """Load a checkpoint written by :meth:`save` and return the number of steps it had run.
@@ -304,19 +301,7 @@ class ProjectionState:
         Raises:
             InputError: an unreadable file, not a projection checkpoint, or one of a different run.
         """
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise InputError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
-        if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
-            raise InputError(
-                f"{path} is not a latentkit projection checkpoint (version {_CHECKPOINT_VERSION}); delete it"
-            )
-        if state["fingerprint"] != fingerprint:
-            raise InputError(
-                f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
-                "or use another output folder"
-            )
+        state = read_checkpoint(path, version=_CHECKPOINT_VERSION, fingerprint=fingerprint, kind="projection")
         _check_restored(state, self.w_opt, self.noises, path)
         with torch.no_grad():
             self.w_opt.copy_(state["w_opt"])
@@ -327,6 +312,92 @@ class ProjectionState:
             g.set_state(rng)
         self.history.extend(state["history"].unbind(0) if state["history"].numel() else [])
         return int(state["step"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints and the step loop, shared by projection and pivotal tuning: tensors and plain data only,
+# read back with torch.load(weights_only=True).
+
+
+def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` a checkpoint dict (tensors and plain data) to ``path`` atomically."""
+    from latentkit.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: Path, *, version: int, fingerprint: str, kind: str) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`write_checkpoint`; it must have ``version`` and ``fingerprint``.
+
+    Raises:
+        InputError: an unreadable file, not a ``kind`` checkpoint of this version, or one of another run.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise InputError(f"cannot read checkpoint {path}: {err}; delete it to start afresh") from err
+    if not isinstance(state, dict) or state.get("version") != version:
+        raise InputError(f"{path} is not a latentkit {kind} checkpoint (version {version}); delete it")
+    if state.get("fingerprint") != fingerprint:
+        raise InputError(
+            f"checkpoint {path} belongs to another run (different targets, settings or generator): delete it "
+            "or use another output folder"
+        )
+    return state
+
+
+class ProjectionInterrupted(LatentkitError, KeyboardInterrupt):
+    """A run stopped by Ctrl-C: ``step`` of ``num_steps`` were done, saved in ``checkpoint`` if given."""
+
+    def __init__(self, step: int, num_steps: int, checkpoint: Path | None) -> None:
+        self.step, self.num_steps, self.checkpoint = step, num_steps, checkpoint
+        saved = f"; the state is saved in {checkpoint}: run the same again to resume" if checkpoint else ""
+        super().__init__(f"interrupted at step {step} of {num_steps}{saved}")
+
+
+class SteppedState(Protocol):
+    """An optimisation driven by :func:`run_steps` (:class:`ProjectionState`, the tuning state)."""
+
+    def step(self, step: int) -> torch.Tensor: ...
+
+    def save(self, path: Path, fingerprint: str, step: int) -> None: ...
+
+
+def run_steps(
+    state: SteppedState,
+    *,
+    start: int,
+    num_steps: int,
+    checkpoint: Path | None,
+    run_id: str,
+    checkpoint_every: int,
+    progress: bool,
+    desc: str,
+    after_step: Callable[[int], None] | None = None,
+) -> None:
+    """Run steps ``start .. num_steps - 1`` with a tqdm bar, checkpoints every ``checkpoint_every`` steps and
+    at the end, and a checkpoint on Ctrl-C (then :class:`ProjectionInterrupted`)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not progress, leave=False)
+    done = start
+    try:
+        for step in range(start, num_steps):
+            loss = state.step(step)
+            done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.mean()):.4f}")
+            if after_step is not None:
+                after_step(step)
+            if checkpoint is not None and (done % checkpoint_every == 0 or done == num_steps):
+                state.save(checkpoint, run_id, done)
+    except KeyboardInterrupt:
+        if checkpoint is not None and done > start:
+            state.save(checkpoint, run_id, done)
+        raise ProjectionInterrupted(done, num_steps, checkpoint) from None
+    finally:
+        bar.close()
 
 
 def _check_restored(state: dict, w_opt: torch.Tensor, noises: dict[str, torch.Tensor], path: Path) -> None:
