@@ -34,7 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_tune.json"
-WORK = ROOT / "benchmarks" / "results" / "bench_tune_work"
+WORK = Path(os.environ.get("BENCH_TUNE_WORK", ROOT / "benchmarks" / "results" / "bench_tune_work"))
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -112,8 +112,8 @@ def main() -> None:
     schedules = [("latentkit", rank) for rank in (int(r) for r in args.ranks.split(","))]
     if args.pti:
         schedules.append(("pti", 0))
-    for name, target in targets.items():
-        for method, rank in schedules:
+    for method, rank in schedules:  # every target at the first schedule first
+        for name, target in targets.items():
             key = f"{name}/{method}/rank{rank}/p{args.proj_steps}/t{args.tune_steps}"
             if key in results["runs"]:
                 continue

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["edit", "directions", "load_prior"]
 
@@ -84,9 +85,10 @@ def _prior_options(func):
 @click.option("--fps", type=float, default=24.0, show_default=True)
 @click.option("--cell", type=click.IntRange(min=8), default=256, show_default=True, help="Grid cell size in px.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@delta_option
 @device_option
 def edit(latents, component, direction_path, index, amounts, layers, space, network, prior_path, n_samples, outdir,
-         video, frames, fps, cell, noise_mode, device) -> None:
+         video, frames, fps, cell, noise_mode, delta_path, device) -> None:
     """Edit the latents of LATENTS.npz (NVIDIA's key 'w') along a direction; write the edited latents
     (input latent major, amount minor) and a labelled grid (one row per latent, one column per amount)."""
     from latentkit import io
@@ -98,7 +100,7 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
         raise click.UsageError("give exactly one of --component K or --direction FILE")
     amount_list = parse_amounts(amounts)
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = apply_delta(_load(network, dev), delta_path)
     ws = io.load_latents(latents)
     ws = ws.expand(-1, G.num_ws, -1) if ws.shape[1] == 1 else ws
     G.check_ws(ws)

@@ -14,6 +14,7 @@ import click
 
 from latentkit.latent.prior_cache import cached_prior
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
 
@@ -172,8 +173,10 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--row-a", type=click.IntRange(min=0), default=None, help="Use only this latent of A (0-based).")
 @click.option("--row-b", type=click.IntRange(min=0), default=None, help="Use only this latent of B (0-based).")
+@delta_option
 @device_option
-def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, row_a, row_b, device) -> None:
+def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, row_a, row_b, delta_path,
+                device) -> None:
     """Interpolate between the latents of A.npz and B.npz (NVIDIA's key 'w'; 'z' for --space z) and render."""
     from latentkit.errors import InputError
     from latentkit.grid import save_labelled_grid
@@ -181,7 +184,7 @@ def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_
     from latentkit.latent.interpolate import render_interpolation, save_video
 
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = apply_delta(_load(network, dev), delta_path)
     key = "z" if space == "z" else "w"
     la, lb = load_latents(a, key=key), load_latents(b, key=key)
     for name, latents, row in (("A", la, row_a), ("B", lb, row_b)):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from latentkit.cli._common import device_option, network_options, pick_network, resolve_device, resolve_network, say
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["fit_prior", "compress"]
 
@@ -106,9 +107,10 @@ def fit_prior(source, network, n_samples, out, plot, holdout, batch_size, seed, 
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--tile", type=click.IntRange(min=8), default=_DEFAULT_TILE, show_default=True,
               help="Largest side of each image in grid.png (pixels).")
+@delta_option
 @device_option
 def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, outdir, compare_psi, noise_mode, tile,
-             device) -> None:
+             delta_path, device) -> None:
     """Log-compress extreme latent components; write the latents, images and a labelled grid
     original | compressed (tau) | truncated (psi baseline), one row per latent."""
     import torch
@@ -122,7 +124,7 @@ def compress(tau, network, prior_path, n_samples, seeds, latents, class_idx, out
     if seeds is not None and latents:
         raise click.UsageError("give either --seeds or --latents, not both")
     dev = resolve_device(device)
-    G = _load(network, dev)
+    G = apply_delta(_load(network, dev), delta_path)
     if outdir is None:
         outdir = _DEFAULT_OUTDIR
         say(f"writing to ./{outdir} (choose with --outdir)")

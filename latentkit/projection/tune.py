@@ -108,19 +108,24 @@ class TuneState:
         params = dict(G.named_parameters(remove_duplicate=False))
         self.base = {name: params[name].detach() for name in self.names}
         self.scale = {name: _rms(p) for name, p in self.base.items()}
-        self.low_rank = {name for name, p in self.base.items() if low_rank_pays(p.shape, s.delta_rank)}
+        self.rank = _fitting_rank(G, self.base, s)
+        self.low_rank = {name for name, p in self.base.items() if low_rank_pays(p.shape, self.rank)}
         self.vars: list[dict[str, list[torch.Tensor]]] = []  # per image: name -> [D] or [A, B]
-        for i in range(self.n):
-            init = torch.Generator().manual_seed(s.seed + i)
+        for _ in range(self.n):  # every image starts alike: its result does not depend on its place in the batch
+            init = torch.Generator().manual_seed(s.seed)
             self.vars.append({name: self._init(name, init) for name in self.names})
-        self.target_feats = None if net is None else [f.detach() for f in net.features(target)]
+        self.target_feats = None  # per image, so each image's numbers are those it has alone
+        if net is not None:
+            with torch.no_grad():
+                per_image = [net.features(target[i : i + 1]) for i in range(self.n)]
+            self.target_feats = [torch.cat(level) for level in zip(*per_image)]
         flat = [t for image in self.vars for parts in image.values() for t in parts]
         self.optimizer = torch.optim.Adam(flat, lr=s.learning_rate, betas=s.betas)
         self.streams = [torch.Generator().manual_seed(s.seed) for _ in range(self.n)]  # locality samples
         self.history: list[torch.Tensor] = []  # per step: [N, 4] (total + TUNE_TERMS)
 
     def _init(self, name: str, gen: torch.Generator) -> list[torch.Tensor]:
-        p, r = self.base[name], self.settings.delta_rank
+        p, r = self.base[name], self.rank
         if name not in self.low_rank:
             return [torch.zeros_like(p).requires_grad_(True)]
         out = p.shape[0]
@@ -144,7 +149,7 @@ class TuneState:
             for name, parts in self.vars[i].items():
                 scaled = (parts[0] * self.scale[name]).detach().cpu().clone()
                 updates[name] = (scaled, parts[1].detach().cpu().clone()) if len(parts) == 2 else scaled
-        return GeneratorDelta(updates=updates, rank=self.settings.delta_rank, network=network_fingerprint(self.G),
+        return GeneratorDelta(updates=updates, rank=self.rank, network=network_fingerprint(self.G),
                               architecture=self.G.architecture, generator_sha256=self.G.sha256,
                               metadata={"tune_settings": json.dumps(self.settings.to_dict(), sort_keys=True)})
 
@@ -229,6 +234,34 @@ class TuneState:
             g.set_state(rng)
         self.history.extend(state["history"].unbind(0) if state["history"].numel() else [])
         return int(state["step"])
+
+
+def delta_bytes(base: dict[str, torch.Tensor], rank: int) -> int:
+    """Bytes (float32) of a delta of rank ``rank`` (0: full) over the parameters ``base``."""
+    total = 0
+    for p in base.values():
+        if low_rank_pays(p.shape, rank):
+            out = p.shape[0]
+            total += rank * (out + p.numel() // out)
+        else:
+            total += p.numel()
+    return 4 * total
+
+
+def _fitting_rank(G: Generator, base: dict[str, torch.Tensor], s: TuneSettings) -> int:
+    """``s.delta_rank``, halved (down to 1) while the delta would exceed ``s.max_delta_fraction`` of G's
+    parameter bytes (narrow networks, where a rank-r factor is a large part of each weight)."""
+    budget = s.max_delta_fraction * 4 * sum(p.numel() for p in G.parameters())
+    rank = s.delta_rank
+    while rank > 1 and delta_bytes(base, rank) > budget:
+        rank //= 2
+    if rank != s.delta_rank:
+        logger.info("tune: rank %d -> %d, so the delta stays within %.3g %% of the generator's bytes", s.delta_rank,
+                    rank, 100 * s.max_delta_fraction)
+    if rank and delta_bytes(base, rank) > budget:
+        logger.info("tune: even rank %d is %.1f %% of this (narrow) generator's bytes", rank,
+                    100 * delta_bytes(base, rank) / (budget / s.max_delta_fraction))
+    return rank
 
 
 def _rms(p: torch.Tensor) -> float:
@@ -327,7 +360,7 @@ def tune(
     net = net.to(device) if net is not None and s.uses_lpips else None
     target = target_cpu.to(device)
     state = TuneState(G, target, pivots, noise_dev, labels, s, net=net, prior=prior)
-    logger.info("tune: %d parameters of %s, rank %d (%d low-rank)", len(state.names), G.architecture, s.delta_rank,
+    logger.info("tune: %d parameters of %s, rank %d (%d low-rank)", len(state.names), G.architecture, state.rank,
                 len(state.low_rank))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     key = run_id(G, target_cpu, pivots, noise_dev, labels, s, prior, getattr(net, "weights", None))

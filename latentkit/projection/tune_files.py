@@ -72,6 +72,7 @@ def load_projection(G: Generator, folder: str | os.PathLike) -> Projection:
     Raises:
         InputError: a missing file or latents that do not fit ``G``.
     """
+    from latentkit.generate import projection_noise
     from latentkit.io import load_latents
     from latentkit.projection.project import prepare_targets
 
@@ -84,11 +85,7 @@ def load_projection(G: Generator, folder: str | os.PathLike) -> Projection:
     G.check_ws(ws)
     if ws.shape[0] != 1:
         raise InputError(f"{w_file} holds {ws.shape[0]} latents; a projected folder holds one")
-    noise: dict[str, torch.Tensor] = {}
-    noise_file = folder / "projected_noise.npz"
-    if noise_file.is_file():
-        with np.load(noise_file, allow_pickle=False) as data:
-            noise = {k: torch.from_numpy(np.array(data[k], dtype=np.float32)) for k in data.files}
+    noise = projection_noise(w_file)
     with np.load(w_file, allow_pickle=False) as data:
         c = torch.from_numpy(np.array(data["c"], dtype=np.float32)) if "c" in data.files else None
     return Projection(folder, ws, noise, prepare_targets(G, target_file), c)

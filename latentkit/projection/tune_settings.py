@@ -57,6 +57,8 @@ class TuneSettings:
         delta_rank: rank ``r`` of each weight's update ``A @ B`` (the weight reshaped to ``[out, rest]``);
             0 tunes full weights (PTI). Weights where ``r * (out + rest) >= out * rest`` (biases, small
             matrices) get a full update either way.
+        max_delta_fraction: the rank is halved (down to 1) while a delta would be larger than this fraction
+            of the generator's float32 parameter bytes (0.05; only narrow networks hit it, e.g. the test nets).
         lora_scale: scale of the initial random factor ``B`` (``A`` starts at zero, so the first image equals
             the pivot's): ``B ~ N(0, lora_scale**2 / r)``, so one Adam step moves ``A @ B`` about as much as
             one step of a full update.
@@ -78,6 +80,7 @@ class TuneSettings:
     lpips_weight: float = 1.0
     l2_weight: float = 1.0
     delta_rank: int = DEFAULT_DELTA_RANK
+    max_delta_fraction: float = 0.05
     lora_scale: float = 1.0
     locality_samples: int = 1
     locality_alpha: float = 30.0
@@ -97,8 +100,8 @@ class TuneSettings:
                 raise InputError(f"{name} must be an integer >= 0, got {value!r}")
         if self.num_steps < 1 or self.locality_interval < 1:
             raise InputError(f"num_steps and locality_interval must be >= 1, got {self.num_steps}, {self.locality_interval}")
-        numbers = ("learning_rate", "lpips_weight", "l2_weight", "lora_scale", "locality_alpha", "locality_l2_weight",
-                   "locality_lpips_weight", "locality_truncation")
+        numbers = ("learning_rate", "lpips_weight", "l2_weight", "lora_scale", "max_delta_fraction", "locality_alpha",
+                   "locality_l2_weight", "locality_lpips_weight", "locality_truncation")
         for name in numbers:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
