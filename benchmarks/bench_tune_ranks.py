@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--proj-steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--images", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
     from latentkit.load import load_generator
@@ -40,7 +41,7 @@ def main() -> None:
     G = load_generator(ROOT / "tests" / "data" / "reference-nets" / "sg2ada_uncond_map8_res32.pkl")
     net = lpips_vgg("auto")
     param_bytes = 4 * sum(p.numel() for p in G.parameters())
-    files = [ROOT / "examples" / "face.png", ROOT / "examples" / "grace_hopper.jpg"]
+    files = [ROOT / "examples" / "face.png", ROOT / "examples" / "grace_hopper.jpg"][: args.images]
     pivot = project(G, files, settings=ProjectionSettings(num_steps=args.proj_steps, w_avg_samples=2000),
                     perceptual_net=net, progress=False)
     targets = pivot.targets

@@ -244,11 +244,11 @@ class GeneratorDelta:
         except Exception as err:  # noqa: BLE001 - safetensors' own errors, reported as one line
             raise CheckpointError(f"{path}: unreadable safetensors data ({str(err).splitlines()[0][:200]})") from err
         for name in names:
-            parts = (tensors[name + _SUFFIX_A], tensors[name + _SUFFIX_B]) if name + _SUFFIX_A in header else (tensors[name],)
+            keys = [name + _SUFFIX_A, name + _SUFFIX_B] if name + _SUFFIX_A in header else [name]
+            parts = [tensors[k].to(torch.float32) for k in keys]
             if not all(bool(torch.isfinite(t).all()) for t in parts):
                 raise CheckpointError(f"{path}: the update of {name} holds NaN or infinite values; the delta is corrupt")
-            parts = tuple(t.to(torch.float32) for t in parts)
-            delta.updates[name] = parts if len(parts) == 2 else parts[0]
+            delta.updates[name] = (parts[0], parts[1]) if len(parts) == 2 else parts[0]
         return delta
 
 

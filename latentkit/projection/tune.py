@@ -164,8 +164,9 @@ class TuneState:
             noise = None if self.noise is None else {k: v[i : i + 1] for k, v in self.noise.items()}
             img = synthesis_with(self.G, weights, self.ws[i : i + 1], noise=noise).float()
             zero = torch.zeros((), device=img.device)
-            lp = self.net.distance_from_features(self.net.features(img), [f[i : i + 1] for f in self.target_feats])[0] \
-                if self.net is not None and s.lpips_weight > 0 else zero
+            lp = zero
+            if self.net is not None and self.target_feats is not None and s.lpips_weight > 0:
+                lp = self.net.distance_from_features(self.net.features(img), [f[i : i + 1] for f in self.target_feats])[0]
             l2 = (img - self.target[i : i + 1]).square().mean()
             loc = self._locality(i, weights) if regularise else zero
             loss = s.lpips_weight * lp + s.l2_weight * l2 + loc
@@ -218,7 +219,7 @@ class TuneState:
             InputError: unreadable, another run's, or tensors that do not fit this run.
         """
         state = read_checkpoint(path, version=_CHECKPOINT_VERSION, fingerprint=fingerprint, kind="tuning")
-        stored = state.get("vars")
+        stored = state.get("vars") or []
         try:
             with torch.no_grad():
                 for image, saved in zip(self.vars, stored, strict=True):

@@ -211,7 +211,7 @@ def _tune_batch(G, batch, outdir, s, prior, net, key, checkpoint_every, restart,
     from latentkit.projection.tune import stack_noise, tune
 
     items = [load_projection(G, path) for path, _ in batch]
-    labels = None if items[0].c is None else torch.cat([it.c for it in items])
+    labels = torch.cat([it.c for it in items if it.c is not None]) if items[0].c is not None else None
     batch_key = hashlib.sha256(("\n".join(str(p.resolve()) for p, _ in batch) + key).encode()).hexdigest()[:16]
     checkpoint = outdir / f".tune-checkpoint-{batch_key}.pt"
     if restart:
