@@ -243,3 +243,17 @@ def test_mismatched_shapes_and_names_are_refused(toy, delta_file, tmp_path):
 def test_network_fingerprint_sees_values(toy):
     assert network_fingerprint(toy) == network_fingerprint(make_toy_generator())
     assert network_fingerprint(toy) != network_fingerprint(make_toy_generator(seed=2))
+
+
+@pytest.mark.slow
+def test_default_rank_delta_of_the_real_model_is_at_most_5_percent():
+    """MobileStyleGAN FFHQ 1024 (needs the random-face wheel in the cache): sizes only, no tuning."""
+    from latentkit.load import load_generator
+    from latentkit.projection.delta import tunable_parameters
+    from latentkit.projection.tune import delta_bytes
+
+    G = load_generator("mobilestylegan-ffhq")
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    params = dict(G.named_parameters(remove_duplicate=False))
+    base = {name: params[name] for name in tunable_parameters(G, ws)}
+    assert delta_bytes(base, DEFAULT_DELTA_RANK) <= 0.05 * 4 * sum(p.numel() for p in G.parameters())
