@@ -58,7 +58,8 @@ def run_tuning(G, folders, settings: TuneSettings, *, prior, batch_size: int, ch
 def tune_options(func):
     """``--tune-steps`` and ``--delta-rank`` (``latentkit tune`` and ``latentkit project``)."""
     func = click.option("--delta-rank", type=click.IntRange(min=0), default=_DEFAULTS.delta_rank, show_default=True,
-                        help="Rank of each weight's update (0: full weights, as PTI).")(func)
+                        help="Rank of each weight's update (0: full weights, as PTI); halved while a delta would exceed 5 % "
+                        "of the generator's bytes.")(func)
     return func
 
 
