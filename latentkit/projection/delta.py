@@ -51,9 +51,12 @@ def network_fingerprint(G: Generator) -> str:
 
 
 def as_matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
-    """``(out, rest)``: how a weight of ``shape`` is seen as a matrix for a low-rank update."""
-    out = int(shape[0])
-    return out, int(math.prod(shape[1:]))
+    """``(out, rest)``: how a weight of ``shape`` is seen as a matrix for a low-rank update: its first
+    dimension after leading ones (OpenVINO constants carry them, e.g. ``[1, 512, 4, 4]``) by the rest."""
+    dims = [int(d) for d in shape]
+    while len(dims) > 2 and dims[0] == 1:
+        dims.pop(0)
+    return dims[0], int(math.prod(dims[1:]))
 
 
 def low_rank_pays(shape: torch.Size | tuple[int, ...], rank: int) -> bool:
@@ -111,12 +114,14 @@ def tunable_parameters(G: Generator, ws: torch.Tensor, noise: dict[str, torch.Te
     Args:
         G: the generator.
         ws: ``[1, num_ws, w_dim]`` a latent to probe with.
-        noise: the noise inputs used when tuning (the stored ones if None).
+        noise: the noise inputs used when tuning (the stored ones if None); the stored noise is never tunable.
     """
     probe = {name: p.detach().clone().requires_grad_(True)
              for name, p in G.named_parameters(remove_duplicate=False) if p.is_floating_point()}
+    if not noise:  # the stored noise as an input: noise maps are not tuned (PTI tunes parameters, not noise
+        noise = {k: v.detach() for k, v in G.const_noise().items()}  # buffers; MobileStyleGAN folds noise in)
     with torch.enable_grad():
-        img = synthesis_with(G, probe, ws[:1].detach(), noise=None if noise is None else {k: v[:1] for k, v in noise.items()})
+        img = synthesis_with(G, probe, ws[:1].detach(), noise={k: v[:1] for k, v in noise.items()} or None)
         img.float().square().mean().backward()
     return [name for name, t in probe.items() if t.grad is not None]
 

@@ -30,6 +30,7 @@ from latentkit.errors import InputError
 from latentkit.nets.generator import Generator
 from latentkit.projection.delta import (
     GeneratorDelta,
+    as_matrix_shape,
     low_rank_pays,
     network_fingerprint,
     synthesis_with,
@@ -128,8 +129,7 @@ class TuneState:
         p, r = self.base[name], self.rank
         if name not in self.low_rank:
             return [torch.zeros_like(p).requires_grad_(True)]
-        out = p.shape[0]
-        rest = p.numel() // out
+        out, rest = as_matrix_shape(p.shape)
         b = torch.randn(r, rest, generator=gen) * (self.settings.lora_scale / r**0.5)
         return [torch.zeros(out, r, device=p.device).requires_grad_(True), b.to(p.device).requires_grad_(True)]
 
@@ -242,8 +242,8 @@ def delta_bytes(base: dict[str, torch.Tensor], rank: int) -> int:
     total = 0
     for p in base.values():
         if low_rank_pays(p.shape, rank):
-            out = p.shape[0]
-            total += rank * (out + p.numel() // out)
+            out, rest = as_matrix_shape(p.shape)
+            total += rank * (out + rest)
         else:
             total += p.numel()
     return 4 * total
