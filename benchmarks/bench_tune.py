@@ -64,9 +64,19 @@ def _targets(G, args) -> dict[str, torch.Tensor]:
 
 
 def _identity_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    import numpy as np
+
+    from latentkit.io import to_uint8
     from latentkit.metrics.identity import identity_similarity
 
-    sim = identity_similarity(a.clamp(-1, 1), b.clamp(-1, 1), backend="dlib", detect=True, on_missing="nan")
+    def image(x: torch.Tensor) -> np.ndarray:  # dlib wants a C-contiguous uint8 [H, W, 3]
+        return np.ascontiguousarray(to_uint8(x.detach().cpu().clamp(-1, 1))[0])
+
+    try:
+        sim = identity_similarity(image(a), image(b), backend="dlib", detect=True, on_missing="nan")
+    except Exception as err:  # noqa: BLE001 - a failed identity measure must not lose the run's other numbers
+        print(f"identity: {str(err).splitlines()[0][:200]}", flush=True)
+        return float("nan")
     return float(1 - sim[0])
 
 
