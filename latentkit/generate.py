@@ -9,8 +9,10 @@ given.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,7 +21,7 @@ from latentkit.nets.generator import NOISE_MODES, Generator
 from latentkit.nets.precision import autocast
 from latentkit.latent.sampling import one_hot, z_from_seed
 
-__all__ = ["generate_images", "GeneratedImage", "image_name"]
+__all__ = ["generate_images", "GeneratedImage", "image_name", "projection_noise", "render_latents"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +129,42 @@ def generate_images(
                     image = G.synthesis(ws, noise_mode=noise_mode)
                 bar.update(1)
                 yield GeneratedImage(int(seed), class_idx, image.float().cpu(), ws.cpu(), calls)
+
+
+def projection_noise(w_file: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The noise inputs saved beside a projection's latents (``projected_noise.npz`` in the same folder),
+    name -> ``[1, 1, H, W]`` float32; empty when there is no such file."""
+    import numpy as np
+
+    path = Path(w_file).parent / "projected_noise.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {k: torch.from_numpy(np.array(data[k], dtype=np.float32)) for k in data.files}
+
+
+def render_latents(G: Generator, path: str | os.PathLike, *, noise_mode: str = "const") -> torch.Tensor:
+    """Render the W+ latents of a file (NVIDIA's ``projected_w.npz``, key ``w``) as ``[N, C, H, W]`` in [-1, 1].
+
+    For a single latent with ``projected_noise.npz`` beside it (latentkit's projections) that noise is used,
+    so the render reproduces the projection's ``proj.png``; otherwise ``noise_mode`` decides.
+
+    Raises:
+        InputError: an unreadable file. ShapeError: latents that do not fit ``G``.
+    """
+    from latentkit.io import load_latents
+
+    ws = load_latents(path)
+    ws = ws.expand(-1, G.num_ws, -1) if ws.shape[1] == 1 else ws
+    G.check_ws(ws)
+    noise = projection_noise(path) if ws.shape[0] == 1 else {}
+    if noise and set(noise) != set(G.const_noise()):
+        logger.warning("%s: the noise file beside it does not fit this network; ignored", path)
+        noise = {}
+    device = G.w_avg.device
+    with torch.no_grad():
+        if noise:
+            images = G.synthesis(ws.to(device), noise_mode="const", noise={k: v.to(device) for k, v in noise.items()})
+        else:
+            images = G.synthesis(ws.to(device), noise_mode=noise_mode)
+    return images.clamp(-1, 1)

@@ -28,6 +28,7 @@ COMMANDS = {
     "project": "latentkit.cli.project:project",
     "align": "latentkit.cli.project:align",
     "train-encoder": "latentkit.cli.encoder:train_encoder",
+    "tune": "latentkit.cli.tune:tune",
     "identity": "latentkit.cli.evaluate:identity",
     "evaluate": "latentkit.cli.evaluate:evaluate",
     "interpolate": "latentkit.cli.evaluate:interpolate",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["check_outdir", "device_option", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
+__all__ = ["check_outdir", "device_option", "duration", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
            "resolve_device", "resolve_network", "say"]
 
 NETWORK_HELP = "Generator file or registry name (default network if omitted)."
@@ -114,3 +114,10 @@ def check_outdir(path, option: str = "--outdir") -> None:
     except OSError as err:
         reason = err.strerror or str(err)
         raise InputError(f"{option} {str(path)!r} cannot be written: {reason}; choose a writable folder") from None
+def duration(seconds: float) -> str:
+    """A duration for the estimate lines: '40 s', '12 min' or '2.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

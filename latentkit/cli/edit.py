@@ -13,6 +13,7 @@ import click
 from latentkit.cli._common import check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device
 from latentkit.latent.settings import DEFAULT_AMOUNTS, DEFAULT_CACHED_SAMPLES
 from latentkit.metrics.settings import ANALYSIS_AMOUNT, ANALYSIS_SAMPLES, DEFAULT_COMPONENTS
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["edit", "directions"]
 
@@ -51,9 +52,10 @@ def _prior_options(func):
 @click.option("--fps", type=float, default=24.0, show_default=True)
 @click.option("--cell", type=click.IntRange(min=8), default=256, show_default=True, help="Grid cell size in px.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@delta_option
 @device_option
 def edit(latents, component, direction_path, index, amounts, layers, space, network, prior_path, n_samples, outdir,
-         video, frames, fps, cell, noise_mode, device) -> None:
+         video, frames, fps, cell, noise_mode, delta_path, device) -> None:
     """Edit the latents of LATENTS.npz (NVIDIA's key 'w') along a direction; write the edited latents
     (input latent major, amount minor) and a labelled grid (one row per latent, one column per amount)."""
     from latentkit import io
@@ -66,7 +68,7 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
     amount_list = parse_amounts(amounts)
     check_outdir(outdir, "--out")
     dev = resolve_device(device)
-    G = load_network(network, dev)
+    G = apply_delta(load_network(network, dev), delta_path)
     ws = io.load_latents(latents)
     ws = ws.expand(-1, G.num_ws, -1) if ws.shape[1] == 1 else ws
     G.check_ws(ws)

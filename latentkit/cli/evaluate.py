@@ -23,6 +23,7 @@ from latentkit.metrics.settings import (
     PPL_SAMPLES,
     TradeoffSettings,
 )
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["evaluate", "identity", "interpolate", "ppl", "tradeoff"]
 
@@ -136,15 +137,17 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--row-a", type=click.IntRange(min=0), default=None, help="Use only this latent of A (0-based).")
 @click.option("--row-b", type=click.IntRange(min=0), default=None, help="Use only this latent of B (0-based).")
+@delta_option
 @device_option
-def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, row_a, row_b, device) -> None:
+def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_mode, row_a, row_b, delta_path,
+                device) -> None:
     """Interpolate between the latents of A.npz and B.npz (NVIDIA's key 'w'; 'z' for --space z) and render."""
     from latentkit.grid import save_labelled_grid
     from latentkit.io import load_latents
     from latentkit.latent.interpolate import pair_latents, render_interpolation, save_video
 
     dev = resolve_device(device)
-    G = load_network(network, dev)
+    G = apply_delta(load_network(network, dev), delta_path)
     key = "z" if space == "z" else "w"
     la, lb = pair_latents(load_latents(a, key=key), load_latents(b, key=key), row_a=row_a, row_b=row_b, space=space)
     prior = prior_or_cached(prior_path, G, n_samples=DEFAULT_CACHED_SAMPLES) if space == "v" else None

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from latentkit.cli._common import check_outdir, device_option, network_options, pick_network, resolve_device, say
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["info", "generate", "MAX_GRID"]
 
@@ -84,14 +85,19 @@ def info(source: str | None, network: str | None, as_json: bool, list_models: bo
 @click.option("--outdir", type=click.Path(file_okay=False), default=None, help=f"Output folder [default: ./{DEFAULT_OUTDIR}].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Opt-in reduced precision: bf16 (CPUs with AVX512-BF16/AMX, CUDA) or fp16 (CUDA).")
+@click.option("--projected-w", "projected_w", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Render the latents of this file (NVIDIA's projected_w.npz, key 'w') instead of seeds: "
+              "projNN.png; the projection's noise is read from projected_noise.npz beside it when present.")
+@delta_option
 @device_option
 def generate(source: str | None, network: str | None, seeds: str, classes: str | None, truncation_psi: float,
              noise_mode: str, guidance: float | None, num_classes_sample: int | None, outdir: str | None,
-             precision: str, device: str) -> None:
+             precision: str, projected_w: str | None, delta_path: str | None, device: str) -> None:
     """Render images from seeds as NVIDIA's gen_images.py does: seedNNNN.png and grid.png.
 
     SOURCE (or --network) is a checkpoint file or a registry name (default: NVIDIA's StyleGAN2 FFHQ if
-    cached, else the MobileStyleGAN FFHQ model).
+    cached, else the MobileStyleGAN FFHQ model). With --projected-w, render a latent file instead; with
+    --delta, the generator tuned by latentkit tune.
     """
     from latentkit.generate import generate_images, image_name
     from latentkit.io import save_grid, save_image
@@ -105,7 +111,10 @@ def generate(source: str | None, network: str | None, seeds: str, classes: str |
         outdir = DEFAULT_OUTDIR
         say(f"no --outdir given: writing to ./{outdir}")
     check_outdir(outdir)
-    G = load_generator(source, device=resolve_device(device))
+    G = apply_delta(load_generator(source, device=resolve_device(device)), delta_path)
+    if projected_w is not None:
+        _render_latent_file(G, projected_w, Path(outdir), noise_mode)
+        return
     many = class_list is not None and len(class_list) > 1
     folder = Path(outdir)
     grid, calls = [], 1
@@ -123,3 +132,16 @@ def generate(source: str | None, network: str | None, seeds: str, classes: str |
     click.echo(str(save_grid(folder / "grid.png", torch.cat(grid), cols=cols)))
     if guidance is not None:
         say(f"latent guidance s={guidance:g}: {calls} mapping calls per image")
+
+
+def _render_latent_file(G, path: str, folder: Path, noise_mode: str) -> None:
+    """``generate --projected-w``: one projNN.png per latent of the file (and grid.png)."""
+    import torch
+
+    from latentkit.generate import render_latents
+    from latentkit.io import save_grid, save_image
+
+    images = render_latents(G, path, noise_mode=noise_mode)
+    for k, image in enumerate(images.split(1)):
+        click.echo(str(save_image(folder / f"proj{k:02d}.png", image)))
+    click.echo(str(save_grid(folder / "grid.png", torch.cat(list(images[:MAX_GRID].split(1))))))

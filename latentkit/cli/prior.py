@@ -28,6 +28,7 @@ from latentkit.latent.settings import (
     PRIOR_SAMPLES,
     RADIUS_MODELS,
 )
+from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["fit_prior", "compress"]
 
@@ -134,9 +135,10 @@ def _parse_taus(text: str) -> list[float]:
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--tile", type=click.IntRange(min=8), default=_DEFAULT_TILE, show_default=True,
               help="Largest side of each image in grid.png (pixels).")
+@delta_option
 @device_option
 def compress(tau_text, network, prior_path, n_samples, seeds, pool, latents, class_idx, outdir, compare_psi, noise_mode,
-             tile, device) -> None:
+             tile, delta_path, device) -> None:
     """Log-compress extreme latent components; write the latents, images and a labelled grid
     original | compressed (each tau) | truncated (psi baseline), one row per latent."""
     import torch
@@ -153,7 +155,7 @@ def compress(tau_text, network, prior_path, n_samples, seeds, pool, latents, cla
         say(f"writing to ./{outdir} (choose with --outdir)")
     check_outdir(outdir)
     dev = resolve_device(device)
-    G = load_network(network, dev)
+    G = apply_delta(load_network(network, dev), delta_path)
     c1 = one_hot([class_idx], G.c_dim, device=dev) if class_idx is not None else None
     if G.c_dim and c1 is None:
         G.prepare_labels(None, 1)  # a conditional network needs --class: say so now

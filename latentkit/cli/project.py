@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import check_outdir, device_option, network_option, resolve_device, resolve_network, say
+from latentkit.cli._common import check_outdir, device_option, duration, network_option, resolve_device, resolve_network, say
+from latentkit.cli.tune import tune_options
 from latentkit.latent.settings import RADIUS_MODELS
 from latentkit.projection.settings import (
     DEFAULT_BATCH_SIZE,
@@ -112,7 +113,7 @@ def _announce_cost(G, files, settings, prior, net, c, candidates) -> None:
     hint = "" if total < 120 else " (shorter: --num-steps N" + ("" if device.type == "cuda" else ", or --device cuda") + ")"
     what = f"{len(files)} image(s)" + (f" x {len(candidates)} classes" if candidates else "")
     say(f"project: {what} x {settings.num_steps} steps on {where}; about {per_step:.2f} s per step "
-        f"and image (median of {ESTIMATE_TIMED_STEPS} steps after a warm-up), so ~{_duration(total)} in all{hint}")
+        f"and image (median of {ESTIMATE_TIMED_STEPS} steps after a warm-up), so ~{duration(total)} in all{hint}")
 
 
 def _say_if_not_faces(network: str, files) -> None:
@@ -127,13 +128,6 @@ def _say_if_not_faces(network: str, files) -> None:
         say(f"note: no face found in {missing[0]}{more}: FFHQ networks expect faces aligned as FFHQ's were; "
             f"`latentkit align {missing[0]}` detects, crops and aligns one")
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @click.command("project")
@@ -187,10 +181,14 @@ def _duration(seconds: float) -> str:
               "fraction (0: run all --num-steps).")
 @click.option("--stop-window", type=click.IntRange(min=1), default=_DEFAULTS.stop_window, show_default=True,
               help="Steps per window of the --stop-tol rule.")
+@click.option("--tune-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Then tune the generator around each projection for this many steps (pivotal tuning; PTI: 350): "
+              "writes tuned.safetensors and proj_tuned.png (see latentkit tune).")
+@tune_options
 @device_option
 def project(inputs, network, space, prior_choice, prior_radius, prior_weight, num_steps, batch_size, outdir, seed,
             perceptual_weights, mse_weight, parametrization, class_idx, classes_text, checkpoint_every, restart,
-            save_video, precision, start, encoder_file, stop_tol, stop_window, device) -> None:
+            save_video, precision, start, encoder_file, stop_tol, stop_window, tune_steps, delta_rank, device) -> None:
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
     import signal
 
@@ -250,7 +248,7 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
     _announce_cost(G, files, settings, prior, net, c, candidates)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM saves a checkpoint like Ctrl-C
     try:
-        project_files(G, files, outdir, settings=settings, prior=prior, prior_name=prior_name, class_idx=class_idx,
+        records = project_files(G, files, outdir, settings=settings, prior=prior, prior_name=prior_name, class_idx=class_idx,
                       classes=candidates, batch_size=batch_size, checkpoint_every=checkpoint_every, restart=restart,
                       save_video=save_video, perceptual_net=net, encoder=encoder,
                       info={"network": str(network), "generator_sha256": G.sha256, "architecture": G.architecture,
@@ -258,6 +256,13 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
                       on_image=lambda record: click.echo(record.folder), shard=job.shard if job else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if tune_steps and (job is None or job.shard[0] == 0):
+        from latentkit.cli.tune import run_tuning
+        from latentkit.projection.tune_settings import TuneSettings
+
+        tuning = TuneSettings(num_steps=tune_steps, delta_rank=delta_rank, perceptual_weights=perceptual_weights, seed=seed)
+        run_tuning(G, [r.folder for r in records], tuning, prior=None, batch_size=batch_size,
+                   checkpoint_every=checkpoint_every, restart=restart, perceptual_net=net)
 
 
 @click.command("align")

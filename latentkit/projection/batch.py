@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from latentkit.projection.lpips import PerceptualLoss
 
 __all__ = ["ESTIMATE_TIMED_STEPS", "ESTIMATE_WARMUP_STEPS", "ImageRecord", "estimate_step_seconds", "project_files",
-           "run_fingerprint"]  # run_fingerprint: from state
+           "psnr", "run_fingerprint"]  # run_fingerprint: from fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _check_finite(result: Any, paths: list[Path]) -> None:
                          "written for its batch, a rerun starts it afresh")
 
 
-def _psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def psnr(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of images against targets, both clamped to [-1, 1] (peak-to-peak 2): ``[N]``."""
     mse = (images.clamp(-1, 1) - targets.clamp(-1, 1)).square().flatten(1).mean(1).double()
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
@@ -314,7 +314,7 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
             seconds = (time.perf_counter() - started) / len(batch)
             checkpoint.unlink(missing_ok=True)  # before any line: a crash while writing redoes the rest from step 0
             _check_finite(result, [p for p, _ in batch])
-            psnr = _psnr(result.images.cpu(), result.targets)
+            psnr_db = psnr(result.images.cpu(), result.targets)
             for k, (path, name) in enumerate(batch):
                 folder = outdir / name
                 extra = dict(info or {}, input=str(path), prior=prior_name, prior_radius=describe_radius(prior),
@@ -327,7 +327,7 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
                 record = ImageRecord(
                     input=str(path.resolve()), folder=str(folder), fingerprint=key, final_loss=float(result.losses[k, -1]),
                     final_terms=terms, lpips=terms["perceptual"] if s.perceptual == "vgg" else None,
-                    psnr=float(psnr[k]), seconds=round(seconds, 3),
+                    psnr=float(psnr_db[k]), seconds=round(seconds, 3),
                     klass=None if result.classes is None else int(result.classes[k]),
                 )
                 append_manifest(outdir, {**record.to_json(), "prior_radius": describe_radius(prior), "described": described,

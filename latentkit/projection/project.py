@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from latentkit.checks import check_finite, check_image
-from latentkit.errors import InputError, LatentkitError, ShapeError
+from latentkit.errors import InputError, ShapeError
 from latentkit.latent.prior_protocol import LatentPrior
 from latentkit.nets.generator import Generator
 from latentkit.projection.encoder import ImageEncoder
@@ -48,6 +48,7 @@ from latentkit.projection.settings import DEFAULT_CHECKPOINT_EVERY, DEFAULT_PRIO
 from latentkit.projection.settings import converged
 from latentkit.projection.fingerprint import fingerprint, run_fingerprint
 from latentkit.projection.state import ProjectionState
+from latentkit.projection.steps import ProjectionInterrupted, run_steps
 
 if TYPE_CHECKING:
     from latentkit.projection.lpips import PerceptualLoss
@@ -57,15 +58,6 @@ __all__ = ["ProjectionSettings", "ProjectionResult", "ProjectionInterrupted", "p
 logger = logging.getLogger(__name__)
 
 TargetLike = torch.Tensor | str | os.PathLike
-
-class ProjectionInterrupted(LatentkitError, KeyboardInterrupt):
-    """A projection stopped by Ctrl-C: ``step`` of ``num_steps`` were done, saved in ``checkpoint`` if given."""
-
-    def __init__(self, step: int, num_steps: int, checkpoint: Path | None) -> None:
-        self.step, self.num_steps, self.checkpoint = step, num_steps, checkpoint
-        saved = f"; the state is saved in {checkpoint}: run the same again to resume" if checkpoint else ""
-        super().__init__(f"interrupted at step {step} of {num_steps}{saved}")
-
 
 @dataclass
 class ProjectionResult:
@@ -261,8 +253,6 @@ def project(
         >>> result = project(G, "face.png", prior=cached_prior(G), settings=ProjectionSettings(num_steps=300))  # doctest: +SKIP
         >>> result.ws.shape  # [1, G.num_ws, G.w_dim]
     """
-    from tqdm.auto import tqdm
-
     from latentkit.projection.lpips import PerceptualLoss, lpips_vgg
 
     s = settings if settings is not None else ProjectionSettings()
@@ -308,30 +298,19 @@ def project(
         start = state.restore(ckpt_path, run_id, described)
         logger.info("project: resuming from %s at step %d of %d", ckpt_path, start, s.num_steps)
 
-    bar = tqdm(total=s.num_steps, initial=start, desc="project", disable=not progress, leave=False)
-    done = start
-    stop_reason = "num_steps"
-    try:
-        for step in range(start, s.num_steps):
-            if converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]]):
-                stop_reason = "converged"
-                logger.info("project: converged after %d of %d steps (stop_tol %g)", step, s.num_steps, s.stop_tol)
-                break
-            loss = state.step(step)
-            done = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.mean()):.4f}")
-            if callback is not None:
-                with torch.no_grad():
-                    callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
-            if ckpt_path is not None and (done % checkpoint_every == 0 or done == s.num_steps):
-                state.save(ckpt_path, run_id, done, described)
-    except KeyboardInterrupt:
-        if ckpt_path is not None and done > start:
-            state.save(ckpt_path, run_id, done, described)
-        raise ProjectionInterrupted(done, s.num_steps, ckpt_path) from None
-    finally:
-        bar.close()
+    def report(step: int) -> None:
+        with torch.no_grad():
+            callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
+
+    def settled() -> bool:
+        return converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]])
+
+    done, stop_reason = run_steps(state, start=start, num_steps=s.num_steps, checkpoint=ckpt_path, run_id=run_id,
+                                  checkpoint_every=checkpoint_every, progress=progress, desc="project",
+                                  after_step=report if callback is not None else None, stop=settled,
+                                  described=described)
+    if stop_reason == "converged":
+        logger.info("project: converged after %d of %d steps (stop_tol %g)", done, s.num_steps, s.stop_tol)
 
     with torch.no_grad():
         final_ws = state.latents().to(torch.float32).expand(-1, G.num_ws, -1).contiguous()

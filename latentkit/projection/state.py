@@ -23,7 +23,7 @@ from latentkit.latent.prior_protocol import WhitenedPrior
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
 from latentkit.projection.cpu_parallel import run_per_core
-from latentkit.projection.fingerprint import describe_difference
+from latentkit.projection.steps import read_checkpoint, write_checkpoint
 from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learning_rate_at, noise_scale_at
 
 if TYPE_CHECKING:
@@ -271,9 +271,7 @@ class ProjectionState:
     def save(self, path: Path, fingerprint: str, step: int, described: dict[str, Any] | None = None) -> None:
         """Write the state after ``step`` steps to ``path`` (atomically), with the run's description (plain
         data: :func:`run_fingerprint`'s), so a rerun with other settings can name the difference."""
-        from latentkit.files import atomic_path
-
-        state = {
+        write_checkpoint(path, {
             "version": _CHECKPOINT_VERSION,
             "fingerprint": fingerprint,
             "described": json.dumps(described or {}),
@@ -283,9 +281,7 @@ class ProjectionState:
             "optimizer": self.optimizer.state_dict(),
             "rng": [g.get_state() for g in self.streams],
             "history": torch.stack(self.history) if self.history else torch.zeros(0),
-        }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        })
 
     def restore(self, path: Path, fingerprint: str, described: dict[str, Any] | None = None) -> int:
         """Load a checkpoint written by :meth:`save` and return the number of steps it had run.
@@ -293,27 +289,8 @@ class ProjectionState:
         Raises:
             InputError: an unreadable file, not a projection checkpoint, or one of a different run.
         """
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]  # torch's texts span lines
-            raise InputError(f"cannot read checkpoint {path}: {reason}; delete it to start afresh") from err
-        if not isinstance(state, dict) or type(state.get("version")) is not int or state["version"] != _CHECKPOINT_VERSION:
-            raise InputError(
-                f"{path} is not a latentkit projection checkpoint (version {_CHECKPOINT_VERSION}); delete it"
-            )
-        if not isinstance(state.get("fingerprint"), str) or state["fingerprint"] != fingerprint:
-            try:
-                saved = json.loads(state.get("described") or "{}")
-            except (TypeError, ValueError):
-                saved = {}
-            what = describe_difference(saved, described or {}) if saved and described else ""
-            what = f"other settings: {what}" if what else "other targets, labels, settings or generator"
-            raise InputError(
-                f"checkpoint {path} holds an unfinished run with {what}; run it with those settings to resume it, "
-                "or start over with --restart (restart=True), or delete the checkpoint"
-            )
-        _check_restored(state, self.w_opt, self.noises, path)
+        state = read_checkpoint(path, version=_CHECKPOINT_VERSION, fingerprint=fingerprint, kind="projection",
+                                described=described)
         _check_state_fields(state, self, path)
         with torch.no_grad():
             self.w_opt.copy_(state["w_opt"])
@@ -328,6 +305,11 @@ class ProjectionState:
                              "delete it to start afresh") from None
         self.history.extend(state["history"].unbind(0) if state["history"].numel() else [])
         return int(state["step"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints and the step loop, shared by projection and pivotal tuning: tensors and plain data only,
+# read back with torch.load(weights_only=True).
 
 
 def _check_restored(state: dict, w_opt: torch.Tensor, noises: dict[str, torch.Tensor], path: Path) -> None:

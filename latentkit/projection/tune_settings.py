@@ -1,0 +1,124 @@
+"""Every option of pivotal tuning, in one frozen dataclass that the API and the CLI share.
+
+Like :mod:`latentkit.projection.settings` this module imports no torch, so ``latentkit project --help`` and
+``latentkit tune --help`` read their defaults here without loading the networks.
+
+The defaults restate PTI's (Roich et al. 2022, github.com/danielroich/PTI, ``configs/hyperparameters.py``):
+``max_pti_steps = 350``, ``pti_learning_rate = 3e-4`` (Adam with PyTorch's default betas, on every weight of
+the generator), ``pt_lpips_lambda = 1`` and ``pt_l2_lambda = 1`` (LPIPS plus the mean squared pixel error
+to the target), and its locality regulariser (``criteria/localitly_regulizer.py``):
+``latent_ball_num_of_samples = 1``, ``regulizer_alpha = 30``, ``locality_regularization_interval = 1``,
+``regulizer_l2_lambda = 0.1``, ``regulizer_lpips_lambda = 0.1``, samples mapped with ``truncation_psi=0.5``.
+PTI's pivot comes from ``first_inv_steps = 450`` steps in W (``first_inv_type = 'w'``, ``first_inv_lr =
+5e-3``); latentkit's pivot is whatever projection the caller made (W+ under the prior by default).
+
+Where latentkit differs, by choice:
+
+* PTI ships with ``use_locality_regularization = False``; here it is on (``locality_samples = 1``), since
+  the deltas are meant to be used for edits at other latents.
+* PTI's ``lpips_type = 'alex'``; latentkit has one LPIPS, VGG16 (:mod:`latentkit.projection.lpips`).
+  PTI stops an image once its AlexNet LPIPS is <= 0.06 (``LPIPS_value_threshold``); VGG LPIPS values are on
+  another scale, so every image here runs ``num_steps``.
+* Each weight's update is measured in units of that weight's RMS (``delta = rms(W) * D``, Adam on ``D``):
+  PTI's 3e-4 is a relative step for NVIDIA's equalised-learning-rate weights (stored with unit variance),
+  and the scaling keeps it relative for networks whose stored weights have other scales (MobileStyleGAN's
+  folded OpenVINO constants, TF-converted nets).
+* The update may be low-rank (``delta_rank``): ``D = A @ B`` per weight reshaped to 2-D (LoRA, Hu et al.
+  2021), so a delta is a few per cent of the generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from latentkit.errors import InputError
+
+__all__ = ["DEFAULT_DELTA_RANK", "DEFAULT_TUNE_STEPS", "TuneSettings"]
+
+DEFAULT_TUNE_STEPS = 350
+"""PTI's ``max_pti_steps``."""
+DEFAULT_DELTA_RANK = 4
+"""Rank of each weight's update (0: full weights); chosen by reconstruction per megabyte (benchmarks/bench_tune.py)."""
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """Everything that determines a pivotal tuning run.
+
+    Attributes:
+        num_steps: Adam steps on the generator's weights (PTI ``max_pti_steps``: 350).
+        learning_rate: Adam learning rate, on the RMS-scaled update (PTI ``pti_learning_rate``: 3e-4).
+        betas: Adam betas (PTI: PyTorch's defaults, (0.9, 0.999)).
+        lpips_weight: weight of LPIPS VGG16 to the target (PTI ``pt_lpips_lambda``: 1).
+        l2_weight: weight of the mean squared pixel error in [-1, 1] (PTI ``pt_l2_lambda``: 1).
+        delta_rank: rank ``r`` of each weight's update ``A @ B`` (the weight reshaped to ``[out, rest]``);
+            0 tunes full weights (PTI). Weights where ``r * (out + rest) >= out * rest`` (biases, small
+            matrices) get a full update either way.
+        max_delta_fraction: the rank is halved (down to 1) while a delta would be larger than this fraction
+            of the generator's float32 parameter bytes (0.05; only narrow networks hit it, e.g. the test nets).
+        lora_scale: scale of the initial random factor ``B`` (``A`` starts at zero, so the first image equals
+            the pivot's): ``B ~ N(0, lora_scale**2 / r)``, so one Adam step moves ``A @ B`` about as much as
+            one step of a full update.
+        locality_samples: latents per locality term (PTI ``latent_ball_num_of_samples``: 1; 0 disables it).
+        locality_alpha: distance from the pivot, in W, of the regularised latents: the pivot moved by
+            ``alpha`` toward each random sample (PTI ``regulizer_alpha``: 30).
+        locality_interval: steps between locality terms (PTI ``locality_regularization_interval``: 1).
+        locality_l2_weight: weight of the pixel MSE between original and tuned generator there (PTI 0.1).
+        locality_lpips_weight: weight of their LPIPS (PTI ``regulizer_lpips_lambda``: 0.1).
+        locality_truncation: truncation psi of the random samples (PTI: 0.5).
+        perceptual_weights: VGG16 weights source (see :func:`latentkit.projection.lpips.lpips_vgg`).
+        max_perceptual_resolution: images are area-downscaled to at most this size for LPIPS (256).
+        seed: seed of each image's stream of locality samples.
+    """
+
+    num_steps: int = DEFAULT_TUNE_STEPS
+    learning_rate: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lpips_weight: float = 1.0
+    l2_weight: float = 1.0
+    delta_rank: int = DEFAULT_DELTA_RANK
+    max_delta_fraction: float = 0.05
+    lora_scale: float = 1.0
+    locality_samples: int = 1
+    locality_alpha: float = 30.0
+    locality_interval: int = 1
+    locality_l2_weight: float = 0.1
+    locality_lpips_weight: float = 0.1
+    locality_truncation: float = 0.5
+    perceptual_weights: str = "auto"
+    max_perceptual_resolution: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "delta_rank", "locality_samples", "locality_interval", "max_perceptual_resolution",
+                     "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.num_steps < 1 or self.locality_interval < 1:
+            raise InputError(f"num_steps and locality_interval must be >= 1, got {self.num_steps}, {self.locality_interval}")
+        numbers = ("learning_rate", "lpips_weight", "l2_weight", "lora_scale", "max_delta_fraction", "locality_alpha",
+                   "locality_l2_weight", "locality_lpips_weight", "locality_truncation")
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lpips_weight == 0 and self.l2_weight == 0:
+            raise InputError("lpips_weight and l2_weight are both 0: nothing would fit the target")
+        if len(tuple(self.betas)) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    @property
+    def uses_lpips(self) -> bool:
+        """Whether any term needs the LPIPS network."""
+        return self.lpips_weight > 0 or (self.locality_samples > 0 and self.locality_lpips_weight > 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of all fields."""
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
