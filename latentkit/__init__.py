@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # the lazy names below, visible to type checkers and IDEs (di
     from latentkit.metrics.identity import identity_similarity
     from latentkit.metrics.quality import evaluate
     from latentkit.io import load_image, load_latents, save_image, save_latents
+    from latentkit.projection.tune import tune, TuneResult, TuneSettings
+    from latentkit.projection.delta import GeneratorDelta
 
 __version__ = "0.1.0"
 

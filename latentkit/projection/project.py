@@ -299,8 +299,9 @@ def project(
         logger.info("project: resuming from %s at step %d of %d", ckpt_path, start, s.num_steps)
 
     def report(step: int) -> None:
-        with torch.no_grad():
-            callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
+        if callback is not None:
+            with torch.no_grad():
+                callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
 
     def settled() -> bool:
         return converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]])
