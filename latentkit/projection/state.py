@@ -291,6 +291,7 @@ class ProjectionState:
         """
         state = read_checkpoint(path, version=_CHECKPOINT_VERSION, fingerprint=fingerprint, kind="projection",
                                 described=described)
+        _check_restored(state, self.w_opt, self.noises, path)
         _check_state_fields(state, self, path)
         with torch.no_grad():
             self.w_opt.copy_(state["w_opt"])
@@ -308,8 +309,7 @@ class ProjectionState:
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoints and the step loop, shared by projection and pivotal tuning: tensors and plain data only,
-# read back with torch.load(weights_only=True).
+# A projection checkpoint read back: every field checked (the file mechanics are projection/steps.py's).
 
 
 def _check_restored(state: dict, w_opt: torch.Tensor, noises: dict[str, torch.Tensor], path: Path) -> None:
