@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,16 +32,6 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def _load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
     settings = ProjectionSettings(num_steps=args.steps)
     net = lpips_vgg(settings.perceptual_weights, max_resolution=settings.max_perceptual_resolution)
     target = prepare_targets(G, [args.image])
-    report = {"network": args.network, "cpu": _cpu_model(), "threads": torch.get_num_threads(),
+    report = {"network": args.network, "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "nice": os.nice(0), "steps": args.steps, "setup_seconds": round(time.time() - started, 1), "repeats": []}
     for repeat in range(args.repeats):
         load_before = _load_average()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_kind as _cpu_kind
+from machine import cpu_model as _cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -68,28 +69,6 @@ def _rounds(fns: dict, rounds: int) -> dict[str, list[float]]:
 def _ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     """Median over rounds of times[num] / times[den] (> 1: ``den`` is faster)."""
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
-
-
-def _cpuinfo() -> str:
-    """The text of /proc/cpuinfo, or '' where there is none."""
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` says only ``x86_64``)."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _cpu_kind() -> str:
-    """``avx2``, ``avx512`` or ``avx512_amx``: the file suffix, since the ratios differ between CPU kinds."""
-    kind = torch.backends.cpu.get_cpu_capability().lower()
-    return kind + "_amx" if " amx_bf16" in _cpuinfo() else kind
 
 
 def _machine(threads) -> dict:

@@ -35,11 +35,11 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -207,7 +207,7 @@ def main() -> None:
             encoder = load_encoder(args.encoder, G)
     steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps}
     results = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
-    where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else _cpu()
+    where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else cpu_model()
     results["meta"] = {"network": args.network, "cpu": where, "device": args.device, "threads": args.threads, "torch": torch.__version__,
                        "steps": steps, "every": args.every, "weights": net.weights, "encoder": args.encoder,
                        "load_average": os.getloadavg()}
@@ -224,16 +224,6 @@ def main() -> None:
             with atomic_path(out) as tmp:
                 tmp.write_text(json.dumps(results, indent=1))
     print(json.dumps(results.get("summary", {}), indent=1))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
