@@ -303,12 +303,13 @@ def project(
             with torch.no_grad():
                 callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
 
-    def settled() -> bool:
+    def settled() -> bool:  # reads the loss history back to the host: asked only while the rule is on
         return converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]])
 
     done, stop_reason = run_steps(state, start=start, num_steps=s.num_steps, checkpoint=ckpt_path, run_id=run_id,
                                   checkpoint_every=checkpoint_every, progress=progress, desc="project",
-                                  after_step=report if callback is not None else None, stop=settled,
+                                  after_step=report if callback is not None else None,
+                                  stop=settled if s.stop_tol > 0 else None,
                                   described=described)
     if stop_reason == "converged":
         logger.info("project: converged after %d of %d steps (stop_tol %g)", done, s.num_steps, s.stop_tol)
