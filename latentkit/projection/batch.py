@@ -238,10 +238,8 @@ def project_files(
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"outdir {outdir} exists and is not a folder; choose another output folder")
     outdir.mkdir(parents=True, exist_ok=True)
-    key, described = run_fingerprint(G, s, prior, class_idx=class_idx, classes=classes)
-    if encoder is not None:  # another encoder gives other results: its weights are part of the fingerprint
-        described["encoder"] = encoder_fingerprint(encoder)
-        key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    key, described = run_fingerprint(G, s, prior, class_idx=class_idx, classes=classes,
+                                     encoder=None if encoder is None else encoder_fingerprint(encoder))
     names = folder_names(paths)
     with shared_folder(outdir, shard, [str(p.resolve()) for p in paths]):
         try:

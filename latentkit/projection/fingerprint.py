@@ -26,9 +26,10 @@ __all__ = ["describe_difference", "fingerprint", "run_fingerprint"]
 
 
 def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: LatentPrior | None, *, class_idx: int | None = None,
-                    classes: Sequence[int] | None = None) -> tuple[str, dict[str, Any]]:
+                    classes: Sequence[int] | None = None, encoder: str | None = None) -> tuple[str, dict[str, Any]]:
     """(sha256 prefix, the description it hashes) of everything that decides an image's result besides the
-    image: the settings, the generator, the prior (a hash of its mean, its radius model) and the class.
+    image: the settings, the generator, the prior (a hash of its mean, its radius model), the class and, for
+    a run started from an encoder, that encoder's fingerprint (``encoder``).
 
     The one run fingerprint: the manifest of a batch projection records it per image, and a checkpoint's
     :func:`fingerprint` adds the targets to it.
@@ -45,6 +46,8 @@ def run_fingerprint(G: Generator, settings: ProjectionSettings, prior: LatentPri
     radius = radius_key(prior)  # the Student-t's nu; absent for a Gaussian prior, whose fingerprints stay as they were
     if radius is not None:
         described["prior_radius"] = radius
+    if encoder is not None:  # another encoder gives other results
+        described["encoder"] = encoder
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
 
 
