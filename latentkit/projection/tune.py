@@ -203,23 +203,28 @@ class TuneState:
         return total.mean()
 
     def save(self, path: Path, fingerprint: str, step: int, described: dict[str, Any] | None = None) -> None:
-        """Checkpoint the state after ``step`` steps (atomically); ``described`` is not stored (a tuning run
-        is named by its fingerprint alone)."""
+        """Checkpoint the state after ``step`` steps (atomically), with the run's description ``described``
+        (:func:`describe_run`), so a rerun with other settings is told which ones differ."""
         write_checkpoint(path, {
             "version": _CHECKPOINT_VERSION, "fingerprint": fingerprint, "step": step,
+            "described": json.dumps(described or {}),
             "vars": [{name: [t.detach().cpu() for t in parts] for name, parts in image.items()} for image in self.vars],
             "optimizer": self.optimizer.state_dict(),
             "rng": [g.get_state() for g in self.streams],
             "history": torch.stack(self.history) if self.history else torch.zeros(0),
         })
 
-    def restore(self, path: Path, fingerprint: str) -> int:
+    def restore(self, path: Path, fingerprint: str, described: dict[str, Any] | None = None) -> int:
         """Load a checkpoint of this run; returns the steps it had done.
+
+        Args:
+            described: this run's :func:`describe_run`; a refusal names the settings that differ from the stored one.
 
         Raises:
             InputError: unreadable, another run's, or tensors that do not fit this run.
         """
-        state = read_checkpoint(path, version=_CHECKPOINT_VERSION, fingerprint=fingerprint, kind="tuning")
+        state = read_checkpoint(path, version=_CHECKPOINT_VERSION, fingerprint=fingerprint, kind="tuning",
+                                described=described)
         stored = state.get("vars") or []
         try:
             with torch.no_grad():
@@ -272,6 +277,12 @@ def _rms(p: torch.Tensor) -> float:
     return rms if rms > 1e-8 else 1.0
 
 
+def describe_run(G: Generator, settings: TuneSettings, prior: Any, perceptual: str | None) -> dict[str, Any]:
+    """The settings part of a tuning run's identity, as JSON-able data: what a refused checkpoint names."""
+    return {"settings": settings.to_dict(), "network": network_fingerprint(G), "perceptual": perceptual,
+            "prior": None if prior is None else type(prior).__name__}
+
+
 def run_id(G: Generator, target: torch.Tensor, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None,
            labels: torch.Tensor, settings: TuneSettings, prior: Any, perceptual: str | None) -> str:
     """sha256 of everything that decides a tuning run (a checkpoint resumes only the same one)."""
@@ -281,8 +292,7 @@ def run_id(G: Generator, target: torch.Tensor, ws: torch.Tensor, noise: dict[str
     mean = getattr(prior, "mean_", None)
     if isinstance(mean, torch.Tensor):
         digest.update(mean.detach().to("cpu", torch.float64).numpy().tobytes())
-    digest.update(json.dumps({"settings": settings.to_dict(), "network": network_fingerprint(G), "perceptual": perceptual,
-                              "prior": None if prior is None else type(prior).__name__}, sort_keys=True).encode())
+    digest.update(json.dumps(describe_run(G, settings, prior, perceptual), sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -366,9 +376,10 @@ def tune(
                 len(state.low_rank))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     key = run_id(G, target_cpu, pivots, noise_dev, labels, s, prior, getattr(net, "weights", None))
-    start = state.restore(ckpt, key) if ckpt is not None and ckpt.is_file() else 0
+    described = describe_run(G, s, prior, getattr(net, "weights", None))
+    start = state.restore(ckpt, key, described) if ckpt is not None and ckpt.is_file() else 0
     run_steps(state, start=start, num_steps=s.num_steps, checkpoint=ckpt, run_id=key, checkpoint_every=checkpoint_every,
-              progress=progress, desc="tune")
+              progress=progress, desc="tune", described=described)
     deltas = [state.delta(i) for i in range(n)]
     with torch.no_grad():
         images, pivot_images = [], []

@@ -121,3 +121,21 @@ def test_tune_refuses_a_folder_that_is_not_a_projection(tmp_path):
     result = invoke_cli(["tune", tmp_path, "--network", NET, "--device", "cpu"])
     assert result.exit_code == 1 and "not a projected folder" in result.output
     torch.manual_seed(0)  # nothing else to check: the refusal came before any model work
+
+
+def test_tune_prior_draws_the_locality_samples_and_a_bad_prior_is_one_line(projected, tmp_path):
+    folder = projected / "photo"
+    result = invoke_cli(["tune", folder, "--network", NET, "--tune-steps", 2, "--perceptual-weights", "random",
+                         "--prior", "auto", "--restart", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "locality samples drawn from the cached prior" in result.output
+    with_prior = _rows(projected)[-1]["tune_fingerprint"]
+    plain = invoke_cli(["tune", folder, "--network", NET, "--tune-steps", 2, "--perceptual-weights", "random",
+                        "--restart", "--device", "cpu"])
+    assert plain.exit_code == 0, plain.output
+    assert _rows(projected)[-1]["tune_fingerprint"] != with_prior  # the prior is part of the run's identity
+    (tmp_path / "bad.npz").write_bytes(b"not a prior")
+    bad = invoke_cli(["tune", folder, "--network", NET, "--tune-steps", 2, "--prior", tmp_path / "bad.npz",
+                      "--device", "cpu"])
+    lines = [line for line in bad.output.splitlines() if line.startswith("Error:")]
+    assert bad.exit_code != 0 and len(lines) == 1 and "Traceback" not in bad.output, bad.output

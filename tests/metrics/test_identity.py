@@ -85,6 +85,17 @@ def test_input_kinds_agree(dlib_embedder):
     assert identity_similarity(tensor[0], ASTRONAUT, embedder=dlib_embedder)[0] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_channels_last_tensors_and_strided_arrays_embed_like_contiguous_ones(dlib_embedder):
+    tensor = load_image(ASTRONAUT)  # [1, 3, H, W]
+    strided = tensor.contiguous(memory_format=torch.channels_last)  # as a channels-last generator returns them
+    assert not strided.is_contiguous()
+    assert identity_similarity(strided, tensor, embedder=dlib_embedder)[0] == pytest.approx(1.0, abs=1e-6)
+    array = _array(ASTRONAUT)
+    flipped = np.ascontiguousarray(array[:, ::-1])[:, ::-1]  # the same pixels through a negative stride
+    assert not flipped.flags.c_contiguous
+    torch.testing.assert_close(dlib_embedder.embed([flipped])[0], dlib_embedder.embed([array])[0])
+
+
 def test_no_face_raises_or_gives_nan(dlib_embedder):
     grey = np.full((120, 120, 3), 128, dtype=np.uint8)
     with pytest.raises(InputError, match=r"no face found in b\[1\].*on_missing='nan'"):

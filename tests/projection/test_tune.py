@@ -155,6 +155,17 @@ def test_checkpoint_resumes_bit_for_bit(toy, net, tmp_path):
     assert calls == [] and torch.equal(resumed.images, whole.images)
 
 
+def test_checkpoint_of_other_settings_names_them(toy, net, tmp_path):
+    ws = toy.mapping(torch.randn(1, toy.z_dim, generator=torch.Generator().manual_seed(3)))
+    target = _smooth_targets(1, 16)
+    ckpt = tmp_path / "t.pt"
+    tune(toy, target, ws, settings=dataclasses.replace(FAST, num_steps=2), perceptual_net=net, progress=False,
+         checkpoint=ckpt)
+    other = dataclasses.replace(FAST, num_steps=2, learning_rate=0.01)
+    with pytest.raises(InputError, match=r"learning_rate=0\.05 \(now 0\.01\)"):
+        tune(toy, target, ws, settings=other, perceptual_net=net, progress=False, checkpoint=ckpt)
+
+
 def test_tune_rejects_bad_input(toy, net):
     ws = toy.mapping(torch.randn(1, toy.z_dim))
     with pytest.raises(InputError, match="num_steps"):
