@@ -30,6 +30,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from latentkit.app.jobs import MAX_UPLOAD_BYTES, Projector
+from latentkit.app.settings import DEFAULT_PORT
 from latentkit.app.state import PICKS, VIEWS, Explorer, Superseded
 from latentkit.errors import InputError, LatentkitError
 from latentkit.latent.sampling import parse_seeds
@@ -186,7 +187,7 @@ def create_app(explorer: Explorer, projector: Projector | None = None, *,
     return Starlette(routes=routes)
 
 
-def serve(app: Starlette, *, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(app: Starlette, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
     """Serve ``app`` with uvicorn until interrupted (Ctrl-C)."""
     import uvicorn
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from latentkit.app.catalog import Catalog
+from latentkit.app.settings import DEFAULT_COMPONENTS, DEFAULT_LEG_FRAMES, DEFAULT_PREVIEW
 from latentkit.app.videos import downscale, edit_frames, path_frames, seed_latents, write_video
 from latentkit.errors import InputError
 from latentkit.io import save_latents, to_uint8
@@ -38,10 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Explorer", "Superseded", "DEFAULT_PREVIEW", "DEFAULT_COMPONENTS", "MAX_SEEDS", "VIEWS"]
 
-DEFAULT_PREVIEW = 512
-DEFAULT_COMPONENTS = 8
 MAX_SEEDS = 4  # seeds view: a small grid
-VIDEO_FRAMES = 48
+VIDEO_FRAMES = DEFAULT_LEG_FRAMES
 POSITIONS = 101  # interpolation slider: t = 0, 0.01, ..., 1
 VIEWS = ("seeds", "edit", "interp")
 PICKS = ("untruncated", "truncated", "compressed")

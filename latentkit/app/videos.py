@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from latentkit.app.settings import DEFAULT_FPS, DEFAULT_LEG_FRAMES, DEFAULT_W_FRAMES
 from latentkit.errors import InputError
 from latentkit.latent.edit import LayerSpec, edit, ramp_amounts
 from latentkit.latent.interpolate import interpolate
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_FPS", "DEFAULT_W_FRAMES", "KINDS", "downscale", "edit_frames", "file_latents", "parse_grid", "path_frames",
            "frame_count", "render_batches", "seed_latents", "seed_loop_frames", "write_video"]
 
-DEFAULT_W_FRAMES = 120  # gen_video.py --w-frames
-DEFAULT_FPS = 60.0  # gen_video.py's writer
 KINDS = ("linear", "quadratic", "cubic")  # scipy interp1d kinds that loop smoothly enough
 _BATCH = 8
 
@@ -183,7 +182,7 @@ def edit_frames(
     direction: Directions,
     *,
     amounts: Sequence[float] = (-3.0, 3.0),
-    frames: int = 48,
+    frames: int = DEFAULT_LEG_FRAMES,
     layers: LayerSpec = None,
     batch_size: int = _BATCH,
 ) -> Iterator[torch.Tensor]:
@@ -203,7 +202,7 @@ def path_frames(
     G: Generator,
     ws: torch.Tensor,
     *,
-    frames_per_pair: int = 48,
+    frames_per_pair: int = DEFAULT_LEG_FRAMES,
     space: str = "w",
     prior: GaussianPrior | None = None,
     loop: bool = False,

@@ -1,7 +1,6 @@
 """``latentkit video`` and ``latentkit serve``: parse, call :mod:`latentkit.app`, print.
 
-Defaults are repeated here as literals (so ``latentkit --help`` does not import torch) and checked against
-the API in ``tests/app/test_video_cli.py``.
+Defaults come from the torch-free :mod:`latentkit.app.settings` (so ``latentkit --help`` does not import torch).
 """
 
 from __future__ import annotations
@@ -10,13 +9,17 @@ import json
 
 import click
 
+from latentkit.app.settings import (
+    DEFAULT_COMPONENTS,
+    DEFAULT_FPS,
+    DEFAULT_LEG_FRAMES,
+    DEFAULT_PORT,
+    DEFAULT_PREVIEW,
+    DEFAULT_W_FRAMES,
+)
 from latentkit.cli._common import device_option, resolve_device, resolve_network, say
 
 __all__ = ["serve", "video"]
-
-_W_FRAMES = 120  # latentkit.app.videos.DEFAULT_W_FRAMES (gen_video.py --w-frames)
-_FPS = 60.0  # latentkit.app.videos.DEFAULT_FPS
-_FRAMES = 48  # frames per leg of a path / of an edit sweep
 
 
 @click.command("video")
@@ -36,13 +39,13 @@ _FRAMES = 48  # frames per leg of a path / of an edit sweep
 @click.option("--grid", default="1x1", show_default=True, help="Seed loop: WxH cells, each looping through its seeds.")
 @click.option("--num-keyframes", type=click.IntRange(min=1), default=None,
               help="Seed loop: keyframes per cell (default: seeds / cells, which must divide).")
-@click.option("--w-frames", type=click.IntRange(min=1), default=_W_FRAMES, show_default=True,
+@click.option("--w-frames", type=click.IntRange(min=1), default=DEFAULT_W_FRAMES, show_default=True,
               help="Seed loop: frames between keyframes.")
 @click.option("--kind", type=click.Choice(["cubic", "quadratic", "linear"]), default="cubic", show_default=True,
               help="Seed loop: interpolation of the keyframes.")
 @click.option("--psi", type=float, default=1.0, show_default=True, help="Seed latents: truncation psi (1: none).")
 @click.option("--shuffle-seed", type=click.IntRange(min=0), default=None, help="Seed loop: shuffle the keyframes.")
-@click.option("--frames", type=click.IntRange(min=2), default=_FRAMES, show_default=True,
+@click.option("--frames", type=click.IntRange(min=2), default=DEFAULT_LEG_FRAMES, show_default=True,
               help="Path: frames per pair of latents; edit: frames of the sweep.")
 @click.option("--space", type=click.Choice(["w", "v"]), default="w", show_default=True,
               help="Path between latent files: lerp in w, or in the prior's Gaussianized v.")
@@ -51,7 +54,7 @@ _FRAMES = 48  # frames per leg of a path / of an edit sweep
               help="Prior for --component and --space v; default: the network's cached prior.")
 @click.option("--size", type=click.IntRange(min=8), default=None,
               help="Downscale frames so the longer side is at most this (default: the network's resolution).")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=_FPS, show_default=True)
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_FPS, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Video file: .mp4 (needs latentkit[video]) or .gif.")
 @device_option
@@ -113,12 +116,12 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
               help="A projection output folder (its manifest.jsonl) or a latent file (.npz, key 'w'); repeat for more.")
 @click.option("--directions", "direction_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Fitted directions (`latentkit directions`, fit_direction(...).save()) to get sliders too.")
-@click.option("--components", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--components", type=click.IntRange(min=1), default=DEFAULT_COMPONENTS, show_default=True,
               help="Sliders for the first K principal components of v.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on; anything but the loopback exposes the app to the network.")
-@click.option("--port", type=click.IntRange(min=0, max=65535), default=7860, show_default=True)
-@click.option("--preview", type=click.IntRange(min=8), default=512, show_default=True,
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--preview", type=click.IntRange(min=8), default=DEFAULT_PREVIEW, show_default=True,
               help="Longest side of the images shown in the page (exports are at full resolution).")
 @click.option("--project-steps", type=click.IntRange(min=1), default=None,
               help="Steps to project an upload (default: 50 on a CPU, NVIDIA's 1000 on CUDA).")

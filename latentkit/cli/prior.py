@@ -20,7 +20,10 @@ from latentkit.cli._common import (
 )
 from latentkit.latent.settings import (
     DEFAULT_CACHED_SAMPLES,
+    DEFAULT_DEMO_ROWS,
+    DEFAULT_DEMO_TAUS,
     DEFAULT_NU_SAMPLES,
+    DEFAULT_POOL,
     DEFAULT_PSI,
     DIAGNOSTIC_SAMPLES,
     NU_SEED_OFFSET,
@@ -32,12 +35,6 @@ from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["fit_prior", "compress"]
 
-# Defaults come from the library's torch-free latentkit.latent.settings (so --help imports no torch); the compress
-# demo's own defaults live in latentkit.latent.compress_demo (which imports torch), so they are repeated here as
-# literals, checked against it in tests/cli/test_prior_cli.py.
-_DEFAULT_TAUS = "1,2,3"  # latentkit.latent.compress_demo.DEFAULT_DEMO_TAUS
-_DEFAULT_POOL = 64  # latentkit.latent.compress_demo.DEFAULT_POOL
-_DEMO_ROWS = 8  # latents shown when no --seeds or --latents are given
 _DEFAULT_OUTDIR = "out/compress"
 _DEFAULT_TILE = 256  # latentkit.grid.DEFAULT_TILE (grid imports torch; checked in tests/cli/test_prior_cli.py)
 
@@ -113,7 +110,7 @@ def _parse_taus(text: str) -> list[float]:
 
 
 @click.command("compress")
-@click.option("--tau", "tau_text", default=_DEFAULT_TAUS, show_default=True,
+@click.option("--tau", "tau_text", default=",".join(f"{t:g}" for t in DEFAULT_DEMO_TAUS), show_default=True,
               help="Compress PCA coefficients of v beyond tau standard deviations; one column per value ('3' or '1,2,3').")
 @network_option
 @click.option("--prior", "prior_path", type=click.Path(dir_okay=False), default=None,
@@ -121,9 +118,9 @@ def _parse_taus(text: str) -> list[float]:
 @click.option("--samples", "n_samples", type=click.IntRange(min=2), default=DEFAULT_CACHED_SAMPLES, show_default=True,
               help="Samples for the cached prior when --prior is not given.")
 @click.option("--seeds", default=None,
-              help=f"Seeds to generate, e.g. 0-15 or 1,5,9 (default: the {_DEMO_ROWS} of the first --pool seeds with the "
+              help=f"Seeds to generate, e.g. 0-15 or 1,5,9 (default: the {DEFAULT_DEMO_ROWS} of the first --pool seeds with the "
               "largest whitened coefficients, where compression acts).")
-@click.option("--pool", type=click.IntRange(min=1), default=_DEFAULT_POOL, show_default=True,
+@click.option("--pool", type=click.IntRange(min=1), default=DEFAULT_POOL, show_default=True,
               help="Without --seeds: how many seeds (0 .. pool-1) to search for the most extreme latents.")
 @click.option("--latents", "latents", type=click.Path(exists=True, dir_okay=False), multiple=True,
               help="W/W+ latents (.npz key w, or .npy) to compress instead of seeds; repeatable.")
@@ -166,7 +163,7 @@ def compress(tau_text, network, prior_path, n_samples, seeds, pool, latents, cla
                             announce=False)
     if not latents:
         if seed_list is None:
-            seed_list, peaks = pick_extreme_seeds(G, prior, min(_DEMO_ROWS, pool), pool=pool, c=c1)
+            seed_list, peaks = pick_extreme_seeds(G, prior, min(DEFAULT_DEMO_ROWS, pool), pool=pool, c=c1)
             shown = ", ".join(f"{s} ({float(p):.1f})" for s, p in zip(seed_list, peaks))
             say(f"no --seeds or --latents given: showing the {len(seed_list)} of the first {pool} seeds with the largest "
                 f"whitened coefficients, where compression acts: seed (max |u|) {shown} (choose with --seeds, search "

@@ -22,6 +22,7 @@ from latentkit.errors import InputError
 from latentkit.latent.compare import CompressionComparison, compare_compression
 from latentkit.latent.compress import DEFAULT_PSI
 from latentkit.latent.sampling import z_from_seed
+from latentkit.latent.settings import DEFAULT_DEMO_TAUS, DEFAULT_POOL
 
 if TYPE_CHECKING:
     from latentkit.latent.prior import GaussianPrior
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_DEMO_TAUS", "DEFAULT_POOL", "CompressDemo", "compress_demo", "pick_extreme_seeds", "seed_latents"]
 
-DEFAULT_DEMO_TAUS = (1.0, 2.0, 3.0)
-"""The tau columns of the demo when none are given."""
-DEFAULT_POOL = 64
-"""Seeds searched for the most extreme latents (0 .. pool - 1)."""
 
 
 def seed_latents(G: Generator, seeds: Sequence[int], c: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,7 +3,7 @@ shows them in ``--help`` without importing torch or numpy."""
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_AMOUNTS", "DEFAULT_CACHED_SAMPLES", "DEFAULT_NU_SAMPLES", "DEFAULT_PSI", "DEFAULT_TAU",
+__all__ = ["DEFAULT_AMOUNTS", "DEFAULT_CACHED_SAMPLES", "DEFAULT_DEMO_ROWS", "DEFAULT_DEMO_TAUS", "DEFAULT_POOL", "DEFAULT_NU_SAMPLES", "DEFAULT_PSI", "DEFAULT_TAU",
            "DIAGNOSTIC_SAMPLES", "NU_SEED_OFFSET", "PRIOR_BATCH_SIZE", "PRIOR_SAMPLES", "RADIUS_MODEL", "RADIUS_MODELS"]
 
 PRIOR_SAMPLES = 1_000_000
@@ -19,6 +19,12 @@ DEFAULT_TAU = 3.0
 """Compression threshold, in standard deviations of the whitened coefficients."""
 DEFAULT_PSI = 0.7
 """Truncation factor of the baseline."""
+DEFAULT_DEMO_TAUS = (1.0, 2.0, 3.0)
+"""The tau columns of the compress demo (:func:`~latentkit.latent.compress_demo.compress_demo`) when none are given."""
+DEFAULT_POOL = 64
+"""Seeds the compress demo searches for the most extreme latents (0 .. pool - 1)."""
+DEFAULT_DEMO_ROWS = 8
+"""Latents the compress demo shows when no seeds or latents are given."""
 
 RADIUS_MODEL = "student-t"
 """The prior file's name of the Student-t radius model."""
