@@ -21,7 +21,9 @@ changing one factor against the row it is compared with (``COMPARISONS`` in ``re
 
 Targets: real photos (aligned FFHQ's way by :func:`latentkit.projection.align.align_face`, offline) and
 generated images of seeds 1000.. whose latents are known (latent error to the truth is then a metric).
-A convergence subset repeats some methods at twice the steps (``<target>__<method>__x2.json``).
+Runs go in phases: first the one-factor rows (``CORE_FAMILIES``: NVIDIA, W+, whitened u at the three prior
+weights) on every target, then the grids (the paper's recipe, P_N, Student-t), so the core comparisons gain
+targets fastest when the study is stopped and resumed. A convergence subset repeats some methods at twice the steps (``<target>__<method>__x2.json``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def methods(size) -> list[Method]:
     return out
 
 
+CORE_FAMILIES = ("nvidia", "w+", "whitened")  # the rows that change one factor each: run on every target first
 CONVERGENCE_KEYS = ("w-nvidia", "wp-w", "wp-u-p0", "wp-u-p1e-05")  # repeated at 2x steps on the subset
 
 
@@ -290,16 +293,19 @@ class Study:
         k, n = shard
         order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
         j = 0
-        for i in order:
-            t = self.targets[i]
-            for m in self.methods:
-                if j % n == k:
-                    yield f"{t.name}/{m.key}", (lambda t=t, m=m: self.project_one(t, m)), self.path(t, m).is_file()
-                j += 1
-            for p, (a, b) in enumerate(self.pairs):
-                if i in (a, b) and p % n == k:
-                    for m in self.methods:
-                        yield f"interp {a}-{b}/{m.key}", (lambda a=a, b=b, m=m: self.interpolate_one(a, b, m)), False
+        core = [m for m in self.methods if m.family in CORE_FAMILIES]
+        phases = (core, [m for m in self.methods if m.family not in CORE_FAMILIES])
+        for phase in phases:  # the one-factor rows on every target first: their n grows fastest
+            for i in order:
+                t = self.targets[i]
+                for m in phase:
+                    if j % n == k:
+                        yield f"{t.name}/{m.key}", (lambda t=t, m=m: self.project_one(t, m)), self.path(t, m).is_file()
+                    j += 1
+                for p, (a, b) in enumerate(self.pairs):
+                    if i in (a, b) and p % n == k:
+                        for m in phase:
+                            yield f"interp {a}-{b}/{m.key}", (lambda a=a, b=b, m=m: self.interpolate_one(a, b, m)), False
         keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS]
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
