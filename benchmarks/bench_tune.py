@@ -1,7 +1,7 @@
 """Pivotal tuning on the real default model (MobileStyleGAN FFHQ 1024): reconstruction, identity, editability,
 locality, delta size and time, pivot vs tuned.
 
-    nice -n 19 python benchmarks/bench_tune.py [--proj-steps 60] [--tune-steps 60] [--ranks 4,0]
+    nice -n 19 python benchmarks/bench_tune.py [--proj-steps 60] [--tune-steps 60] [--ranks 4,0] [--lrs 3e-4,3e-3]
 
 Targets: examples/face.png, examples/grace_hopper.jpg (aligned FFHQ-style with latentkit's MTCNN aligner)
 and generated faces (seeds 1 and 2, truncation 0.7). Each target is projected (W+ under the cached prior,
@@ -15,7 +15,9 @@ term, at the same step counts. For each run:
   original and by the tuned generator: identity distance of each edit to its generator's unedited image;
 * locality: LPIPS between the original and the tuned generator at 16 random latents (seeds 0-15,
   truncation 0.7), and at the pivot for comparison;
-* delta size (file bytes, and per cent of the generator's float32 parameter bytes); seconds per image.
+* delta size (file bytes, and per cent of the generator's float32 parameter bytes); seconds per image;
+* ``lpips_by_step``: the loss's LPIPS term at every step (LPIPS to the target before that step's update), so
+  one long run gives the curve at every shorter step count; ``--lrs`` runs each rank at several learning rates.
 
 Results are written after every run to benchmarks/results/bench_tune.json (reruns skip finished runs).
 The machine's load is recorded: on a shared 2-core CPU the step counts must be small.

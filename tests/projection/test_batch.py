@@ -46,6 +46,32 @@ def test_outputs_manifest_and_equal_to_one_projection(toy_generator, images, tmp
     assert not list(out.glob(".checkpoint-*")) and not (out / LOCK).exists()
 
 
+def test_a_lone_image_gets_every_thread_and_a_batch_one_per_image(toy_generator, images, tmp_path, monkeypatch):
+    import latentkit.projection.project as project_module
+
+    seen = []
+    original = project_module.project
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(project_module, "project", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        files = expand_inputs([images])
+        project_files(toy_generator, files[:1], tmp_path / "one", settings=FAST, progress=False)
+        project_files(toy_generator, files[:2], tmp_path / "two", settings=FAST, batch_size=1, progress=False)
+        project_files(toy_generator, files[:1], tmp_path / "rank", settings=FAST, progress=False, shard=(0, 1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    # one image in one process: both threads; two images (even one batch at a time): one thread each,
+    # so their bits do not depend on the batch or rank they fall in
+    assert seen == [2, 1, 1, 2], seen
+
+
 def test_rerun_skips_by_manifest_and_refuses_other_settings(toy_generator, images, tmp_path):
     out = tmp_path / "out"
     files = expand_inputs([images])
