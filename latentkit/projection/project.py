@@ -304,7 +304,7 @@ def project(
                 callback(step, state.latents().expand(-1, G.num_ws, -1).clone())
 
     def settled() -> bool:  # reads the loss history back to the host: asked only while the rule is on
-        return converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]])
+        return converged(s, [row[:, 0].tolist() for row in state.history[-2 * s.stop_window:]], len(state.history))
 
     done, stop_reason = run_steps(state, start=start, num_steps=s.num_steps, checkpoint=ckpt_path, run_id=run_id,
                                   checkpoint_every=checkpoint_every, progress=progress, desc="project",

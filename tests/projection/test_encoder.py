@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 
 import pytest
 import torch
@@ -103,6 +104,12 @@ def test_stopping_rule():
     assert not converged(s, [[1.0], [1.0], [0.5], [0.5]])  # improving
     assert converged(s, [[1.0], [1.0], [1.0], [0.999]])
     assert not converged(ProjectionSettings(), [[1.0]] * 500)  # off by default
+    # while latent noise is added (the first 75 % of num_steps) the loss plateaus by design: not a stop
+    ramped = ProjectionSettings(stop_tol=0.01, stop_window=2, num_steps=100)
+    flat = [[1.0]] * 4
+    assert converged(ramped, flat) and not converged(ramped, flat, steps_done=78)
+    assert converged(ramped, flat, steps_done=79)  # both windows after step 75
+    assert converged(replace(ramped, initial_noise_factor=0.0), flat, steps_done=4)  # no noise: no wait
     assert "stop_tol" not in ProjectionSettings().to_dict()  # old fingerprints unchanged
     with pytest.raises(InputError, match="stop_window"):
         ProjectionSettings(stop_window=0)
