@@ -9,6 +9,9 @@ Methods, run interleaved on the same targets, the same CPU and threads:
   coefficients from the prior's mode).
 * ``encoder``: the defaults started from an encoder's prediction with the schedule ``--init encoder`` runs
   (``from_encoder_start``: lr 0.03, no latent noise); the encoder's forward pass counts in the time.
+* ``METHOD:N`` (e.g. ``latentkit:100``): that method with a schedule of N steps. Every schedule (learning
+  rate ramps, latent noise to 75 %) is laid out over ``num_steps``, so a 300-step run's curve at step 100
+  is not what a 100-step run reaches: a short schedule is its own method.
 
 Every ``--every`` steps the current latents and noise are rendered and scored (LPIPS VGG16 with the
 ``--weights`` backbone at 256 px, PSNR at full size); scoring is not counted in the time. Seconds include
@@ -148,7 +151,8 @@ def plot(results: dict, path: Path) -> None:
 
     targets = list(results["runs"])
     fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
-    colours = {"nvidia": "tab:gray", "latentkit": "tab:blue", "encoder": "tab:red"}
+    colours = {"nvidia": "tab:gray", "latentkit": "tab:blue", "encoder": "tab:red", "latentkit:100": "tab:cyan",
+               "encoder:50": "tab:pink"}
     for ax, target in zip(axes[0], targets):
         for method, curve in results["runs"][target].items():
             ax.plot(curve["seconds"], curve["lpips"], label=method, color=colours.get(method))
@@ -168,7 +172,8 @@ def main() -> None:
     p.add_argument("--network", default="mobilestylegan-ffhq")
     p.add_argument("--seeds", type=int, default=2, help="targets rendered from z seeds 0..N-1")
     p.add_argument("--photos", nargs="*", default=["examples/face.png", "examples/grace_hopper.jpg"])
-    p.add_argument("--methods", nargs="*", default=["nvidia", "latentkit", "encoder"])
+    p.add_argument("--methods", nargs="*", default=["nvidia", "latentkit", "encoder"],
+                   help="nvidia, latentkit, encoder, or METHOD:N for a schedule of N steps")
     p.add_argument("--nvidia-steps", type=int, default=300)
     p.add_argument("--latentkit-steps", type=int, default=300)
     p.add_argument("--encoder-steps", type=int, default=100)
@@ -198,14 +203,20 @@ def main() -> None:
     net = lpips_vgg(args.weights, device=args.device, max_resolution=256)
     encoder = None
     methods = list(args.methods)
-    if "encoder" in methods:
+    if any(m.split(":")[0] == "encoder" for m in methods):
         if args.encoder is None:
-            methods.remove("encoder")
+            methods = [m for m in methods if m.split(":")[0] != "encoder"]
         else:
             from latentkit.projection.encoder_file import load_encoder
 
             encoder = load_encoder(args.encoder, G)
     steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps}
+    for m in methods:
+        if ":" in m:
+            base, n = m.split(":")
+            if base not in steps or not n.isdigit() or int(n) < 1:
+                p.error(f"unknown method {m!r}: nvidia, latentkit or encoder, optionally :STEPS")
+            steps[m] = int(n)
     results = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
     where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else cpu_model()
     results["meta"] = {"network": args.network, "cpu": where, "device": args.device, "threads": args.threads, "torch": torch.__version__,
@@ -217,7 +228,7 @@ def main() -> None:
             if method in results["runs"].get(name, {}):
                 continue
             print(f"{name} {method} ({steps[method]} steps)", flush=True)
-            curve = run_one(G, target, method, steps[method], args.every, prior=prior, net=net,
+            curve = run_one(G, target, method.split(":")[0], steps[method], args.every, prior=prior, net=net,
                             score_net=net, encoder=encoder)
             results["runs"].setdefault(name, {})[method] = curve
             results["summary"] = summarise(results)
