@@ -92,6 +92,8 @@ def main() -> None:
                         help="comma list of learning rates, each run at every rank (default: TuneSettings')")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     parser.add_argument("--only", default=None, help="comma list of target names")
+    parser.add_argument("--locality-scale", type=float, default=1.0,
+                        help="multiply both locality weights (PTI's 0.1 and 0.1) by this factor")
     parser.add_argument("--pti", action="store_true", help="also PTI's schedule restated (W pivot, full, no locality)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -123,14 +125,16 @@ def main() -> None:
     targets = _targets(G, args)
     if args.only:
         targets = {k: v for k, v in targets.items() if k in args.only.split(",")}
-    default_lr = TuneSettings().learning_rate
-    lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else [default_lr]
-    schedules = [("latentkit", rank, lr) for rank in (int(r) for r in args.ranks.split(",")) for lr in lrs]
+    default_lr = 3e-4  # PTI's: runs at other rates carry /lr<rate> in their key
+    lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else [None]
+    schedules = [("latentkit", rank, TuneSettings(delta_rank=rank, learning_rate=lr).lr)
+                 for rank in (int(r) for r in args.ranks.split(",")) for lr in lrs]
     if args.pti:
         schedules.append(("pti", 0, default_lr))
     for method, rank, lr in schedules:  # every target at the first schedule first
         for name, target in targets.items():
             key = f"{name}/{method}/rank{rank}/p{args.proj_steps}/t{args.tune_steps}" + (f"/lr{lr:g}" if lr != default_lr else "")
+            key += f"/loc{args.locality_scale:g}" if args.locality_scale != 1 else ""
             if key in results["runs"]:
                 continue
             pivot_file = WORK / f"{name}_{'w' if method == 'pti' else 'wplus'}_p{args.proj_steps}.pt"
@@ -145,14 +149,17 @@ def main() -> None:
                 proj_seconds = time.perf_counter() - t0
                 pivot = {"ws": res.ws, "noises": res.noises}
                 torch.save({**pivot, "seconds": proj_seconds}, pivot_file)
+            base = TuneSettings()
             ts = TuneSettings(num_steps=args.tune_steps, delta_rank=rank, learning_rate=lr,
+                              locality_l2_weight=base.locality_l2_weight * args.locality_scale,
+                              locality_lpips_weight=base.locality_lpips_weight * args.locality_scale,
                               locality_samples=0 if method == "pti" else TuneSettings().locality_samples)
             t1 = time.perf_counter()
             out = tune(G, target, pivot["ws"], noise=pivot["noises"] or None, settings=ts, perceptual_net=net,
                        progress=False)
             tune_seconds = time.perf_counter() - t1
             delta = out.delta
-            path = delta.save(WORK / f"{name}_{method}_rank{rank}_lr{lr:g}.safetensors")
+            path = delta.save(WORK / f"{name}_{method}_rank{rank}_lr{lr:g}_loc{args.locality_scale:g}.safetensors")
             with torch.no_grad():
                 lp = net(torch.cat([out.pivot_images, out.images]).clamp(-1, 1), target)
                 edits = {}
@@ -186,6 +193,7 @@ def main() -> None:
                 "tune_seconds": round(tune_seconds, 1),
                 "tune_seconds_per_step": round(tune_seconds / args.tune_steps, 2),
                 "learning_rate": lr,
+                "locality_weights": [ts.locality_l2_weight, ts.locality_lpips_weight],
                 # the loss's LPIPS term is LPIPS to the target before each step: the curve over steps, free
                 "lpips_by_step": [round(float(x), 5) for x in out.loss_terms["lpips"][0]],
                 "loadavg_1min": os.getloadavg()[0],

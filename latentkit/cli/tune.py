@@ -70,8 +70,9 @@ def tune_options(func):
 @click.option("--tune-steps", "--num-steps", "num_steps", type=click.IntRange(min=1), default=DEFAULT_TUNE_STEPS,
               show_default=True, help="Tuning steps (PTI: 350).")
 @tune_options
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.learning_rate,
-              show_default=True, help="Adam learning rate on each weight's RMS-scaled update (PTI: 3e-4).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate on each weight's RMS-scaled update (default: PTI's 3e-4 for full weights, "
+              "3e-3 for low-rank updates, which learn slowly at PTI's rate).")
 @click.option("--locality-samples", type=click.IntRange(min=0), default=_DEFAULTS.locality_samples, show_default=True,
               help="Random latents per step at which the tuned generator must match the original (0: off).")
 @click.option("--perceptual-weights", default=_DEFAULTS.perceptual_weights, show_default=True,

@@ -121,7 +121,7 @@ class TuneState:
                 per_image = [net.features(target[i : i + 1]) for i in range(self.n)]
             self.target_feats = [torch.cat(level) for level in zip(*per_image)]
         flat = [t for image in self.vars for parts in image.values() for t in parts]
-        self.optimizer = torch.optim.Adam(flat, lr=s.learning_rate, betas=s.betas)
+        self.optimizer = torch.optim.Adam(flat, lr=s.lr, betas=s.betas)
         self.streams = [torch.Generator().manual_seed(s.seed) for _ in range(self.n)]  # locality samples
         self.history: list[torch.Tensor] = []  # per step: [N, 4] (total + TUNE_TERMS)
 

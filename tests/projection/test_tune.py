@@ -166,6 +166,17 @@ def test_checkpoint_of_other_settings_names_them(toy, net, tmp_path):
         tune(toy, target, ws, settings=other, perceptual_net=net, progress=False, checkpoint=ckpt)
 
 
+def test_learning_rate_by_kind_of_update():
+    from latentkit.projection.tune_settings import FULL_LEARNING_RATE, LOW_RANK_LEARNING_RATE
+
+    assert TuneSettings().lr == LOW_RANK_LEARNING_RATE == pytest.approx(10 * FULL_LEARNING_RATE)  # low rank by default
+    assert TuneSettings(delta_rank=0).lr == FULL_LEARNING_RATE == 3e-4  # full weights: PTI's rate
+    assert TuneSettings(delta_rank=0, learning_rate=0.02).lr == TuneSettings(learning_rate=0.02).lr == 0.02
+    for bad in (0, -1e-3, float("nan"), True, "1e-3"):
+        with pytest.raises(InputError, match="learning_rate"):
+            TuneSettings(learning_rate=bad)
+
+
 def test_tune_rejects_bad_input(toy, net):
     ws = toy.mapping(torch.randn(1, toy.z_dim))
     with pytest.raises(InputError, match="num_steps"):
