@@ -1,5 +1,6 @@
 """The type checker passes at the stated strictness (pyproject.toml ``[tool.mypy]``, ARCHITECTURE.md): mypy
-on ``latentkit/latent`` and ``latentkit/projection``. Skipped only where mypy is not installed."""
+on ``latentkit/latent``, ``latentkit/projection``, ``latentkit/metrics`` and ``latentkit/app``. Skipped only where
+mypy is not installed."""
 
 from __future__ import annotations
 

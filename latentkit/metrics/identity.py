@@ -172,7 +172,7 @@ class FaceEmbedder:
         if self.detect:
             crop = self._mtcnn(Image.fromarray(image))
             return None if crop is None else crop  # [3, 160, 160]
-        resized = np.asarray(Image.fromarray(image).resize((160, 160), Image.BILINEAR), dtype=np.float32)
+        resized = np.asarray(Image.fromarray(image).resize((160, 160), Image.Resampling.BILINEAR), dtype=np.float32)
         return (torch.from_numpy(resized).permute(2, 0, 1) - 127.5) / 128.0
 
     # -- dlib --------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class FaceEmbedder:
             return np.asarray(self._recognizer.compute_face_descriptor(image, shape))
         from PIL import Image
 
-        chip = np.asarray(Image.fromarray(image).resize((150, 150), Image.BILINEAR))
+        chip = np.asarray(Image.fromarray(image).resize((150, 150), Image.Resampling.BILINEAR))
         return np.asarray(self._recognizer.compute_face_descriptor(np.ascontiguousarray(chip)))
 
     # -- both --------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class IdentityReport:
             found = math.isfinite(x)
             pairs.append({"a": fa, "b": fb, "similarity": x if found else None, "distance": d if found else None,
                           "same_person": bool(v) if found else None})
-        sims = [p["similarity"] for p in pairs if p["similarity"] is not None]
+        sims = [float(p["similarity"]) for p in pairs if p["similarity"] is not None]
         out: dict[str, Any] = {
             "backend": c.backend,
             "operating_point": c.operating_point,

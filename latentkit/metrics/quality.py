@@ -279,14 +279,16 @@ def evaluate(
         raise InputError(f"features must be one of {FEATURES} or 'auto', got {features!r}")
     wanted_prdc = [m for m in metrics if m in ("precision", "recall", "density", "coverage")]
     if features == "precomputed":
+        if not isinstance(real, (torch.Tensor, np.ndarray)) or not isinstance(fake, (torch.Tensor, np.ndarray)):
+            raise InputError("features='precomputed' needs real and fake as feature arrays [N, D]")
         feats_real, feats_fake = as_features(real, "real"), as_features(fake, "fake")
     else:
         run = feature_extractor(features, inception_weights=inception_weights, device=device)  # built once
         if wanted_prdc:  # counts first: a too small set fails now, not after every feature is computed
             _check_prdc_sizes(real, fake, wanted_prdc, nearest_k=nearest_k, num_samples=num_samples, seed=seed)
-        common = {"features": features, "num_samples": num_samples, "seed": seed, "batch_size": 32, "progress": progress}
-        feats_real = run_extractor(run, real, "real", **common)
-        feats_fake = run_extractor(run, fake, "fake", **common)
+        feats_real, feats_fake = (run_extractor(run, source, name, features=features, num_samples=num_samples, seed=seed,
+                                                batch_size=32, progress=progress)
+                                  for source, name in ((real, "real"), (fake, "fake")))
     if feats_real.shape[1] != feats_fake.shape[1]:
         raise ShapeError(f"real and fake features differ in size: {feats_real.shape[1]} vs {feats_fake.shape[1]}")
 

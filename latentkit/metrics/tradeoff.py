@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -143,7 +143,8 @@ def tradeoff(
     s = settings
     n = s.num_samples
     if prior is None:
-        prior = cached_prior(G, n_samples=s.prior_samples, progress=progress)
+        # the default (Gaussian) radius: cached_prior returns the GaussianPrior itself
+        prior = cast("GaussianPrior", cached_prior(G, n_samples=s.prior_samples, progress=progress))
         prior_info = {"fitted_here": True, "n_samples": s.prior_samples}
     else:
         prior_info = {"fitted_here": False, "n_samples": int(getattr(prior, "n_samples_", 0))}
