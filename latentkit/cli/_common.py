@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
-__all__ = ["check_outdir", "device_option", "duration", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
+__all__ = ["FiniteFloat", "check_outdir", "device_option", "duration", "load_network", "network_option", "network_options", "pick_network", "prior_or_cached",
            "resolve_device", "resolve_network", "say"]
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that is a finite number (click's ``float`` takes ``inf`` and ``nan``), optionally in
+    a range as :class:`click.FloatRange` (whose bounds let ``nan`` through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
 
 NETWORK_HELP = "Generator file or registry name (default network if omitted)."
 

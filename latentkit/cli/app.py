@@ -17,7 +17,7 @@ from latentkit.app.settings import (
     DEFAULT_PREVIEW,
     DEFAULT_W_FRAMES,
 )
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import FiniteFloat, device_option, resolve_device, resolve_network, say
 
 __all__ = ["serve", "video"]
 
@@ -43,7 +43,7 @@ __all__ = ["serve", "video"]
               help="Seed loop: frames between keyframes.")
 @click.option("--kind", type=click.Choice(["cubic", "quadratic", "linear"]), default="cubic", show_default=True,
               help="Seed loop: interpolation of the keyframes.")
-@click.option("--psi", type=float, default=1.0, show_default=True, help="Seed latents: truncation psi (1: none).")
+@click.option("--psi", type=FiniteFloat(), default=1.0, show_default=True, help="Seed latents: truncation psi (1: none).")
 @click.option("--shuffle-seed", type=click.IntRange(min=0), default=None, help="Seed loop: shuffle the keyframes.")
 @click.option("--frames", type=click.IntRange(min=2), default=DEFAULT_LEG_FRAMES, show_default=True,
               help="Path: frames per pair of latents; edit: frames of the sweep.")
@@ -54,7 +54,7 @@ __all__ = ["serve", "video"]
               help="Prior for --component and --space v; default: the network's cached prior.")
 @click.option("--size", type=click.IntRange(min=8), default=None,
               help="Downscale frames so the longer side is at most this (default: the network's resolution).")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_FPS, show_default=True)
+@click.option("--fps", type=FiniteFloat(min=0, min_open=True), default=DEFAULT_FPS, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Video file: .mp4 (needs latentkit[video]) or .gif.")
 @device_option

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device
+from latentkit.cli._common import FiniteFloat, check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device
 from latentkit.latent.settings import DEFAULT_AMOUNTS, DEFAULT_CACHED_SAMPLES
 from latentkit.metrics.settings import ANALYSIS_AMOUNT, ANALYSIS_SAMPLES, DEFAULT_COMPONENTS
 from latentkit.cli.tune import apply_delta, delta_option
@@ -49,7 +49,7 @@ def _prior_options(func):
 @click.option("--video", is_flag=True, help="Also write edit.mp4: the first latent swept over the amounts' range "
                                             "(needs latentkit[video]).")
 @click.option("--frames", type=click.IntRange(min=2), default=_FRAMES, show_default=True, help="Video frames.")
-@click.option("--fps", type=float, default=24.0, show_default=True)
+@click.option("--fps", type=FiniteFloat(min=0, min_open=True), default=24.0, show_default=True)
 @click.option("--cell", type=click.IntRange(min=8), default=256, show_default=True, help="Grid cell size in px.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @delta_option
@@ -108,7 +108,7 @@ def edit(latents, component, direction_path, index, amounts, layers, space, netw
               help="Mapping outputs for --method w-pca (GANSpace uses 10^6).")
 @click.option("--analysis-samples", "analysis_samples", type=click.IntRange(min=1), default=ANALYSIS_SAMPLES,
               show_default=True, help="Base latents the image changes are averaged over.")
-@click.option("--amount", type=float, default=ANALYSIS_AMOUNT, show_default=True,
+@click.option("--amount", type=FiniteFloat(), default=ANALYSIS_AMOUNT, show_default=True,
               help="Edit size for the analysis, in standard deviations.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the base latents.")
 @click.option("--per-layer/--no-per-layer", "per_layer", default=True, show_default=True,

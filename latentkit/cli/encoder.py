@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latentkit.cli._common import device_option, resolve_device, resolve_network, say
+from latentkit.cli._common import FiniteFloat, device_option, resolve_device, resolve_network, say
 
 from latentkit.projection.encoder_settings import EncoderTrainSettings
 
@@ -24,9 +24,9 @@ _DEFAULTS = EncoderTrainSettings()
 @click.option("--steps", type=click.IntRange(min=1), default=_DEFAULTS.steps, show_default=True, help="Training steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
               help="Samples per step.")
-@click.option("--learning-rate", type=click.FloatRange(min=0), default=_DEFAULTS.learning_rate, show_default=True,
+@click.option("--learning-rate", type=FiniteFloat(min=0), default=_DEFAULTS.learning_rate, show_default=True,
               help="Adam's learning rate (cosine decay to 5 % of it).")
-@click.option("--image-weight", type=click.FloatRange(min=0), default=_DEFAULTS.image_weight, show_default=True,
+@click.option("--image-weight", type=FiniteFloat(min=0), default=_DEFAULTS.image_weight, show_default=True,
               help="Weight of LPIPS between the prediction's rendering and the sample (0: latent loss only; "
               "> 0 costs a generator pass per step).")
 @click.option("--perceptual-weights", default=_DEFAULTS.perceptual_weights, show_default=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device, say
+from latentkit.cli._common import FiniteFloat, check_outdir, device_option, load_network, network_option, prior_or_cached, resolve_device, say
 from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
 from latentkit.metrics.settings import (
     EPSILON,
@@ -133,7 +133,7 @@ def evaluate(real, fake, network, num_samples, metrics, features, nearest_k, see
               help="Grid: one row per latent pair, one column per step.")
 @click.option("--video", type=click.Path(dir_okay=False), default=None,
               help="Also write the first pair's path as a video (.mp4 needs latentkit[video]; .gif needs imageio).")
-@click.option("--fps", type=float, default=24.0, show_default=True)
+@click.option("--fps", type=FiniteFloat(min=0, min_open=True), default=24.0, show_default=True)
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--row-a", type=click.IntRange(min=0), default=None, help="Use only this latent of A (0-based).")
 @click.option("--row-b", type=click.IntRange(min=0), default=None, help="Use only this latent of B (0-based).")
@@ -169,7 +169,7 @@ def interpolate(a, b, steps, space, network, prior_path, out, video, fps, noise_
 @click.option("-n", "--num-samples", type=click.IntRange(min=3), default=PPL_SAMPLES, show_default=True)
 @click.option("--space", type=click.Choice(["w", "z"]), default="w", show_default=True)
 @click.option("--sampling", type=click.Choice(["end", "full"]), default="end", show_default=True)
-@click.option("--epsilon", type=float, default=EPSILON, show_default=True)
+@click.option("--epsilon", type=FiniteFloat(min=0, min_open=True), default=EPSILON, show_default=True)
 @click.option("--crop/--no-crop", default=False, show_default=True, help="NVIDIA's face crop (FFHQ-aligned faces).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=PPL_BATCH_SIZE, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import check_outdir, device_option, network_options, pick_network, resolve_device, say
+from latentkit.cli._common import FiniteFloat, check_outdir, device_option, network_options, pick_network, resolve_device, say
 from latentkit.cli.tune import apply_delta, delta_option
 
 __all__ = ["info", "generate", "MAX_GRID"]
@@ -76,9 +76,9 @@ def info(source: str | None, network: str | None, as_json: bool, list_models: bo
 @network_options
 @click.option("--seeds", default="0-7", show_default=True, help="Seeds, e.g. '0-7' or '1,5,9'.")
 @click.option("--class", "classes", default=None, help="Class(es) of a conditional network: '3', '1,5' or '0-9'.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--trunc", "truncation_psi", type=FiniteFloat(), default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option("--guidance", type=float, default=None,
+@click.option("--guidance", type=FiniteFloat(), default=None,
               help="Latent guidance scale s for conditional networks (1: unguided; > 1: stronger class).")
 @click.option("--num-classes-sample", type=int, default=None,
               help="With --guidance: average the marginal over this many random classes instead of all.")

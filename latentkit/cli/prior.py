@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from latentkit.cli._common import (
+    FiniteFloat,
     check_outdir,
     device_option,
     load_network,
@@ -127,7 +128,7 @@ def _parse_taus(text: str) -> list[float]:
 @click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
               help="Class for conditional nets; the cached prior is then fitted on this class only.")
 @click.option("--outdir", default=None, type=click.Path(file_okay=False), help=f"Output folder (default {_DEFAULT_OUTDIR}).")
-@click.option("--trunc", "--compare-psi", "compare_psi", type=float, default=DEFAULT_PSI, show_default=True,
+@click.option("--trunc", "--compare-psi", "compare_psi", type=FiniteFloat(), default=DEFAULT_PSI, show_default=True,
               help="Truncation psi of the baseline column.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--tile", type=click.IntRange(min=8), default=_DEFAULT_TILE, show_default=True,

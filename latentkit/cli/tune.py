@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latentkit.cli._common import device_option, duration, prior_or_cached, resolve_device, resolve_network, say
+from latentkit.cli._common import FiniteFloat, device_option, duration, prior_or_cached, resolve_device, resolve_network, say
 from latentkit.latent.settings import DEFAULT_CACHED_SAMPLES
 from latentkit.projection.settings import DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY
 from latentkit.projection.tune_settings import DEFAULT_TUNE_STEPS, TuneSettings
@@ -70,7 +70,7 @@ def tune_options(func):
 @click.option("--tune-steps", "--num-steps", "num_steps", type=click.IntRange(min=1), default=DEFAULT_TUNE_STEPS,
               show_default=True, help="Tuning steps (PTI: 350).")
 @tune_options
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Adam learning rate on each weight's RMS-scaled update (default: PTI's 3e-4 for full weights, "
               "3e-3 for low-rank updates, which learn slowly at PTI's rate).")
 @click.option("--locality-samples", type=click.IntRange(min=0), default=_DEFAULTS.locality_samples, show_default=True,
