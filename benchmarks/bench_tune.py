@@ -36,6 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_tune.json"
+PTI_LOCALITY_WEIGHT = 0.1  # PTI's regulizer_l2_lambda and regulizer_lpips_lambda
 WORK = Path(os.environ.get("BENCH_TUNE_WORK", ROOT / "benchmarks" / "results" / "bench_tune_work"))
 
 
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     parser.add_argument("--only", default=None, help="comma list of target names")
     parser.add_argument("--locality-scale", type=float, default=1.0,
-                        help="multiply both locality weights (PTI's 0.1 and 0.1) by this factor")
+                        help="both locality weights are PTI's 0.1 times this factor (keys without /loc: PTI's)")
     parser.add_argument("--pti", action="store_true", help="also PTI's schedule restated (W pivot, full, no locality)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -149,10 +150,9 @@ def main() -> None:
                 proj_seconds = time.perf_counter() - t0
                 pivot = {"ws": res.ws, "noises": res.noises}
                 torch.save({**pivot, "seconds": proj_seconds}, pivot_file)
-            base = TuneSettings()
             ts = TuneSettings(num_steps=args.tune_steps, delta_rank=rank, learning_rate=lr,
-                              locality_l2_weight=base.locality_l2_weight * args.locality_scale,
-                              locality_lpips_weight=base.locality_lpips_weight * args.locality_scale,
+                              locality_l2_weight=PTI_LOCALITY_WEIGHT * args.locality_scale,
+                              locality_lpips_weight=PTI_LOCALITY_WEIGHT * args.locality_scale,
                               locality_samples=0 if method == "pti" else TuneSettings().locality_samples)
             t1 = time.perf_counter()
             out = tune(G, target, pivot["ws"], noise=pivot["noises"] or None, settings=ts, perceptual_net=net,

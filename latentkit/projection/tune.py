@@ -197,9 +197,10 @@ class TuneState:
             points = pivot + s.locality_alpha * direction / norm
             before = G.synthesis(points, noise_mode="const").float()
         after = synthesis_with(G, weights, points, noise_mode="const").float()
-        total = s.locality_l2_weight * (after - before).square().mean(dim=(1, 2, 3))
-        if self.net is not None and s.locality_lpips_weight > 0:
-            total = total + s.locality_lpips_weight * self.net(after, before)
+        l2_weight, lpips_weight = s.locality_weights
+        total = l2_weight * (after - before).square().mean(dim=(1, 2, 3))
+        if self.net is not None and lpips_weight > 0:
+            total = total + lpips_weight * self.net(after, before)
         return total.mean()
 
     def save(self, path: Path, fingerprint: str, step: int, described: dict[str, Any] | None = None) -> None:

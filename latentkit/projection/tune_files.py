@@ -236,7 +236,7 @@ def _tune_batch(G, batch, outdir, s, prior, net, key, checkpoint_every, restart,
             tuned_psnr=round(tuned_psnr[k], 4), delta_bytes=(path / DELTA_FILE).stat().st_size, seconds=round(seconds, 3))
         with atomic_path(path / "tune.json") as tmp:
             tmp.write_text(json.dumps({
-                "settings": s.to_dict(), "learning_rate_used": s.lr, "perceptual_weights": result.perceptual_weights, "delta_file": DELTA_FILE,
+                "settings": s.to_dict(), "learning_rate_used": s.lr, "locality_weights_used": list(s.locality_weights), "perceptual_weights": result.perceptual_weights, "delta_file": DELTA_FILE,
                 **{k2: v for k2, v in record.__dict__.items() if k2 not in ("folder", "skipped")},
                 "losses": [round(float(x), 6) for x in result.losses[k]],
                 "loss_terms": {n: [round(float(x), 6) for x in v[k]] for n, v in result.loss_terms.items()},

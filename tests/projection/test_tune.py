@@ -175,6 +175,12 @@ def test_learning_rate_by_kind_of_update():
     for bad in (0, -1e-3, float("nan"), True, "1e-3"):
         with pytest.raises(InputError, match="learning_rate"):
             TuneSettings(learning_rate=bad)
+    # the locality term: PTI's 0.1 for full weights, 3x that for the faster low-rank runs, unless given
+    assert TuneSettings(delta_rank=0).locality_weights == (0.1, 0.1)
+    assert TuneSettings().locality_weights == (0.3, 0.3)
+    assert TuneSettings(locality_l2_weight=0.0, locality_lpips_weight=2.0).locality_weights == (0.0, 2.0)
+    with pytest.raises(InputError, match="locality_l2_weight"):
+        TuneSettings(locality_l2_weight=float("inf"))
 
 
 def test_tune_rejects_bad_input(toy, net):
