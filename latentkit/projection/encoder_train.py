@@ -135,11 +135,12 @@ def _chunk(G: Generator, folder: Path, tag: str, base_seed: int, k: int, mixing:
     return chunk
 
 
-def _run_key(G: Generator, s: EncoderTrainSettings, config: dict[str, Any], prior_id: str) -> str:
+def _run_key(G: Generator, s: EncoderTrainSettings, config: dict[str, Any], prior_id: str) -> tuple[str, dict[str, Any]]:
+    """(the key of a training run, its description): what a work folder belongs to."""
     # steps, samples and checkpoint_every may grow between runs: more of the same training
     kept = {k: v for k, v in asdict(s).items() if k not in ("steps", "samples", "checkpoint_every")}
     described = {"settings": kept, "config": config, "network": network_fingerprint(G), "prior": prior_id}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16], described
 
 
 def train_encoder(
@@ -199,9 +200,9 @@ def train_encoder(
         torch.manual_seed(s.seed)
         enc = ResNetEncoder(config, mean, colour, slope, gain)
     enc = enc.to(device).train()
-    key = _run_key(G, s, config.to_dict(), prior_fingerprint(enc.prior_mean, enc.prior_colour))
+    key, described = _run_key(G, s, config.to_dict(), prior_fingerprint(enc.prior_mean, enc.prior_colour))
     folder.mkdir(parents=True, exist_ok=True)
-    _claim(folder, key)
+    _claim(folder, key, described)
 
     rank, world = shard if shard is not None else (0, 1)
     main = rank == 0
@@ -302,22 +303,27 @@ def _validate(enc: ResNetEncoder, x: torch.Tensor, u: torch.Tensor) -> float:
     return round(loss, 6)
 
 
-def _claim(folder: Path, key: str) -> None:
-    """The work folder belongs to one run (settings, network, prior): refuse another's."""
+def _claim(folder: Path, key: str, described: dict[str, Any]) -> None:
+    """The work folder belongs to one run (settings, network, prior): refuse another's, naming what differs
+    when the folder recorded its description."""
     from latentkit.io import atomic_path
+    from latentkit.projection.fingerprint import describe_difference
 
     marker = folder / "run.json"
     if marker.is_file():
         try:
-            old = json.loads(marker.read_text()).get("key")
+            stored = json.loads(marker.read_text())
+            old, old_described = stored.get("key"), stored.get("described")
         except (ValueError, AttributeError):
-            old = None
+            old, old_described = None, None
         if old != key:
-            raise InputError(f"{folder} holds the samples and state of another encoder training (other settings, "
-                             "network or prior): delete it, or choose another --out / work folder")
+            what = describe_difference(old_described, described) if isinstance(old_described, dict) else ""
+            raise InputError(f"{folder} holds the samples and state of another encoder training "
+                             f"({what or 'other settings, network or prior'}): delete it, or choose another "
+                             "--out / work folder")
         return
     with atomic_path(marker) as tmp:
-        tmp.write_text(json.dumps({"key": key}))
+        tmp.write_text(json.dumps({"key": key, "described": described}))
 
 
 class _Coefficients(torch.nn.Module):

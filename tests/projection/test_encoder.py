@@ -138,7 +138,7 @@ def test_train_encoder_resumes(tmp_path):
     more = train_encoder(G, out, settings=EncoderTrainSettings(**{**s.__dict__, "steps": 6}), prior=prior, progress=False)
     assert [h["step"] for h in more.history] == [2, 4, 6]  # resumed, the samples reused from the cache
     assert load_encoder(out, G).config.input_resolution == 16
-    with pytest.raises(InputError, match="another encoder training"):
+    with pytest.raises(InputError, match=r"another encoder training \(mixing=0\.5 \(now 0\.0\)\)"):
         train_encoder(G, out, settings=EncoderTrainSettings(**{**s.__dict__, "mixing": 0.0}), prior=prior, progress=False)
 
 
