@@ -89,7 +89,7 @@ class TuneSettings:
         locality_interval: steps between locality terms (PTI ``locality_regularization_interval``: 1).
         locality_l2_weight: weight of the pixel MSE between original and tuned generator there; None (the
             default): PTI's 0.1 for full weights, :data:`LOW_RANK_LOCALITY_WEIGHT` (0.3) for low-rank ones.
-        locality_lpips_weight: weight of their LPIPS (PTI ``regulizer_lpips_lambda``); None: as the MSE's.
+        locality_lpips_weight: weight of their LPIPS (PTI ``regulizer_lpips_lambda``); None: by the kind of update too.
         locality_truncation: truncation psi of the random samples (PTI: 0.5).
         perceptual_weights: VGG16 weights source (see :func:`latentkit.projection.lpips.lpips_vgg`).
         max_perceptual_resolution: images are area-downscaled to at most this size for LPIPS (256).
