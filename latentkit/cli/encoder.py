@@ -26,6 +26,9 @@ _DEFAULTS = EncoderTrainSettings()
               help="Samples per step.")
 @click.option("--learning-rate", type=FiniteFloat(min=0), default=_DEFAULTS.learning_rate, show_default=True,
               help="Adam's learning rate (cosine decay to 5 % of it).")
+@click.option("--latent-loss", type=click.Choice(["u", "v"]), default=_DEFAULTS.latent_loss, show_default=True,
+              help="Latent error in the whitened coefficients u (every direction alike) or in v (each direction "
+              "weighed by its variance, so near-null directions count little).")
 @click.option("--image-weight", type=FiniteFloat(min=0), default=_DEFAULTS.image_weight, show_default=True,
               help="Weight of LPIPS between the prediction's rendering and the sample (0: latent loss only; "
               "> 0 costs a generator pass per step).")
@@ -35,7 +38,7 @@ _DEFAULTS = EncoderTrainSettings()
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=_DEFAULTS.checkpoint_every, show_default=True,
               help="Steps between checkpoints.")
 @device_option
-def train_encoder(network, out, samples, input_resolution, steps, batch_size, learning_rate, image_weight,
+def train_encoder(network, out, samples, input_resolution, steps, batch_size, learning_rate, latent_loss, image_weight,
                   perceptual_weights, seed, checkpoint_every, device) -> None:
     """Train an encoder (image -> W+) for a generator on its own samples; Ctrl-C saves, the same command resumes.
 
@@ -46,7 +49,8 @@ def train_encoder(network, out, samples, input_resolution, steps, batch_size, le
     from latentkit.projection.encoder_train import train_encoder as train
 
     settings = EncoderTrainSettings(samples=samples, input_resolution=input_resolution, steps=steps,
-                                    batch_size=batch_size, learning_rate=learning_rate, image_weight=image_weight,
+                                    batch_size=batch_size, learning_rate=learning_rate, latent_loss=latent_loss,
+                                    image_weight=image_weight,
                                     perceptual_weights=perceptual_weights, checkpoint_every=checkpoint_every, seed=seed)
     dev = resolve_device(device)
     job = init_distributed(dev)  # under torchrun: this rank's device; the ranks share the rendering and the batches

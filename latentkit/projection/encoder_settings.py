@@ -24,6 +24,10 @@ class EncoderTrainSettings:
         learning_rate: Adam's learning rate (cosine decay to 5 % of it over ``steps``).
         input_resolution: the encoder's input side (None: ``min(64, img_resolution)``).
         mixing: probability that a sample crosses two w's over at a random layer (W+ targets).
+        latent_loss: ``'u'``: mean squared error of the whitened coefficients, every principal direction
+            weighed alike; ``'v'``: squared distance in the Gaussianized space v, each direction weighed by its
+            variance (the near-null directions, which barely change the image, then count little). Both are
+            normalised so that predicting the prior's mode scores 1.
         image_weight: weight of LPIPS between the rendering of the prediction and the sample (0: latent
             loss only; > 0 costs a generator forward and backward pass per step).
         perceptual_weights: LPIPS VGG16 weights for the image loss (see ``lpips_vgg``).
@@ -38,6 +42,7 @@ class EncoderTrainSettings:
     learning_rate: float = 1e-3
     input_resolution: int | None = None
     mixing: float = 0.5
+    latent_loss: str = "u"
     image_weight: float = 0.0
     perceptual_weights: str = "auto"
     checkpoint_every: int = 200
@@ -52,5 +57,7 @@ class EncoderTrainSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise InputError(f"{name} must be a number >= 0, got {value!r}")
+        if self.latent_loss not in ("u", "v"):
+            raise InputError(f"latent_loss must be 'u' or 'v', got {self.latent_loss!r}")
         if self.mixing > 1:
             raise InputError(f"mixing is a probability in [0, 1], got {self.mixing}")

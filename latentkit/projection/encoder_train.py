@@ -236,10 +236,12 @@ def train_encoder(
 
         model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
+    loss_colour = enc.prior_colour.to(device) if s.latent_loss == "v" else None
+
     def checkpoint(done: int) -> None:
         if not main:
             return
-        val_loss = _validate(enc, val_x, val_u)
+        val_loss = _validate(enc, val_x, val_u, loss_colour)
         recent = [h for h in running if h]
         history.append({"step": done, "seconds": round(seconds, 2), "val_latent": val_loss,
                         "train_latent": sum(x[0] for x in recent) / max(1, len(recent)),
@@ -265,7 +267,7 @@ def train_encoder(
             idx = torch.randint(s.samples, (s.batch_size,), generator=rng).to(device)
             x, u = train_x[idx], train_u[idx]
             pred = model(x)
-            latent = (pred - u).square().mean()
+            latent = _latent_loss(pred, u, loss_colour)
             image = torch.zeros((), device=device)
             if lpips_net is not None:
                 rendered = _resize(G.synthesis(enc.to_w(pred), noise_mode="const"), r)
@@ -293,12 +295,21 @@ def train_encoder(
     return EncoderTrainResult(encoder=enc.eval().requires_grad_(False), path=out, steps=done, history=history)
 
 
-def _validate(enc: ResNetEncoder, x: torch.Tensor, u: torch.Tensor) -> float:
+def _latent_loss(pred: torch.Tensor, u: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
+    """Mean latent error of predictions ``[N, num_ws, w_dim]`` (whitened): in u, or in v through the prior's
+    colouring ``colour [w_dim, w_dim]`` (``v = mean + u @ colour``), divided by ``trace(colour colour^T)`` so
+    that predicting the mode (u = 0) for u ~ N(0, I) scores 1 either way."""
+    if colour is None:
+        return (pred - u).square().mean()
+    return ((pred - u) @ colour).square().sum(-1).mean() / colour.square().sum()
+
+
+def _validate(enc: ResNetEncoder, x: torch.Tensor, u: torch.Tensor, colour: torch.Tensor | None = None) -> float:
     was = enc.training
     enc.eval()
     with torch.no_grad():
-        loss = float(torch.cat([(enc.coefficients(a) - b).square().flatten(1).mean(1)
-                                for a, b in zip(x.split(32), u.split(32))]).mean())
+        loss = float(torch.stack([_latent_loss(enc.coefficients(a), b, colour) * len(a)
+                                  for a, b in zip(x.split(32), u.split(32))]).sum() / len(x))
     enc.train(was)
     return round(loss, 6)
 

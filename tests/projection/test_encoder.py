@@ -142,6 +142,24 @@ def test_train_encoder_resumes(tmp_path):
         train_encoder(G, out, settings=EncoderTrainSettings(**{**s.__dict__, "mixing": 0.0}), prior=prior, progress=False)
 
 
+def test_latent_loss_in_v_weighs_directions_by_variance():
+    from latentkit.projection.encoder_settings import EncoderTrainSettings
+    from latentkit.projection.encoder_train import _latent_loss
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(4000, 2, 3, generator=g, dtype=torch.float64)
+    colour = torch.diag(torch.tensor([3.0, 1.0, 1e-4], dtype=torch.float64))  # one near-null direction
+    zero = torch.zeros_like(u)
+    # predicting the mode scores about 1 in both metrics (u ~ N(0, I))
+    assert abs(float(_latent_loss(zero, u, None)) - 1) < 0.05 and abs(float(_latent_loss(zero, u, colour)) - 1) < 0.05
+    only_null_wrong = u.clone()
+    only_null_wrong[..., 2] = 0  # right in the two visible directions, the mode in the near-null one
+    assert float(_latent_loss(only_null_wrong, u, None)) > 0.3  # u counts it fully
+    assert float(_latent_loss(only_null_wrong, u, colour)) < 1e-8  # v barely at all
+    with pytest.raises(InputError, match="latent_loss"):
+        EncoderTrainSettings(latent_loss="w")
+
+
 def test_cli_errors(tmp_path):
     net = fresh_net(tmp_path / "net.pt")
     img = tmp_path / "x.png"
