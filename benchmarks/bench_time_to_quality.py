@@ -152,7 +152,7 @@ def plot(results: dict, path: Path) -> None:
     targets = list(results["runs"])
     fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
     colours = {"nvidia": "tab:gray", "latentkit": "tab:blue", "encoder": "tab:red", "latentkit:100": "tab:cyan",
-               "encoder:50": "tab:pink"}
+               "encoder:50": "tab:pink", "encoder-v": "tab:green"}
     for ax, target in zip(axes[0], targets):
         for method, curve in results["runs"][target].items():
             ax.plot(curve["seconds"], curve["lpips"], label=method, color=colours.get(method))
