@@ -284,16 +284,17 @@ def describe_run(G: Generator, settings: TuneSettings, prior: Any, perceptual: s
             "prior": None if prior is None else type(prior).__name__}
 
 
-def run_id(G: Generator, target: torch.Tensor, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None,
-           labels: torch.Tensor, settings: TuneSettings, prior: Any, perceptual: str | None) -> str:
-    """sha256 of everything that decides a tuning run (a checkpoint resumes only the same one)."""
+def run_id(target: torch.Tensor, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None, labels: torch.Tensor,
+           prior: Any, described: dict[str, Any]) -> str:
+    """sha256 of everything that decides a tuning run (a checkpoint resumes only the same one): the tensors,
+    the prior's mean and the run's :func:`describe_run` (computed once by the caller: it hashes G's weights)."""
     digest = hashlib.sha256()
     for t in [target, ws, labels] + ([noise[k] for k in sorted(noise)] if noise else []):
         digest.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     mean = getattr(prior, "mean_", None)
     if isinstance(mean, torch.Tensor):
         digest.update(mean.detach().to("cpu", torch.float64).numpy().tobytes())
-    digest.update(json.dumps(describe_run(G, settings, prior, perceptual), sort_keys=True).encode())
+    digest.update(json.dumps(described, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -376,8 +377,8 @@ def tune(
     logger.info("tune: %d parameters of %s, rank %d (%d low-rank)", len(state.names), G.architecture, state.rank,
                 len(state.low_rank))
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    key = run_id(G, target_cpu, pivots, noise_dev, labels, s, prior, getattr(net, "weights", None))
     described = describe_run(G, s, prior, getattr(net, "weights", None))
+    key = run_id(target_cpu, pivots, noise_dev, labels, prior, described)
     start = state.restore(ckpt, key, described) if ckpt is not None and ckpt.is_file() else 0
     run_steps(state, start=start, num_steps=s.num_steps, checkpoint=ckpt, run_id=key, checkpoint_every=checkpoint_every,
               progress=progress, desc="tune", described=described)
