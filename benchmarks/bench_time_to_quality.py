@@ -107,7 +107,7 @@ def _stop_points(s, losses: list[float]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for tol in STOP_TOLS:
         rule = dataclasses.replace(s, stop_tol=tol)
-        out[f"{tol:g}"] = next((k for k in range(1, len(losses) + 1) if converged(rule, [[x] for x in losses[:k]])), None)
+        out[f"{tol:g}"] = next((k for k in range(1, len(losses) + 1) if converged(rule, [[x] for x in losses[:k]], k)), None)
     return out
 
 
