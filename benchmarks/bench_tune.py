@@ -36,7 +36,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_tune.json"
-PTI_LOCALITY_WEIGHT = 0.1  # PTI's regulizer_l2_lambda and regulizer_lpips_lambda
 WORK = Path(os.environ.get("BENCH_TUNE_WORK", ROOT / "benchmarks" / "results" / "bench_tune_work"))
 
 
@@ -107,7 +106,7 @@ def main() -> None:
     from latentkit.projection.lpips import lpips_vgg
     from latentkit.projection.project import ProjectionSettings, project
     from latentkit.projection.tune import render_tuned, tune
-    from latentkit.projection.tune_settings import TuneSettings
+    from latentkit.projection.tune_settings import FULL_LEARNING_RATE, FULL_LOCALITY_WEIGHT, TuneSettings
 
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
     started = time.perf_counter()
@@ -126,7 +125,7 @@ def main() -> None:
     targets = _targets(G, args)
     if args.only:
         targets = {k: v for k, v in targets.items() if k in args.only.split(",")}
-    default_lr = 3e-4  # PTI's: runs at other rates carry /lr<rate> in their key
+    default_lr = FULL_LEARNING_RATE  # PTI's: runs at other rates carry /lr<rate> in their key
     lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else [None]
     schedules = [("latentkit", rank, TuneSettings(delta_rank=rank, learning_rate=lr).lr)
                  for rank in (int(r) for r in args.ranks.split(",")) for lr in lrs]
@@ -151,8 +150,8 @@ def main() -> None:
                 pivot = {"ws": res.ws, "noises": res.noises}
                 torch.save({**pivot, "seconds": proj_seconds}, pivot_file)
             ts = TuneSettings(num_steps=args.tune_steps, delta_rank=rank, learning_rate=lr,
-                              locality_l2_weight=PTI_LOCALITY_WEIGHT * args.locality_scale,
-                              locality_lpips_weight=PTI_LOCALITY_WEIGHT * args.locality_scale,
+                              locality_l2_weight=FULL_LOCALITY_WEIGHT * args.locality_scale,
+                              locality_lpips_weight=FULL_LOCALITY_WEIGHT * args.locality_scale,
                               locality_samples=0 if method == "pti" else TuneSettings().locality_samples)
             t1 = time.perf_counter()
             out = tune(G, target, pivot["ws"], noise=pivot["noises"] or None, settings=ts, perceptual_net=net,
