@@ -66,8 +66,8 @@ def _to_uint8_list(images: Images, name: str) -> list[np.ndarray]:
                 f"{name} must be float images [N, C, H, W] or [C, H, W] in [-1, 1] with C = 1 or 3, "
                 f"got {images.dtype} {list(images.shape)}"
             )
-        arrays = to_uint8(images)  # a channels-last tensor gives strided arrays: copy them to C order
-        return [np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a) for a in arrays]
+        arrays = to_uint8(images)
+        return [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
     if isinstance(images, np.ndarray):
         if images.ndim == 3:
             images = images[None]
