@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Explorer", "Superseded", "DEFAULT_PREVIEW", "DEFAULT_COMPONENTS", "MAX_SEEDS", "VIEWS"]
 
 MAX_SEEDS = 4  # seeds view: a small grid
-VIDEO_FRAMES = DEFAULT_LEG_FRAMES
 POSITIONS = 101  # interpolation slider: t = 0, 0.01, ..., 1
 VIEWS = ("seeds", "edit", "interp")
 PICKS = ("untruncated", "truncated", "compressed")
@@ -296,7 +295,7 @@ class Explorer:
         with tempfile.TemporaryDirectory() as tmp:
             return save_latents(Path(tmp) / "projected_w.npz", ws).read_bytes()
 
-    def export_video(self, client: str, view: str, *, suffix: str = ".mp4", frames: int = VIDEO_FRAMES) -> bytes:
+    def export_video(self, client: str, view: str, *, suffix: str = ".mp4", frames: int = DEFAULT_LEG_FRAMES) -> bytes:
         """A video of the view (edit: a sweep of the strongest direction; interpolate: the path), bytes."""
         with self._numbers:
             shown = self._shown.get((str(client)[:64], str(view)))
