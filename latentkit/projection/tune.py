@@ -105,6 +105,7 @@ class TuneState:
         self.G, self.target, self.ws, self.noise, self.labels, self.settings, self.net = G, target, ws, noise, labels, s, net
         self.prior = prior
         self.n = target.shape[0]
+        self.network = network_fingerprint(G)  # hashes every weight: once per run, not per image
         self.names = tunable_parameters(G, ws, noise)
         params = dict(G.named_parameters(remove_duplicate=False))
         self.base = {name: params[name].detach() for name in self.names}
@@ -149,7 +150,7 @@ class TuneState:
             for name, parts in self.vars[i].items():
                 scaled = (parts[0] * self.scale[name]).detach().cpu().clone()
                 updates[name] = (scaled, parts[1].detach().cpu().clone()) if len(parts) == 2 else scaled
-        return GeneratorDelta(updates=updates, rank=self.rank, network=network_fingerprint(self.G),
+        return GeneratorDelta(updates=updates, rank=self.rank, network=self.network,
                               architecture=self.G.architecture, generator_sha256=self.G.sha256,
                               metadata={"tune_settings": json.dumps(self.settings.to_dict(), sort_keys=True)})
 
@@ -278,9 +279,10 @@ def _rms(p: torch.Tensor) -> float:
     return rms if rms > 1e-8 else 1.0
 
 
-def describe_run(G: Generator, settings: TuneSettings, prior: Any, perceptual: str | None) -> dict[str, Any]:
-    """The settings part of a tuning run's identity, as JSON-able data: what a refused checkpoint names."""
-    return {"settings": settings.to_dict(), "network": network_fingerprint(G), "perceptual": perceptual,
+def describe_run(network: str, settings: TuneSettings, prior: Any, perceptual: str | None) -> dict[str, Any]:
+    """The settings part of a tuning run's identity, as JSON-able data: what a refused checkpoint names.
+    ``network``: :func:`~latentkit.projection.delta.network_fingerprint` of the generator."""
+    return {"settings": settings.to_dict(), "network": network, "perceptual": perceptual,
             "prior": None if prior is None else type(prior).__name__}
 
 
@@ -377,7 +379,7 @@ def tune(
     logger.info("tune: %d parameters of %s, rank %d (%d low-rank)", len(state.names), G.architecture, state.rank,
                 len(state.low_rank))
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    described = describe_run(G, s, prior, getattr(net, "weights", None))
+    described = describe_run(state.network, s, prior, getattr(net, "weights", None))
     key = run_id(target_cpu, pivots, noise_dev, labels, prior, described)
     start = state.restore(ckpt, key, described) if ckpt is not None and ckpt.is_file() else 0
     run_steps(state, start=start, num_steps=s.num_steps, checkpoint=ckpt, run_id=key, checkpoint_every=checkpoint_every,
