@@ -47,3 +47,28 @@ def test_fast_frechet_equals_the_square_root_formula():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(40, 60)), rng.normal(0.3, 1.2, size=(50, 60))  # fewer samples than dimensions
     assert tradeoff.fast_frechet(a, b) == pytest.approx(frechet_distance(a, b), rel=1e-5)
+
+
+def test_pairwise_lpips_one_tap_at_a_time_equals_the_all_taps_distance():
+    """Table 3's diversity holds one VGG tap at a time; the distances must be those of every tap held at once
+    (same float16 features, terms added in tap order), for every pair in combinations order."""
+    torch = pytest.importorskip("torch")
+    t3 = pytest.importorskip("table3_tradeoff")
+    from latentkit.projection.lpips import lpips_vgg
+
+    lp = lpips_vgg("random").eval()  # random backbone: the test checks the bookkeeping, not a perceptual metric
+    with torch.no_grad():
+        for head in lp.heads:
+            head.copy_(torch.rand_like(head))
+    small = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    got = t3.pairwise_lpips(lp, small, batch=2)
+    feats = [[] for _ in lp.heads]
+    with torch.no_grad():
+        for i in range(0, len(small), 2):
+            for k, f in enumerate(t3.vgg_taps(lp, small[i:i + 2])):
+                feats[k].append((f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)).half())
+        feats = [torch.cat(f) for f in feats]
+        want = [float(lp.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
+                for i, j in itertools.combinations(range(len(small)), 2)]
+    assert len(got) == 10 and got == want
+    assert all(d > 0 for d in got)

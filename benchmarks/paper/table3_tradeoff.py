@@ -12,7 +12,8 @@ setting writes ``<runs>/table3/<setting>.json`` (and its raw dlib descriptors ``
   distance in VGG16 ImageNet features (relu5_3 averaged over space, the LPIPS backbone's weights:
   ``fd_vgg16``), each with a bootstrap standard error over seeds (both sets resampled);
 - diversity: LPIPS of every pair of the first min(N, DIVERSITY_MAX) samples (``report.py`` takes the mean and
-  a jackknife over samples);
+  a jackknife over samples), one VGG tap at a time so that only one tap's features are held (peak RSS
+  under 3 GB);
 - |Δw|: mean per-layer latent displacement.
 
 Then the artifacts: the samples with the largest whitened PCA coefficient among a pool of mapped samples,
@@ -36,7 +37,7 @@ PSIS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 # the order settings are run in: the untruncated base, then the comparisons the report leans on most
 ORDER = [("none", 1.0), ("tau", 1.0), ("tau", 2.0), ("psi", 0.9), ("psi", 0.95), ("psi", 0.97), ("psi", 0.99),
          ("tau", 3.0), ("psi", 0.8), ("psi", 0.7), ("tau", 4.0), ("psi", 0.6), ("psi", 0.5)]
-DIVERSITY_MAX = 50    # diversity: pairwise LPIPS over the first min(N, 50) samples (features kept in float16)
+DIVERSITY_MAX = 50    # diversity: pairwise LPIPS over the first min(N, 50) samples (one tap in float16 at a time)
 RENDER_BATCH = 2
 log = logging.getLogger("paper.table3")
 
@@ -49,11 +50,41 @@ def _uint8(img: torch.Tensor) -> torch.Tensor:
     return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def vgg_taps(lp, img: torch.Tensor) -> list[torch.Tensor]:
-    """Raw VGG16 relu taps of the LPIPS backbone for ``img [N, 3, H, W]`` in [-1, 1], downscaled as LPIPS does."""
-    small = torch.nn.functional.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img
-    small = small.to(lp.shift.device)
-    return [t.cpu() for t in lp.trunk((small - lp.shift) / lp.scale)]
+def lpips_input(img: torch.Tensor) -> torch.Tensor:
+    """``img [N, 3, H, W]`` in [-1, 1] area-downscaled to 256 px as LPIPS does (unchanged when not larger)."""
+    return torch.nn.functional.interpolate(img, size=(256, 256), mode="area") if img.shape[-1] > 256 else img
+
+
+def vgg_taps(lp, small: torch.Tensor) -> list[torch.Tensor]:
+    """Raw VGG16 relu taps of the LPIPS backbone for ``small [N, 3, h, w]`` (:func:`lpips_input`'s output)."""
+    return [t.cpu() for t in lp.trunk((small.to(lp.shift.device) - lp.shift) / lp.scale)]
+
+
+def pairwise_lpips(lp, small: torch.Tensor, batch: int = RENDER_BATCH) -> list[float]:
+    """LPIPS of every pair ``i < j`` (``itertools.combinations`` order) of ``small [m, 3, h, w]``.
+
+    The distance is a sum over VGG taps, so it is taken one tap at a time: the backbone runs once per tap and
+    only that tap's unit-normalised features of the m images are held, in float16 (``m`` 50 at 256 px: at
+    most 0.4 GB, the first tap's, where keeping every tap took 0.8 GB and a copy). The per-pair terms are
+    added in tap order, as :meth:`PerceptualLoss.distance_from_features` adds them.
+    """
+    m = len(small)
+    pairs = list(itertools.combinations(range(m), 2))
+    total: list[float] | None = None
+    for k, head in enumerate(lp.heads):
+        with torch.no_grad():
+            tap = []
+            for i in range(0, m, batch):
+                f = vgg_taps(lp, small[i:i + batch])[k]
+                tap.append((f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)).half())
+            feats = torch.cat(tap)  # [m, c, h, w] float16
+            del tap
+            head = head.detach().cpu()
+            terms = [((feats[i:i + 1].float() - feats[j:j + 1].float()).square() * head).sum(dim=1).mean(dim=(1, 2))
+                     for i, j in pairs]  # each [1], as distance_from_features computes tap k
+        del feats
+        total = [t[0] for t in terms] if total is None else [a + t[0] for a, t in zip(total, terms)]
+    return [float(t) for t in total or []]
 
 
 def fast_frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,20 +124,20 @@ class Tradeoff:
         self.pixels = feature_extractor("pixels")
         self.ws = mapped(G, range(self.n)).cpu()  # [N, num_ws, w_dim]
 
-    def _measure(self, img: torch.Tensor, keep_lpips: bool):
+    def _measure(self, img: torch.Tensor):
+        """(dlib descriptors ``[B, 128]``, pixel features, VGG16 relu5_3 means ``[B, 512]``, LPIPS input ``[B, 3, 256, 256]``)."""
         u8 = _uint8(img)
         emb = self.embedder.embed([np.ascontiguousarray(x) for x in u8.permute(0, 2, 3, 1).numpy()], normalize=False)[0]
+        small = lpips_input(img)
         with torch.no_grad():
-            taps = vgg_taps(self.lp, img)
-        vgg = taps[-1].mean(dim=(2, 3)).double()  # [B, 512] relu5_3 averaged over space
-        lpf = [(f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)).half() for f in taps] if keep_lpips else None
-        return emb, self.pixels(u8), vgg, lpf
+            vgg = vgg_taps(self.lp, small)[-1].mean(dim=(2, 3)).double()  # relu5_3 averaged over space
+        return emb, self.pixels(u8), vgg, small
 
     def reference(self, started: float) -> dict:
         path = self.dir / "reference.npz"
         if not path.is_file():
             parts = render_map(self.G, mapped(self.G, range(self.n, 2 * self.n)),
-                               lambda img: self._measure(img, False), batch=RENDER_BATCH)
+                               lambda img: self._measure(img)[:3], batch=RENDER_BATCH)
             self.dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, pixels=torch.cat([p[1] for p in parts]).numpy(), vgg16=torch.cat([p[2] for p in parts]).numpy())
@@ -126,25 +157,16 @@ class Tradeoff:
         moved = ws if method == "none" else compress(ws, self.prior, tau=value) if method == "tau" else \
             truncate(ws, self.G.w_avg.detach().cpu(), value)
         m = min(self.n, DIVERSITY_MAX)
-        embs, pix, vgg, lpf = [], [], [], []
+        embs, pix, vgg, small = [], [], [], []
         for i in range(0, self.n, RENDER_BATCH):
             img = render(self.G, moved[i:i + RENDER_BATCH], batch=RENDER_BATCH)
-            e, p, v, f = self._measure(img, keep_lpips=i < m)
+            e, p, v, s = self._measure(img)
             embs.append(e), pix.append(p), vgg.append(v)
-            if f is not None:
-                lpf.append(f)
+            if i < m:
+                small.append(s)
         emb, pix, vgg = torch.cat(embs), torch.cat(pix).numpy(), torch.cat(vgg).numpy()
-        feats = []
-        for k in range(len(lpf[0])):  # one layer at a time, freeing the batches' copies (no second full set)
-            feats.append(torch.cat([f[k] for f in lpf])[:m])
-            for f in lpf:
-                f[k] = None
-        with torch.no_grad():
-            heads = self.lp.cpu()  # distances on the CPU, where the float16 features are kept
-            div = [float(heads.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
-                   for i, j in itertools.combinations(range(m), 2)]
-        self.lp.to(self.G.w_avg.device)
-        del feats, lpf
+        div = pairwise_lpips(self.lp, torch.cat(small)[:m])
+        del small
         reps = self.size.bootstrap
 
         def kd(a, b):
