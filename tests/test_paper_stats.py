@@ -72,3 +72,27 @@ def test_pairwise_lpips_one_tap_at_a_time_equals_the_all_taps_distance():
                 for i, j in itertools.combinations(range(len(small)), 2)]
     assert len(got) == 10 and got == want
     assert all(d > 0 for d in got)
+
+
+def _t3_rows():
+    """The untruncated setting, three psi settings whose fd first falls and then rises, and one tau."""
+    def row(method, value, fd, ident, moved):
+        return {"method": method, "value": value, "fd": fd, "fd_se": 0.1, "identity": [ident] * 4, "w_moved": [moved] * 4}
+    return [row("none", 1.0, 10.0, 1.0, 0.0), row("psi", 0.9, 9.0, 0.99, 1.0), row("psi", 0.7, 8.0, 0.98, 3.0),
+            row("psi", 0.5, 12.0, 0.95, 5.0)]
+
+
+def test_equal_distance_match_stops_at_the_curves_first_turn_and_needs_a_resolved_distance():
+    report = pytest.importorskip("report")
+    t3 = report.Table3.__new__(report.Table3)
+    t3.rows = _t3_rows()
+    near = {"method": "tau", "value": 2.0, "fd": 9.5, "fd_se": 0.1, "identity": [0.995] * 4, "w_moved": [0.5] * 4}
+    ident, where, (r0, r1, f) = t3.at_equal(near, "fd")
+    assert where == "psi 1 (none)-0.9" and f == pytest.approx(0.5) and ident == pytest.approx([0.995] * 4)
+    assert t3.unresolved(near, "fd") == ""  # 0.5 from the untruncated 10.0, more than 2 SEs (0.2)
+    far = dict(near, fd=11.0)  # only met again after the curve turns (psi 0.7 -> 0.5): no match
+    ident, where, _ = t3.at_equal(far, "fd")
+    assert ident is None and "turn" in where
+    noisy = dict(near, fd=9.9)  # within 2 SEs of the untruncated setting: a match would be chosen by noise
+    assert "2 SE" in t3.unresolved(noisy, "fd")
+    assert t3.unresolved(near, "w_moved") == ""  # no SE recorded: a displacement is exact on its seeds

@@ -323,17 +323,39 @@ class Table3:
     def at_equal(self, tau_row, key: str):
         """The truncation curve (psi from 1 = untruncated down to 0.5) interpolated at tau's value of ``key``:
         per-sample identity of the two consecutive psi settings that bracket it, mixed linearly; None when no
-        segment brackets it."""
+        segment brackets it.
+
+        Only the part of the curve where ``key`` moves one way from the untruncated setting is searched (up
+        to its first turn): past a turn a value is met twice, and the far match would pair tau with a much
+        stronger truncation that merely lands at the same distance from the other side.
+        """
         curve = [r for r in self.rows if r["method"] == "none" and r["identity"] is not None]
         curve += sorted((r for r in self.rows if r["method"] == "psi" and r["identity"] is not None), key=lambda r: -r["value"])
         x = self._x(tau_row, key)
+        direction = 0.0
         for r0, r1 in zip(curve, curve[1:]):
             x0, x1 = self._x(r0, key), self._x(r1, key)
+            step = np.sign(x1 - x0)
+            if direction and step and step != direction:
+                return None, f"beyond the curve's first turn (psi {r0['value']:g})", None
+            direction = direction or step
             if min(x0, x1) <= x <= max(x0, x1) and x1 != x0:
                 f = (x - x0) / (x1 - x0)
                 ident = (1 - f) * np.asarray(r0["identity"]) + f * np.asarray(r1["identity"])
                 return ident, f"psi {r0['value']:g}-{r1['value']:g}".replace("psi 1-", "psi 1 (none)-"), (r0, r1, f)
         return None, "outside the psi curve" if len(curve) > 1 else "no psi rows", None
+
+    def unresolved(self, tau_row, key: str) -> str:
+        """Why matching tau at equal ``key`` would rest on noise ('' when it does not): a distance with a
+        bootstrap SE must lie at least 2 SEs (the larger of tau's and the untruncated setting's) from the
+        untruncated setting's, or the psi it is matched to is chosen by sampling noise. The SEs are of each
+        distance alone, wider than a paired difference's: the rule errs towards no test."""
+        base = next((r for r in self.rows if r["method"] == "none"), None)
+        if f"{key}_se" not in tau_row or base is None:
+            return ""
+        gap = abs(self._x(tau_row, key) - self._x(base, key))
+        se = max(float(tau_row[f"{key}_se"]), float(base[f"{key}_se"]))
+        return f"|tau − none| {gap:.3g} < 2 SE ({2 * se:.3g})" if gap < 2 * se else ""
 
     @staticmethod
     def _x(r, key: str) -> float:
@@ -375,6 +397,10 @@ def table3_markdown(t3: Table3) -> tuple[str, list]:
     for key, label in (("w_moved", "equal |Δw|"), ("fd_pixels", "equal fd_pixels"), ("fd_vgg16", "equal fd_vgg16")):
         for r in (r for r in t3.rows if r["method"] == "tau" and r["identity"] is not None):
             ident, where, _ = t3.at_equal(r, key)
+            unresolved = t3.unresolved(r, key)
+            if unresolved:
+                eq_rows.append([label, f"tau={r['value']:g}", t3._x(r, key), pm(r["identity"]), unresolved, "-", "no test (distance unresolved)"])
+                continue
             if ident is None:
                 eq_rows.append([label, f"tau={r['value']:g}", t3._x(r, key), pm(r["identity"]), where, "-", "no test"])
                 continue
@@ -429,8 +455,10 @@ Identity calibration (how large is a change in the cosine?):
 
 Each tau against the truncation curve at the same mean |Δw|, the same `fd_pixels` and the same `fd_vgg16`: per
 sample, the identity of the two bracketing psi settings mixed linearly at that value, paired with tau's identity
-over the same seeds (t interval; the matching point is treated as fixed, although the distances carry the bootstrap
-SEs above). Claim: compression keeps more identity (tau − psi > 0).
+over the same seeds (t interval; the matching point is treated as fixed). A distance match is made only where tau's
+distance lies at least 2 bootstrap SEs from the untruncated setting's ("unresolved" otherwise: at this N the
+distance cannot tell the two apart, so the matched psi would be chosen by noise), and only on the part of the psi
+curve before the distance first turns. Claim: compression keeps more identity (tau − psi > 0).
 
 {table(['matched on', 'compression', 'value', 'identity (tau)', 'identity (psi, matched)', 'tau − psi [95 % CI], p, n', 'verdict'], eq_rows)}
 
