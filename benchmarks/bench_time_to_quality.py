@@ -9,6 +9,8 @@ Methods, run interleaved on the same targets, the same CPU and threads:
   coefficients from the prior's mode).
 * ``encoder``: the defaults started from an encoder's prediction with the schedule ``--init encoder`` runs
   (``from_encoder_start``: lr 0.03, no latent noise); the encoder's forward pass counts in the time.
+* ``fast``: the defaults (the prior's mode as the start) with the encoder's schedule, lr 0.03 and no latent
+  noise: separates what the encoder's start gives from what its gentler schedule gives.
 * ``METHOD:N`` (e.g. ``latentkit:100``): that method with a schedule of N steps. Every schedule (learning
   rate ramps, latent noise to 75 %) is laid out over ``num_steps``, so a 300-step run's curve at step 100
   is not what a 100-step run reaches: a short schedule is its own method.
@@ -57,6 +59,8 @@ def _settings(method: str, steps: int):
     if method == "nvidia":
         return ProjectionSettings(num_steps=steps, space="w", start="w_avg", parametrization="w")
     base = ProjectionSettings(num_steps=steps)
+    if method == "fast":
+        return dataclasses.replace(from_encoder_start(base), start=base.start)
     return from_encoder_start(base) if method == "encoder" else base
 
 
@@ -173,7 +177,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2, help="targets rendered from z seeds 0..N-1")
     p.add_argument("--photos", nargs="*", default=["examples/face.png", "examples/grace_hopper.jpg"])
     p.add_argument("--methods", nargs="*", default=["nvidia", "latentkit", "encoder"],
-                   help="nvidia, latentkit, encoder, or METHOD:N for a schedule of N steps")
+                   help="nvidia, latentkit, encoder, fast, or METHOD:N for a schedule of N steps")
     p.add_argument("--nvidia-steps", type=int, default=300)
     p.add_argument("--latentkit-steps", type=int, default=300)
     p.add_argument("--encoder-steps", type=int, default=100)
@@ -210,12 +214,13 @@ def main() -> None:
             from latentkit.projection.encoder_file import load_encoder
 
             encoder = load_encoder(args.encoder, G)
-    steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps}
+    steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps,
+             "fast": args.encoder_steps}
     for m in methods:
         if ":" in m:
             base, n = m.split(":")
             if base not in steps or not n.isdigit() or int(n) < 1:
-                p.error(f"unknown method {m!r}: nvidia, latentkit or encoder, optionally :STEPS")
+                p.error(f"unknown method {m!r}: nvidia, latentkit, encoder or fast, optionally :STEPS")
             steps[m] = int(n)
     results = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
     where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else cpu_model()

@@ -90,6 +90,7 @@ def methods(size) -> list[Method]:
 
 CORE_FAMILIES = ("nvidia", "w+", "whitened")  # the rows that change one factor each: run on every target first
 CONVERGENCE_KEYS = ("w-nvidia", "wp-w", "wp-u-p0", "wp-u-p1e-05")  # repeated at 2x steps on the subset
+PHASES = ("core", "grids", "convergence")  # the order the study runs them in (``--only`` picks one)
 
 
 @dataclass(frozen=True)
@@ -287,14 +288,16 @@ class Study:
         write_json(out_path, row)
         return True
 
-    def jobs(self, shard: tuple[int, int] = (0, 1)):
+    def jobs(self, shard: tuple[int, int] = (0, 1), only: str | None = None):
         """Every run in the order it is done: (description, callable, done?). ``shard=(k, n)``: only every
-        n-th projection from the k-th (and the interpolations of every n-th pair), so n processes share the study."""
+        n-th projection from the k-th (and the interpolations of every n-th pair), so n processes share the study.
+        ``only``: one of :data:`PHASES` ('core', 'grids', 'convergence'), the others skipped."""
         k, n = shard
         order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
         j = 0
         core = [m for m in self.methods if m.family in CORE_FAMILIES]
-        phases = (core, [m for m in self.methods if m.family not in CORE_FAMILIES])
+        phases = [phase for name, phase in zip(PHASES, (core, [m for m in self.methods if m.family not in CORE_FAMILIES]))
+                  if only in (None, name)]
         for phase in phases:  # the one-factor rows on every target first: their n grows fastest
             for i in order:
                 t = self.targets[i]
@@ -306,7 +309,7 @@ class Study:
                     if i in (a, b) and p % n == k:
                         for m in phase:
                             yield f"interp {a}-{b}/{m.key}", (lambda a=a, b=b, m=m: self.interpolate_one(a, b, m)), False
-        keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS]
+        keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS] if only in (None, "convergence") else []
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
                 if j % n == k:
@@ -316,13 +319,14 @@ class Study:
 
 
 def run(G, prior, size, out, network: str, extra_targets: str | None = None, *, resume: bool = True,
-        max_runs: int | None = None, shard: tuple[int, int] = (0, 1)) -> Path:
-    """Run (or resume) the study; returns the runs folder. ``resume=False`` recomputes existing runs."""
+        max_runs: int | None = None, shard: tuple[int, int] = (0, 1), only: str | None = None) -> Path:
+    """Run (or resume) the study (or only one of its :data:`PHASES`); returns the runs folder.
+    ``resume=False`` recomputes existing runs."""
     runs = runs_dir(out, network, size)
     study = Study(G, prior, size, network, runs, extra_targets)
     study.reference(time.time())
     done = 0
-    for name, job, exists in study.jobs(shard):
+    for name, job, exists in study.jobs(shard, only):
         if exists and resume:
             continue
         if max_runs is not None and done >= max_runs:
@@ -338,7 +342,10 @@ if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (resume later)")
     p.add_argument("--shard", default="0/1", help="K/N: this process runs every N-th projection from the K-th (N processes share the study)")
+    p.add_argument("--only", choices=PHASES, default=None,
+                   help="run only this phase (e.g. the 2x-steps convergence subset before the grids)")
     args = p.parse_args()
     k, n = (int(x) for x in args.shard.split("/"))
     G, prior, size, out = setup(args)
-    run(G, prior, size, out, args.network, args.targets, resume=args.resume, max_runs=args.max_runs, shard=(k, n))
+    run(G, prior, size, out, args.network, args.targets, resume=args.resume, max_runs=args.max_runs, shard=(k, n),
+        only=args.only)
