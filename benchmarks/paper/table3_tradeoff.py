@@ -39,6 +39,8 @@ ORDER = [("none", 1.0), ("tau", 1.0), ("tau", 2.0), ("psi", 0.9), ("psi", 0.95),
          ("tau", 3.0), ("psi", 0.8), ("psi", 0.7), ("tau", 4.0), ("psi", 0.6), ("psi", 0.5)]
 DIVERSITY_MAX = 50    # diversity: pairwise LPIPS over the first min(N, 50) samples (one tap in float16 at a time)
 RENDER_BATCH = 2
+ARTIFACT_CHUNK = 500  # mapped samples per step of the artifact search ([500, num_ws, w_dim] in float64: 37 MB at 18 x 512;
+                      # 5000 at a time took the stage to 4.4 GB RSS)
 log = logging.getLogger("paper.table3")
 
 
@@ -200,9 +202,10 @@ class Tradeoff:
             return
         started = time.time()
         prior, centre = self.prior, self.G.w_avg.detach().cpu()
+        end = 100_000 + self.size.artifact_pool
         umax = torch.cat([prior.coefficients(w.double()).abs().amax(dim=(1, 2))
-                          for w in (mapped(self.G, range(s, min(s + 5000, 100_000 + self.size.artifact_pool)))
-                                    for s in range(100_000, 100_000 + self.size.artifact_pool, 5000))])  # [pool]
+                          for w in (mapped(self.G, range(s, min(s + ARTIFACT_CHUNK, end)))
+                                    for s in range(100_000, end, ARTIFACT_CHUNK))])  # [pool]
         top = umax.topk(self.size.artifact_k).indices
         shown = [("original", lambda w: w), ("tau=2", lambda w: compress(w, prior, tau=2.0)),
                  ("tau=3", lambda w: compress(w, prior, tau=3.0)), ("psi=0.7", lambda w: truncate(w, centre, 0.7))]
