@@ -574,8 +574,14 @@ def assemble(out: Path, runs: Path) -> Path:
         n_pairs = len({p for p, _ in t2.interp})
         if n_pairs < t2.size["interp_pairs"]:
             not_run.append(f"Table 2 interpolation pairs done: {n_pairs} of {t2.size['interp_pairs']}.")
+        from table2_projection import CONVERGENCE_KEYS
+
+        planned_x2 = t2.size["convergence_targets"] * len(CONVERGENCE_KEYS)
         if not t2.x2:
             not_run.append("Table 2 convergence check (2x steps): not reached.")
+        elif len(t2.x2) < planned_x2:
+            not_run.append(f"Table 2 convergence check (2x steps): {len(t2.x2)} of {planned_x2} runs "
+                           f"({len({t for t, _ in t2.x2})} of {t2.size['convergence_targets']} targets).")
     else:
         not_run.append("Table 2: no runs.")
     if len(t3.rows) < 13:
