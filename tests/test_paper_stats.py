@@ -54,7 +54,7 @@ def test_pairwise_lpips_one_tap_at_a_time_equals_the_all_taps_distance():
     (same float16 features, terms added in tap order), for every pair in combinations order."""
     torch = pytest.importorskip("torch")
     t3 = pytest.importorskip("table3_tradeoff")
-    from latentkit.projection.lpips import lpips_vgg
+    from latentkit.projection.lpips import lpips_vgg, unit_channels
 
     lp = lpips_vgg("random").eval()  # random backbone: the test checks the bookkeeping, not a perceptual metric
     with torch.no_grad():
@@ -66,7 +66,7 @@ def test_pairwise_lpips_one_tap_at_a_time_equals_the_all_taps_distance():
     with torch.no_grad():
         for i in range(0, len(small), 2):
             for k, f in enumerate(t3.vgg_taps(lp, small[i:i + 2])):
-                feats[k].append((f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)).half())
+                feats[k].append(unit_channels(f).half())
         feats = [torch.cat(f) for f in feats]
         want = [float(lp.distance_from_features([x[i:i + 1].float() for x in feats], [x[j:j + 1].float() for x in feats]))
                 for i, j in itertools.combinations(range(len(small)), 2)]

@@ -70,6 +70,8 @@ def pairwise_lpips(lp, small: torch.Tensor, batch: int = RENDER_BATCH) -> list[f
     most 0.4 GB, the first tap's, where keeping every tap took 0.8 GB and a copy). The per-pair terms are
     added in tap order, as :meth:`PerceptualLoss.distance_from_features` adds them.
     """
+    from latentkit.projection.lpips import tap_distance, unit_channels
+
     m = len(small)
     pairs = list(itertools.combinations(range(m), 2))
     total: list[float] | None = None
@@ -78,12 +80,11 @@ def pairwise_lpips(lp, small: torch.Tensor, batch: int = RENDER_BATCH) -> list[f
             tap = []
             for i in range(0, m, batch):
                 f = vgg_taps(lp, small[i:i + batch])[k]
-                tap.append((f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)).half())
+                tap.append(unit_channels(f).half())
             feats = torch.cat(tap)  # [m, c, h, w] float16
             del tap
             head = head.detach().cpu()
-            terms = [((feats[i:i + 1].float() - feats[j:j + 1].float()).square() * head).sum(dim=1).mean(dim=(1, 2))
-                     for i, j in pairs]  # each [1], as distance_from_features computes tap k
+            terms = [tap_distance(feats[i:i + 1].float(), feats[j:j + 1].float(), head) for i, j in pairs]  # each [1]
         del feats
         total = [t[0] for t in terms] if total is None else [a + t[0] for a, t in zip(total, terms)]
     return [float(t) for t in total or []]

