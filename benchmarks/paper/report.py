@@ -36,6 +36,12 @@ def _load(folder: Path, pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))] if folder.is_dir() else []
 
 
+def _peak_gb(items: list[dict]) -> float | None:
+    """The largest peak RSS (GB) recorded in the items' provenance, None when none has one."""
+    peaks = [d["provenance"]["peak_rss_gb"] for d in items if "provenance" in d]
+    return max(peaks) if peaks else None
+
+
 def _provenance_rows(stage: str, items: list[dict]) -> list:
     provs = [d["provenance"] for d in items if "provenance" in d]
     if not provs:
@@ -44,7 +50,7 @@ def _provenance_rows(stage: str, items: list[dict]) -> list:
     dates = sorted(p["date"] for p in provs)
     machines = sorted({p["machine"] for p in provs})
     return [stage, len(provs), ", ".join(commits), "; ".join(machines), f"{sum(p['wall_s'] for p in provs) / 60:.1f} min",
-            f"{max(p['peak_rss_gb'] for p in provs):.2f} GB", f"{dates[0]} .. {dates[-1]}"]
+            f"{_peak_gb(items):.2f} GB", f"{dates[0]} .. {dates[-1]}"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -550,15 +556,15 @@ def assemble(out: Path, runs: Path) -> Path:
     if not v3:
         findings.append(["3. compression versus truncation", "not run", ""])
     findings.append(["3c. compression removes artifacts", "**not tested**", "no artifact detector; the strips are shown only"])
-    prov = [_provenance_rows("table1", [{"provenance": t1["meta"]}] if t1 else []),
-            _provenance_rows("table2 runs", t2.all), _provenance_rows("table3 runs", t3.all)]
+    stages = [("table1", [{"provenance": t1["meta"]}] if t1 else []), ("table2 runs", t2.all), ("table3 runs", t3.all)]
+    prov = [_provenance_rows(stage, items) for stage, items in stages]
     not_run = []
     if t1 and t1["meta"].get("peak_rss_gb", 0) >= 3:
         not_run.append(f"Table 1 as committed was run at {t1['meta']['size']['heldout']} held-out samples and peaked at "
                        f"{t1['meta']['peak_rss_gb']:.2f} GB RSS, above the 3 GB budget; the `cpu` size now uses 5e4 (rerun: "
                        "`nice -n 19 python benchmarks/paper/table1_gaussianity.py --size cpu`), not finished in this session.")
     if t2.size:
-        from table2_projection import CORE_FAMILIES
+        from table2_projection import CONVERGENCE_KEYS, CORE_FAMILIES
 
         planned = t2.size["gen_targets"] + t2.size["real_targets"]
         for rows, what in (([m for m in t2.methods if t2.family[m] in CORE_FAMILIES], "one-factor rows (NVIDIA, W+, whitened u)"),
@@ -574,8 +580,6 @@ def assemble(out: Path, runs: Path) -> Path:
         n_pairs = len({p for p, _ in t2.interp})
         if n_pairs < t2.size["interp_pairs"]:
             not_run.append(f"Table 2 interpolation pairs done: {n_pairs} of {t2.size['interp_pairs']}.")
-        from table2_projection import CONVERGENCE_KEYS
-
         planned_x2 = t2.size["convergence_targets"] * len(CONVERGENCE_KEYS)
         if not t2.x2:
             not_run.append("Table 2 convergence check (2x steps): not reached.")
@@ -591,9 +595,10 @@ def assemble(out: Path, runs: Path) -> Path:
         not_run.append(f"Table 3 ran at N = {t3.rows[0]['n']} samples per setting, not the `{size3['name']}` size's "
                        f"{size3['trade_n']} (`nice -n 19 python benchmarks/paper/table3_tradeoff.py --size {size3['name']} --resume` "
                        "runs it into its own folder).")
-    for row in prov:
-        if row[1] != "not run" and float(row[5].split()[0]) >= 3:
-            not_run.append(f"Peak memory: the {row[0]} stage reached {row[5]} RSS, over the 3 GB budget.")
+    for stage, items in stages:
+        peak = _peak_gb(items)
+        if peak is not None and peak >= 3:
+            not_run.append(f"Peak memory: the {stage} stage reached {peak:.2f} GB RSS, over the 3 GB budget.")
     if not t3.art:
         not_run.append("Table 3 artifacts: not reached.")
     not_run.append("The `full` size (GPU): not run (no GPU was lent to this session); `examples/paper/run_gpu.sh` runs it.")
