@@ -40,3 +40,28 @@ def test_core_rows_come_first_and_only_picks_one_phase(tmp_path):
         else:
             assert not any(n.endswith(" x2") for n in picked)
             assert all((n.split("/")[1] in core) == (only == "core") for n in picked)
+
+
+def test_grids_tune_every_cell_on_a_subset_then_run_the_best_on_every_target(tmp_path):
+    study = _study(tmp_path)
+    tune = study.targets[: study.size.grid_tune]
+    pn = [m for m in study.methods if m.family == "pn"]
+    assert len(pn) >= 2 and 0 < len(tune) < len(study.targets)
+    names = [name for name, _, _ in study.jobs(only="grids") if not name.startswith("interp")]
+    assert {n.split("/")[0] for n in names if n.split("/")[1] == pn[0].key} == {t.name for t in tune}
+    assert not any(n.startswith("interp") for n, _, _ in study.jobs(only="grids") if n.split("/")[1] == pn[0].key)
+    for i, t in enumerate(tune):  # every P_N cell done on the tuning targets; the second cell is better on average
+        for m, lp in zip(pn, ([0.30, 0.20][i % 2], [0.25, 0.22][i % 2])):
+            common.write_json(study.path(t, m), {"lpips": lp})
+    assert study.tuned("pn").key == pn[1].key
+    names = [name for name, _, _ in study.jobs(only="grids")]
+    assert {n.split("/")[0] for n in names if n.endswith("/" + pn[1].key) and not n.startswith("interp")} == \
+        {t.name for t in study.targets}
+    assert {n.split("/")[0] for n in names if n.endswith("/" + pn[0].key)} == {t.name for t in tune}
+    assert any(n.startswith("interp") and n.endswith(pn[1].key) for n in names)
+
+
+def test_best_cell_waits_for_every_tuning_target():
+    assert common.best_cell({"a": {"x": 0.3, "y": 0.1}, "b": {"x": 0.2, "y": 0.25}}, ["x", "y"]) == "a"
+    assert common.best_cell({"a": {"x": 0.3}, "b": {"x": 0.2, "y": 0.25}}, ["x", "y"]) is None
+    assert common.best_cell({}, ["x"]) is None

@@ -55,14 +55,15 @@ class Size:
     artifact_pool: int      # Table 3 mapped samples searched for the largest coefficients
     artifact_k: int         # Table 3 samples shown
     t_method: bool          # Table 2 also runs the Student-t prior
+    grid_tune: int = 4      # Table 2 grids: every cell on the first grid_tune targets, the best cell on all
 
 
 SIZES = {
-    "quick": Size("quick", 4000, 4000, 3, 2, 1, (1e-5,), (0.1,), (0.1, 0.01), 4, 1, 4, 1, 1, 6, 20, 500, 1, True),
+    "quick": Size("quick", 4000, 4000, 3, 2, 1, (1e-5,), (0.1,), (0.1, 0.01), 4, 1, 4, 1, 1, 6, 20, 500, 1, True, 2),
     "cpu": Size("cpu", 100_000, 50_000, 150, 13, 3, (1e-5, 1e-3), (0.1, 0.01), (0.1, 0.01, 0.001), 5, 8, 64, 2, 2,
                 200, 200, 10_000, 2, True),
     "full": Size("full", 100_000, 200_000, 1000, 29, 3, (1e-6, 1e-5, 1e-4, 1e-3), (0.1, 0.03, 0.01),
-                 (0.1, 0.03, 0.01, 0.003, 0.001), 9, 16, 500, 4, 4, 1000, 500, 100_000, 4, True),
+                 (0.1, 0.03, 0.01, 0.003, 0.001), 9, 16, 500, 4, 4, 1000, 500, 100_000, 4, True, 6),
 }
 
 
@@ -138,6 +139,14 @@ def provenance(size: Size, network: str, started: float) -> dict:
     return {"commit": commit(), "size": asdict(size), "network": network, "machine": machine(),
             "wall_s": time.time() - started, "peak_rss_gb": peak_rss_gb(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def best_cell(lpips: dict, on: list) -> str | None:
+    """The grid cell with the lowest mean reconstruction LPIPS over the tuning targets ``on``, from
+    ``lpips[cell][target]``; None while a cell lacks one of them, so a choice once made does not change."""
+    if not lpips or not on or any(t not in by_target for by_target in lpips.values() for t in on):
+        return None
+    return min(sorted(lpips), key=lambda cell: float(np.mean([lpips[cell][t] for t in on])))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -19,6 +19,10 @@ changing one factor against the row it is compared with (``COMPARISONS`` in ``re
 - ``wp-pn-lr<lr>``: W+ with II2S's P_N term (lambda 1e-3), Adam on w from w_avg, over learning rates;
 - ``wp-u-t<weight>``: the Student-t radius prior in the default row's settings (sizes with ``t_method``).
 
+The grids are tuned on a subset: every cell on the first ``size.grid_tune`` targets, then only the cell with
+the lowest mean LPIPS there on every target (so each family gets one row at the core rows' n for a fraction of the
+grid's cost; the choice is made on targets the comparisons also use, which favours the grid's row).
+
 Targets: real photos (aligned FFHQ's way by :func:`latentkit.projection.align.align_face`, offline) and
 generated images of seeds 1000.. whose latents are known (latent error to the truth is then a metric).
 Runs go in phases: first the one-factor rows (``CORE_FAMILIES``: NVIDIA, W+, whitened u at the three prior
@@ -28,6 +32,7 @@ targets fastest when the study is stopped and resumed. A convergence subset repe
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -36,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import (PRE_ALIGNED, REAL_TARGETS, mapped, parser, provenance, render, render_map, runs_dir, setup,
+from common import (PRE_ALIGNED, REAL_TARGETS, best_cell, mapped, parser, provenance, render, render_map, runs_dir, setup,
                     write_json)
 
 STEP_FRACTION = 0.1   # stability: |delta v| per layer = 0.1 * sqrt(trace Cov(v)), the typical v radius
@@ -89,6 +94,7 @@ def methods(size) -> list[Method]:
 
 
 CORE_FAMILIES = ("nvidia", "w+", "whitened")  # the rows that change one factor each: run on every target first
+GRID_FAMILIES = ("paper", "pn")  # tuned: every cell on the first size.grid_tune targets, the best one on every target
 CONVERGENCE_KEYS = ("w-nvidia", "wp-w", "wp-u-p0", "wp-u-p1e-05")  # repeated at 2x steps on the subset
 PHASES = ("core", "grids", "convergence")  # the order the study runs them in (``--only`` picks one)
 
@@ -288,27 +294,48 @@ class Study:
         write_json(out_path, row)
         return True
 
+    def tuned(self, family: str) -> Method | None:
+        """The cell of a grid family chosen on the tuning targets (:func:`common.best_cell`), None until they are done."""
+        cells = [m for m in self.methods if m.family == family]
+        tune = self.targets[: self.size.grid_tune]
+        lp = {m.key: {t.name: json.loads(self.path(t, m).read_text())["lpips"] for t in tune if self.path(t, m).is_file()}
+              for m in cells}
+        key = best_cell(lp, [t.name for t in tune])
+        return next((m for m in cells if m.key == key), None)
+
     def jobs(self, shard: tuple[int, int] = (0, 1), only: str | None = None):
         """Every run in the order it is done: (description, callable, done?). ``shard=(k, n)``: only every
         n-th projection from the k-th (and the interpolations of every n-th pair), so n processes share the study.
-        ``only``: one of :data:`PHASES` ('core', 'grids', 'convergence'), the others skipped."""
+        ``only``: one of :data:`PHASES` ('core', 'grids', 'convergence'), the others skipped.
+
+        The grids go in two passes: every cell of a tuned family (:data:`GRID_FAMILIES`) on the first
+        ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) and the
+        single-cell rows (Student-t) on every target, with their interpolations. The choice is read from the
+        result files when the second pass starts, so it needs the first pass finished (else the family waits)."""
         k, n = shard
         order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
         j = 0
-        core = [m for m in self.methods if m.family in CORE_FAMILIES]
-        phases = [phase for name, phase in zip(PHASES, (core, [m for m in self.methods if m.family not in CORE_FAMILIES]))
-                  if only in (None, name)]
-        for phase in phases:  # the one-factor rows on every target first: their n grows fastest
-            for i in order:
+
+        def projections(methods, indices, interpolations=True):
+            nonlocal j
+            for i in indices:
                 t = self.targets[i]
-                for m in phase:
+                for m in methods:
                     if j % n == k:
                         yield f"{t.name}/{m.key}", (lambda t=t, m=m: self.project_one(t, m)), self.path(t, m).is_file()
                     j += 1
                 for p, (a, b) in enumerate(self.pairs):
-                    if i in (a, b) and p % n == k:
-                        for m in phase:
+                    if interpolations and i in (a, b) and p % n == k:
+                        for m in methods:
                             yield f"interp {a}-{b}/{m.key}", (lambda a=a, b=b, m=m: self.interpolate_one(a, b, m)), False
+
+        if only in (None, "core"):  # the one-factor rows on every target first: their n grows fastest
+            yield from projections([m for m in self.methods if m.family in CORE_FAMILIES], order)
+        if only in (None, "grids"):
+            grid = [m for m in self.methods if m.family not in CORE_FAMILIES]
+            yield from projections([m for m in grid if m.family in GRID_FAMILIES], order[: self.size.grid_tune], False)
+            chosen = [m for m in (self.tuned(f) for f in GRID_FAMILIES) if m is not None]
+            yield from projections(chosen + [m for m in grid if m.family not in GRID_FAMILIES], order)
         keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS] if only in (None, "convergence") else []
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
