@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import table  # noqa: E402
+from common import best_cell, table  # noqa: E402
 from stats import from_estimate, jackknife, n_for_power, paired, pairwise_matrix, pairwise_mean, pm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +65,14 @@ def planned_methods(size_name: str) -> list:
     return methods(SIZES[size_name]) if size_name in SIZES else []
 
 
+def planned_targets(size_name: str) -> list[str]:
+    """Table 2's planned target names at a size, in the order they are run."""
+    from common import SIZES
+    from table2_projection import targets
+
+    return [t.name for t in targets(SIZES[size_name])] if size_name in SIZES else []
+
+
 class Table2:
     def __init__(self, runs: Path) -> None:
         d = runs / "table2"
@@ -85,6 +93,10 @@ class Table2:
         self.methods = sorted(self.labels, key=lambda k: (FAMILY_ORDER.index(fam[k]) if fam[k] in FAMILY_ORDER else 99, order[k]))
         self.family = fam
         self.kinds = {r["target"]: r["target_kind"] for r in rows}
+        name = self.size["name"] if self.size else runs.name.rsplit("-", 1)[-1]
+        from common import SIZES
+
+        self.tune = planned_targets(name)[: SIZES[name].grid_tune] if name in SIZES else []  # the grids' tuning targets
         self.all = rows + list(self.interp.values()) + ([self.reference] if self.reference else [])
 
     def targets_of(self, method: str) -> list[str]:
@@ -107,11 +119,23 @@ class Table2:
         med = self.typical()
         return {t: abs(float(np.log(v / med))) for t, v in self.values(method, "d2_per_dim", sub=TOPK).items()}
 
+    def tuning(self, family: str) -> dict:
+        """``{cell: {target: LPIPS}}`` of a grid family on the tuning targets (those done so far)."""
+        return {m: self.values(m, "lpips", targets=self.tune) for m in self.methods if self.family[m] == family}
+
     def best_of(self, family: str) -> str | None:
-        """The grid cell of ``family`` with the lowest mean reconstruction LPIPS (selected on the same targets)."""
-        keys = [m for m in self.methods if self.family[m] == family]
-        scored = [(np.mean(list(self.values(m, "lpips").values())), m) for m in keys if self.values(m, "lpips")]
-        return min(scored)[1] if scored else None
+        """The grid cell the study chose for ``family``: the lowest mean LPIPS on the tuning targets
+        (:func:`common.best_cell`, as ``table2_projection`` chooses it); None until they are all done."""
+        return best_cell(self.tuning(family), self.tune)
+
+    def planned_n(self, method: str) -> int:
+        """Targets planned for a method: the tuning subset for a grid cell not chosen, else every target."""
+        from table2_projection import GRID_FAMILIES
+
+        fam = self.family[method]
+        if fam in GRID_FAMILIES and method != self.best_of(fam):
+            return len(self.tune)
+        return self.size["gen_targets"] + self.size["real_targets"]
 
     def compare(self, a: str, b: str, metric: str):
         """Paired (b - a) over the targets (or interpolation pairs) both methods have."""
@@ -200,8 +224,9 @@ def table2_markdown(t2: Table2, pilot: dict | None) -> tuple[str, list]:
                          r1["d2_per_dim"][TOPK], r2["d2_per_dim"][TOPK], r1["stability_lpips"], r2["stability_lpips"]])
     conv = "No convergence runs (2x steps) have finished yet." if not crow else table(
         ["target", "method", "steps", "LPIPS", "LPIPS at 2x", "Δ", f"d²{TOPK}", "at 2x", "stability", "at 2x"], crow)
-    missing = [m for m in t2.methods if ns[m] < planned]
-    status = (f"**Complete: all {planned} planned targets for every method.**" if not missing else
+    missing = [m for m in t2.methods if ns[m] < t2.planned_n(m)]
+    status = (f"**Complete: all {planned} planned targets for every method (the grid cells not chosen: the "
+              f"{len(t2.tune)} tuning targets).**" if not missing else
               f"**Incomplete: n = {n_all} to {n_max} targets per method of the {planned} planned at the "
               f"`{size['name']}` size (at least 12 are needed by the power calculation); every test below is over the "
               f"targets it has, and the study resumes with `{RESUME.split(';')[0]}`.**")
@@ -225,11 +250,16 @@ directions). The last row gives held-out mapped samples' 5 / 50 / 95 % quantiles
 
 "holds": the interval excludes 0 in the claimed direction; "opposite": it excludes 0 the other way; "not
 established": it contains 0; two-sided metrics say only "lower", "higher" or "no difference shown". The best
-grid cells (`best:`) are chosen by mean reconstruction LPIPS on the same targets (an optimistic choice).
+grid cells (`best:`) are the cells chosen on the tuning targets (below); those targets are among the ones
+compared, which favours the grid's row.
 Atypicality is |log(d²{TOPK}/dim ÷ the samples' median)|: 0 is as typical as a sample, and both far from the
 mode and too near it count.
 
 {table(['comparison', 'a -> b', 'metric', 'claim', 'difference [95 % CI], p, n', 'verdict'], comp_rows)}
+
+### The grids' tuning
+
+{tuning_md(t2)}
 
 ### Interpolation (in v, between the projections of each pair)
 
@@ -245,6 +275,25 @@ in units of those samples' median nearest-neighbour distance (an offline stand-i
 {power}
 """
     return md, verdicts
+
+
+def tuning_md(t2: Table2) -> str:
+    """Each grid cell's mean LPIPS on the tuning targets, and the cell chosen (run on every target)."""
+    from table2_projection import GRID_FAMILIES
+
+    rows = []
+    for fam in GRID_FAMILIES:
+        best = t2.best_of(fam)
+        for m, lp in t2.tuning(fam).items():
+            rows.append([t2.labels[m], f"`{m}`", f"{len(lp)} of {len(t2.tune)}", pm(lp.values()),
+                         "**chosen**" if m == best else ""])
+    if not rows:
+        return "No grid cell has run yet."
+    return (f"Every cell of the paper's recipe (Adam on w + the Gaussian prior, prior weight x learning rate) and of P_N "
+            f"(learning rates) on the first {len(t2.tune)} targets ({', '.join(t2.tune)}); the cell with the lowest mean "
+            "reconstruction LPIPS there is chosen and run on every target (none is chosen until a family's cells have "
+            "every tuning target). Choosing by LPIPS suits a projector's first aim, reaching the photo.\n\n"
+            + table(["cell", "key", "tuning targets", "LPIPS (mean ± SE)", ""], rows))
 
 
 def power_markdown(pilot: dict | None) -> str:
@@ -567,14 +616,15 @@ def assemble(out: Path, runs: Path) -> Path:
         from table2_projection import CONVERGENCE_KEYS, CORE_FAMILIES
 
         planned = t2.size["gen_targets"] + t2.size["real_targets"]
+        grids = [m for m in t2.methods if t2.family[m] not in CORE_FAMILIES and t2.planned_n(m) == planned]
         for rows, what in (([m for m in t2.methods if t2.family[m] in CORE_FAMILIES], "one-factor rows (NVIDIA, W+, whitened u)"),
-                           ([m for m in t2.methods if t2.family[m] not in CORE_FAMILIES], "grids (the paper's recipe, P_N, Student-t)")):
+                           (grids, "grid rows (the chosen cells of the paper's recipe and P_N, and Student-t)")):
             counts = [len(t2.targets_of(m)) for m in rows]
             if rows and min(counts) < 12:
                 not_run.append(f"**Table 2's {what} did not reach 12 targets: n = {min(counts)} to {max(counts)} per method** "
                                f"(12 are the power calculation's minimum, {planned} are planned), so the comparisons that use them "
                                "are underpowered (or untested at n < 2) and do not rest on the planned sample.")
-        short = [f"`{m}` {len(t2.targets_of(m))}/{planned}" for m in t2.methods if len(t2.targets_of(m)) < planned]
+        short = [f"`{m}` {len(t2.targets_of(m))}/{t2.planned_n(m)}" for m in t2.methods if len(t2.targets_of(m)) < t2.planned_n(m)]
         if short:
             not_run.append("Table 2 targets done per method (of planned): " + ", ".join(short) + ".")
         n_pairs = len({p for p, _ in t2.interp})
