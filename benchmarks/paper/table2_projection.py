@@ -309,8 +309,9 @@ class Study:
         ``only``: one of :data:`PHASES` ('core', 'grids', 'convergence'), the others skipped.
 
         The grids go in two passes: every cell of a tuned family (:data:`GRID_FAMILIES`) on the first
-        ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) and the
-        single-cell rows (Student-t) on every target, with their interpolations. The choice is read from the
+        ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) on every target,
+        then the single-cell rows (Student-t, not among the issue's ablations) on every target, each with their
+        interpolations. The choice is read from the
         result files when the second pass starts, so it needs the first pass finished (else the family waits)."""
         k, n = shard
         order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
@@ -334,8 +335,8 @@ class Study:
         if only in (None, "grids"):
             grid = [m for m in self.methods if m.family not in CORE_FAMILIES]
             yield from projections([m for m in grid if m.family in GRID_FAMILIES], order[: self.size.grid_tune], False)
-            chosen = [m for m in (self.tuned(f) for f in GRID_FAMILIES) if m is not None]
-            yield from projections(chosen + [m for m in grid if m.family not in GRID_FAMILIES], order)
+            yield from projections([m for m in (self.tuned(f) for f in GRID_FAMILIES) if m is not None], order)
+            yield from projections([m for m in grid if m.family not in GRID_FAMILIES], order)  # Student-t last
         keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS] if only in (None, "convergence") else []
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
