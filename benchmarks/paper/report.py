@@ -158,6 +158,8 @@ COMPARISONS = [
     ("latentkit's prior projection vs NVIDIA W+", "wp-w", "wp-u-p1e-05", "three factors at once (the pilot's comparison)"),
     ("the paper's recipe (best grid cell) vs NVIDIA W+", "wp-w", "best:paper", "the prior added to Adam on w from w_avg"),
     ("P_N (best learning rate) vs NVIDIA W+", "wp-w", "best:pn", "II2S's P_N term added, Adam on w"),
+    ("latentkit's default vs the paper's recipe (best grid cell)", "best:paper", "wp-u-p1e-05",
+     "Adam on u from the mode instead of on w from w_avg, each with its prior weight and learning rate"),
     ("W -> W+", "w-nvidia", "wp-w", "the space only"),
     ("Student-t vs Gaussian radius", "wp-u-p1e-05", "wp-u-t1e-05", "the radius model only"),
 ]
@@ -593,7 +595,8 @@ def assemble(out: Path, runs: Path) -> Path:
     findings = table1_verdicts(t1) if t1 else [["1. Gaussianity", "not run", ""]]
     headline = {"prior term at the default weight": None, "prior term 10x stronger": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
                 "latentkit's prior projection vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
-                "the paper's recipe (best grid cell) vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)")}
+                "the paper's recipe (best grid cell) vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
+                "latentkit's default vs the paper's recipe (best grid cell)": None}
     for name, label, claim, res, v in v2:
         if name in headline and (headline[name] is None or label in headline[name] or label == "all metrics"):
             findings.append([f"2. prior regularises projection: {name}, {label}", f"**{v}**", res.cell()])

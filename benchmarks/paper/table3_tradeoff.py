@@ -220,16 +220,22 @@ class Tradeoff:
                           "columns": [s for s, _ in shown], "provenance": provenance(self.size, self.network, started)})
 
 
-def run(G, prior, size, out, network: str, *, resume: bool = True, n: int | None = None) -> Path:
+def run(G, prior, size, out, network: str, *, resume: bool = True, n: int | None = None,
+        max_runs: int | None = None) -> Path:
     """Run (or resume) every setting, then the artifacts; returns the runs folder. ``n``: samples per setting
-    other than the size's (its own folder)."""
+    other than the size's (its own folder). ``max_runs``: stop after that many settings (a fresh process per
+    few settings keeps the peak RSS from creeping up over a long run)."""
     runs = runs_dir(out, network, size)
     t = Tradeoff(G, prior, size, network, runs, n)
     ref = t.reference(time.time())
+    done = 0
     for method, value in ORDER:
         if resume and (t.dir / f"{setting_name(method, value)}.json").is_file():
             continue
+        if max_runs is not None and done >= max_runs:
+            return runs
         t.setting(method, value, ref)
+        done += 1
     t.artifacts(Path(out))
     return runs
 
@@ -238,6 +244,7 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     p = parser(__doc__)
     p.add_argument("--num-samples", type=int, default=None, help="N per setting other than the size's (written to table3_n<N>)")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many settings (resume later)")
     args = p.parse_args()
     G, prior, size, out = setup(args)
-    run(G, prior, size, out, args.network, resume=args.resume, n=args.num_samples)
+    run(G, prior, size, out, args.network, resume=args.resume, n=args.num_samples, max_runs=args.max_runs)
