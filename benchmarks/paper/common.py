@@ -55,13 +55,13 @@ class Size:
     artifact_pool: int      # Table 3 mapped samples searched for the largest coefficients
     artifact_k: int         # Table 3 samples shown
     t_method: bool          # Table 2 also runs the Student-t prior
-    grid_tune: int = 4      # Table 2 grids: every cell on the first grid_tune targets, the best cell on all
+    grid_tune: int = 4      # Table 2 grids: every cell on the first grid_tune targets (cpu: the 3 photos), the best cell on all
 
 
 SIZES = {
     "quick": Size("quick", 4000, 4000, 3, 2, 1, (1e-5,), (0.1,), (0.1, 0.01), 4, 1, 4, 1, 1, 6, 20, 500, 1, True, 2),
     "cpu": Size("cpu", 100_000, 50_000, 150, 13, 3, (1e-7, 1e-6, 1e-5), (0.1, 0.01), (0.1, 0.01, 0.001), 5, 8, 64, 2, 2,
-                200, 200, 10_000, 2, True),
+                200, 200, 10_000, 2, True, 3),
     "full": Size("full", 100_000, 200_000, 1000, 29, 3, (1e-8, 1e-7, 1e-6, 1e-5), (0.1, 0.03, 0.01),
                  (0.1, 0.03, 0.01, 0.003, 0.001), 9, 16, 500, 4, 4, 1000, 500, 100_000, 4, True, 6),
 }

@@ -593,13 +593,13 @@ def assemble(out: Path, runs: Path) -> Path:
     if t3.rows:
         plot_tradeoff(t3, out / "table3_tradeoff.png")
     findings = table1_verdicts(t1) if t1 else [["1. Gaussianity", "not run", ""]]
-    headline = {"prior term at the default weight": None, "prior term 10x stronger": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
+    headline = {"prior term at the default weight": None, "whitened parametrisation + mode start": None, "prior term 10x stronger": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
                 "latentkit's prior projection vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
                 "the paper's recipe (best grid cell) vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
                 "latentkit's default vs the paper's recipe (best grid cell)": None}
     for name, label, claim, res, v in v2:
         if name in headline and (headline[name] is None or label in headline[name] or label == "all metrics"):
-            findings.append([f"2. prior regularises projection: {name}, {label}", f"**{v}**", res.cell()])
+            findings.append([f"2. projection ablation, {name}: {label}", f"**{v}**", res.cell()])
     if not v2:
         findings.append(["2. the prior regularises projection", "not run", ""])
     for label, who, res, v in v3:
