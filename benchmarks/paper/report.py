@@ -6,7 +6,7 @@
 Reads ``<out>/table1.json``, ``<runs>/table2/*.json`` (one per target and method, interpolations under
 ``interp/``), ``<runs>/table3/*.json`` (one per setting, dlib descriptors beside them) and the pilot's
 ``<out>/pilot/table2.json`` (for the power calculation); writes ``<out>/table2.md``, ``<out>/table3.md``,
-``<out>/table3_tradeoff.png`` and ``<out>/REPORT.md``. Every verdict is computed here from its test.
+``<out>/table2_projection.png``, ``<out>/table3_tradeoff.png`` and ``<out>/REPORT.md``. Every verdict is computed here from its test.
 """
 
 from __future__ import annotations
@@ -531,6 +531,46 @@ samples, normal interval). Claim: compression keeps more diversity (> 0).
     return md, verdicts + [("diversity at equal |Δw|", k, res, v) for k, res, v in div_verdicts]
 
 
+def plot_table2(t2: Table2, path: Path) -> bool:
+    """Reconstruction against stability and against atypicality, one point per row (mean ± SE over the targets
+    every one-factor row has; the rows that lack one of them are left out, so the means compare). False: fewer
+    than 2 such targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from table2_projection import CORE_FAMILIES
+
+    core = [set(t2.targets_of(m)) for m in t2.methods if t2.family[m] in CORE_FAMILIES]
+    common = sorted(set.intersection(*core)) if core else []
+    if len(common) < 2:
+        return False
+    rows = [m for m in t2.methods if set(common) <= set(t2.targets_of(m))]  # the rows that have every core target
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+
+    def mse(values) -> tuple[float, float]:
+        v = np.asarray(list(values), dtype=float)
+        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
+
+    for m in rows:
+        x, dx = mse(t2.values(m, "lpips", targets=common).values())
+        atyp = t2.atypicality(m)
+        for ax, (y, dy) in zip(axes, (mse(t2.values(m, "stability_lpips", targets=common).values()),
+                                      mse(atyp[t] for t in common))):
+            ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", capsize=3, label=m)
+    axes[0].set_ylabel("stability LPIPS (lower: steadier)")
+    axes[1].set_ylabel(f"atypicality, {TOPK} (0: as typical as a sample)")
+    for ax in axes:
+        ax.set_xlabel("reconstruction LPIPS (lower: closer to the target)")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Table 2 rows, mean ± SE over the {len(common)} targets they share (bars: spread between targets)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
 def plot_tradeoff(t3: Table3, path: Path) -> None:
     import matplotlib
 
@@ -592,6 +632,11 @@ def assemble(out: Path, runs: Path) -> Path:
     (out / "table3.md").write_text(md3)
     if t3.rows:
         plot_tradeoff(t3, out / "table3_tradeoff.png")
+    if plot_table2(t2, out / "table2_projection.png"):
+        md2 += ("\n![Table 2 rows: reconstruction against stability and atypicality](table2_projection.png)\n\n"
+                "The bars are the spread between targets; the paired tests above remove it, so a difference can hold "
+                "where the bars overlap.\n")
+        (out / "table2.md").write_text(md2)
     findings = table1_verdicts(t1) if t1 else [["1. Gaussianity", "not run", ""]]
     headline = {"prior term at the default weight": None, "whitened parametrisation + mode start": None, "prior term 10x stronger": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
                 "latentkit's prior projection vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
