@@ -83,13 +83,15 @@ class Table2:
         ref = d / "reference.json"
         self.reference = json.loads(ref.read_text()) if ref.is_file() else None
         self.size = rows[0]["provenance"]["size"] if rows else (self.reference or {}).get("provenance", {}).get("size")
-        self.labels, fam, order = {}, {}, {}
+        self.labels, fam = {}, {}
+        self._settings = {}
         for m in planned_methods(self.size["name"] if self.size else runs.name.rsplit("-", 1)[-1]):
             self.labels[m.key], fam[m.key] = m.label, m.family
-            order[m.key] = (m.settings.prior_weight, -m.settings.learning_rate)
+            self._settings[m.key] = m.settings.to_dict()
         for r in rows:
             self.labels[r["method"]], fam[r["method"]] = r["label"], r["family"]
-            order[r["method"]] = (r["settings"]["prior_weight"], -r["settings"]["learning_rate"])
+            self._settings[r["method"]] = r["settings"]
+        order = {k: (v["prior_weight"], -v["learning_rate"]) for k, v in self._settings.items()}
         self.methods = sorted(self.labels, key=lambda k: (FAMILY_ORDER.index(fam[k]) if fam[k] in FAMILY_ORDER else 99, order[k]))
         self.family = fam
         self.kinds = {r["target"]: r["target_kind"] for r in rows}
@@ -127,6 +129,10 @@ class Table2:
         """The grid cell the study chose for ``family``: the lowest mean LPIPS on the tuning targets
         (:func:`common.best_cell`, as ``table2_projection`` chooses it); None until they are all done."""
         return best_cell(self.tuning(family), self.tune)
+
+    def setting(self, method: str, field: str):
+        """A row's ProjectionSettings field (from its runs, else from the planned rows)."""
+        return self._settings[method][field]
 
     def planned_n(self, method: str) -> int:
         """Targets planned for a method: the tuning subset for a grid cell not chosen, else every target."""
@@ -291,11 +297,23 @@ def tuning_md(t2: Table2) -> str:
                          "**chosen**" if m == best else ""])
     if not rows:
         return "No grid cell has run yet."
+    edges = []
+    for fam in GRID_FAMILIES:
+        best = t2.best_of(fam)
+        if best is None:
+            continue
+        for field, what in (("prior_weight", "prior weight"), ("learning_rate", "learning rate")):
+            grid = sorted({t2.setting(m, field) for m in t2.tuning(fam)})
+            value = t2.setting(best, field)
+            if len(grid) > 1 and value in (grid[0], grid[-1]):
+                edges.append(f"`{best}`'s {what} ({value:g}) is the {'smallest' if value == grid[0] else 'largest'} "
+                             "the grid has, so the best setting may lie beyond it")
     return (f"Every cell of the paper's recipe (Adam on w + the Gaussian prior, prior weight x learning rate) and of P_N "
             f"(learning rates) on the first {len(t2.tune)} targets ({', '.join(t2.tune)}); the cell with the lowest mean "
             "reconstruction LPIPS there is chosen and run on every target (none is chosen until a family's cells have "
             "every tuning target). Choosing by LPIPS suits a projector's first aim, reaching the photo.\n\n"
-            + table(["cell", "key", "tuning targets", "LPIPS (mean ± SE)", ""], rows))
+            + table(["cell", "key", "tuning targets", "LPIPS (mean ± SE)", ""], rows)
+            + ("\n\nAt the grid's edge: " + "; ".join(edges) + "." if edges else ""))
 
 
 def power_markdown(pilot: dict | None) -> str:
