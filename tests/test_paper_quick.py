@@ -46,6 +46,10 @@ def test_run_all_quick_writes_every_table(tmp_path, monkeypatch):
         assert f"`{key}`" in report
         row = json.loads((runs / "table2" / f"face__{key}.json").read_text())
         assert row["settings"]["num_steps"] == 3 and row["provenance"]["commit"] and row["provenance"]["peak_rss_gb"] > 0
+    # the grids: every cell on the tuning targets, one chosen cell per family on every target
+    assert report.count("**chosen**") == 2 and (out / "table2_projection.png").stat().st_size > 0
+    pn = sorted(p.name for p in (runs / "table2").glob("seed1001__wp-pn-*.json"))
+    assert len(pn) == 1, pn  # seed1001 is not a tuning target at the quick size
     zero = json.loads((runs / "table2" / "face__wp-u-p0.json").read_text())["settings"]
     assert zero["prior_weight"] == 0 and zero["parametrization"] == "prior" and zero["start"] == "prior_mean"
     assert list((runs / "table2" / "interp").glob("*.json"))
