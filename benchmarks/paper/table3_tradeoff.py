@@ -67,7 +67,8 @@ def pairwise_lpips(lp, small: torch.Tensor, batch: int = RENDER_BATCH) -> list[f
 
     The distance is a sum over VGG taps, so it is taken one tap at a time: the backbone runs once per tap and
     only that tap's unit-normalised features of the m images are held, in float16 (``m`` 50 at 256 px: at
-    most 0.4 GB, the first tap's, where keeping every tap took 0.8 GB and a copy). The per-pair terms are
+    most 0.4 GB, the first tap's, where keeping every tap took 0.8 GB and a copy; filled in place, not
+    concatenated, so the tap is never held twice). The per-pair terms are
     added in tap order, as :meth:`PerceptualLoss.distance_from_features` adds them.
     """
     from latentkit.projection.lpips import tap_distance, unit_channels
@@ -77,12 +78,13 @@ def pairwise_lpips(lp, small: torch.Tensor, batch: int = RENDER_BATCH) -> list[f
     total: list[float] | None = None
     for k, head in enumerate(lp.heads):
         with torch.no_grad():
-            tap = []
+            feats = None  # [m, c, h, w] float16, filled in place (a list and its torch.cat held the tap twice)
             for i in range(0, m, batch):
-                f = vgg_taps(lp, small[i:i + batch])[k]
-                tap.append(unit_channels(f).half())
-            feats = torch.cat(tap)  # [m, c, h, w] float16
-            del tap
+                f = unit_channels(vgg_taps(lp, small[i:i + batch])[k]).half()
+                if feats is None:
+                    feats = torch.empty((m, *f.shape[1:]), dtype=torch.float16)
+                feats[i:i + len(f)] = f
+                del f
             head = head.detach().cpu()
             terms = [tap_distance(feats[i:i + 1].float(), feats[j:j + 1].float(), head) for i, j in pairs]  # each [1]
         del feats
