@@ -10,6 +10,7 @@ checkpoint it bit for bit. The driving loop, targets and results live in :mod:`l
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ from latentkit.errors import InputError
 from latentkit.latent.prior_protocol import WhitenedPrior
 from latentkit.nets.generator import Generator
 from latentkit.nets.precision import autocast
-from latentkit.projection.cpu_parallel import run_per_core
+from latentkit.projection.cpu_parallel import (available_memory, core_budget, core_groups, memory_workers, run_per_core,
+                                               saved_bytes)
 from latentkit.projection.steps import read_checkpoint, write_checkpoint
 from latentkit.projection.settings import LOSS_TERMS, ProjectionSettings, learning_rate_at, noise_scale_at
 
@@ -33,6 +35,13 @@ if TYPE_CHECKING:
 __all__ = ["ProjectionState"]
 
 _CHECKPOINT_VERSION = 1
+log = logging.getLogger(__name__)
+
+SIDE_BY_SIDE_FACTOR = 2.7
+"""Peak memory a further image side by side adds, in units of the bytes autograd saves in its forward pass
+(the backward's gradients and the worker's retained heap come on top). Measured on the default model
+(MobileStyleGAN 1024 px, LPIPS at 256 px): 0.91 GB saved per image; a 4-image batch on 2 cores (two side by
+side) peaked at 4.98 GB against 2.56 GB for one image, 2.42 GB more (``benchmarks/results/peak_rss_project.json``)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,6 +183,7 @@ class ProjectionState:
         self.optimizer = torch.optim.Adam(params, lr=s.learning_rate, betas=s.betas)
         self.streams = [torch.Generator().manual_seed(int(s.seed)) for _ in range(n)]
         self.history: list[torch.Tensor] = []  # per step: [N, 5] (total + terms)
+        self._side_by_side: int | None = None  # images side by side the memory allows (0: no limit), set at the first step
 
     def to_w(self, x: torch.Tensor) -> torch.Tensor:
         """The optimised variable ``[N, layers, w_dim]`` as w (identity unless parametrised by the prior)."""
@@ -202,12 +212,27 @@ class ProjectionState:
             loss.sum().backward()  # a sum keeps each image's gradient its own
             return torch.stack([loss.detach()] + [terms[k].detach() for k in LOSS_TERMS], dim=1).cpu()
 
-        rows = run_per_core(forward_backward, self._parts())  # one part (inline) except for CPU batches
+        parts = self._parts()
+        if self._side_by_side is None and core_groups(len(parts), core_budget())[0] > 1:
+            self._side_by_side = self._memory_limit(parts[0])
+        rows = run_per_core(forward_backward, parts, max_workers=self._side_by_side or None)  # CPU batches side by side
         self.optimizer.step()
         for buf in self.noises.values():
             _renormalise(buf)
         self.history.append(torch.cat(rows))
         return self.history[-1][:, 0].to(device)
+
+    def _memory_limit(self, part: slice) -> int:
+        """How many images may run side by side in the memory available (:func:`memory_workers`), from one
+        probe forward pass of image ``part`` (no backward, no random draw: the result is unchanged); 0 where
+        the available memory is unknown."""
+        saved = saved_bytes(lambda: self._losses(part, torch.zeros_like(self.w_opt[part].detach())))
+        limit = memory_workers(int(SIDE_BY_SIDE_FACTOR * saved))
+        cores = core_groups(self.n, core_budget())[0]
+        if limit is not None and limit < cores:
+            log.info("projection: %d image(s) side by side instead of %d: each needs about %.1f GB and %.1f GB are "
+                     "available", limit, cores, SIDE_BY_SIDE_FACTOR * saved / 1e9, (available_memory() or 0) / 1e9)
+        return limit or 0
 
     def _parts(self) -> list[slice]:
         """How the N images are split for the forward and backward passes.

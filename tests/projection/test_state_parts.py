@@ -88,3 +88,44 @@ def test_precision_errors():
     with pytest.raises(InputError, match="needs a CUDA device"):
         autocast("cpu", "fp16")
     assert autocast("cpu", "fp32").__enter__() is None
+
+
+def test_memory_limits_the_images_side_by_side_not_their_bits(sg2, two_threads, monkeypatch, caplog):
+    import latentkit.projection.state as state
+
+    targets = _targets(sg2, 3)
+    free = project(sg2, targets, settings=FAST, progress=False)
+    widths = []
+    real_run = state.run_per_core
+
+    def spy(fn, items, *, max_workers=None):
+        widths.append(max_workers)
+        return real_run(fn, items, max_workers=max_workers)
+
+    monkeypatch.setattr(state, "run_per_core", spy)
+    monkeypatch.setattr("latentkit.projection.cpu_parallel.available_memory", lambda: 1)  # room for one image only
+    with caplog.at_level("INFO", logger="latentkit.projection.state"):
+        tight = project(sg2, targets, settings=FAST, progress=False)
+    assert widths == [1] * FAST.num_steps  # decided once, kept for every step
+    assert "1 image(s) side by side instead of 2" in caplog.text
+    assert torch.equal(tight.ws, free.ws) and torch.equal(tight.losses, free.losses)
+    assert torch.get_num_threads() == 2
+
+
+def test_memory_workers_counts_what_fits_beside_the_resident_job(monkeypatch):
+    from latentkit.projection import cpu_parallel as cp
+
+    assert cp.memory_workers(10**9, available=10**9) == 1  # 0.8 GB free: nothing beside the first
+    assert cp.memory_workers(10**9, available=5 * 10**9) == 5  # 4 GB: four more
+    monkeypatch.setattr(cp, "available_memory", lambda: None)
+    assert cp.memory_workers(10**9) is None  # unknown: no limit
+
+
+def test_saved_bytes_counts_each_saved_storage_once():
+    from latentkit.projection.cpu_parallel import saved_bytes
+
+    x = torch.randn(1000, requires_grad=True)
+    assert saved_bytes(lambda: (x * x).sum()) == x.nbytes  # mul saves x (twice, one storage)
+    assert saved_bytes(lambda: (x.detach() * 2).sum()) == 0
+    y = torch.randn(500, requires_grad=True)
+    assert saved_bytes(lambda: (x.exp().sum() + (y * y).sum())) == x.nbytes + y.nbytes  # exp saves its output, mul y
