@@ -262,8 +262,17 @@ class Study:
         return True
 
     def bank(self):
+        """Pixel features ``[bank, 768]`` of generated samples (seeds 5000..) and their median nearest-neighbour
+        distance; rendered once per study and kept in ``bank.npy`` (each process used to render it again)."""
         if self._bank is None:
-            feats = torch.cat(render_map(self.G, mapped(self.G, range(5000, 5000 + self.size.bank)), pixel_feats, batch=2))
+            path = self.dir / "bank.npy"
+            if path.is_file() and np.load(path).shape[0] == self.size.bank:
+                feats = torch.from_numpy(np.load(path))
+            else:
+                feats = torch.cat(render_map(self.G, mapped(self.G, range(5000, 5000 + self.size.bank)), pixel_feats, batch=2))
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, feats.numpy())
+                tmp.replace(path)
             nn = torch.cdist(feats, feats).fill_diagonal_(float("inf")).min(1).values.median()
             self._bank = (feats, float(nn))
         return self._bank
@@ -312,7 +321,8 @@ class Study:
         ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) on every target,
         then the single-cell rows (Student-t, not among the issue's ablations) on every target, each with their
         interpolations. The choice is read from the
-        result files when the second pass starts, so it needs the first pass finished (else the family waits)."""
+        result files when the second pass starts, so it needs the first pass finished (else the second pass,
+        Student-t included, waits: a shard that finishes its tuning runs first stops there)."""
         k, n = shard
         order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
         j = 0
@@ -335,8 +345,10 @@ class Study:
         if only in (None, "grids"):
             grid = [m for m in self.methods if m.family not in CORE_FAMILIES]
             yield from projections([m for m in grid if m.family in GRID_FAMILIES], order[: self.size.grid_tune], False)
-            yield from projections([m for m in (self.tuned(f) for f in GRID_FAMILIES) if m is not None], order)
-            yield from projections([m for m in grid if m.family not in GRID_FAMILIES], order)  # Student-t last
+            chosen = [self.tuned(f) for f in GRID_FAMILIES if any(m.family == f for m in grid)]
+            if None not in chosen:  # else a tuning run is missing (another shard's, or a failed one): the rest waits
+                yield from projections(chosen, order)
+                yield from projections([m for m in grid if m.family not in GRID_FAMILIES], order)  # Student-t last
         keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS] if only in (None, "convergence") else []
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
