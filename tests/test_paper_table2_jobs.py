@@ -54,13 +54,16 @@ def test_grids_tune_every_cell_on_a_subset_then_run_the_best_on_every_target(tmp
         for m, lp in zip(pn, ([0.30, 0.20][i % 2], [0.25, 0.22][i % 2])):
             common.write_json(study.path(t, m), {"lpips": lp})
     assert study.tuned("pn").key == pn[1].key
-    t_key = next(m.key for m in study.methods if m.family == "student-t")
-    assert not any(n.endswith(t_key) for n, _, _ in study.jobs(only="grids"))  # the paper's cells are not tuned yet
-    for t in tune:
+    assert not any(n.endswith(pn[1].key) and n.startswith("seed1001") for n, _, _ in study.jobs(only="grids"))
+    for t in tune:  # the chosen P_N cell waits until the paper's recipe is tuned too
         for m in (m for m in study.methods if m.family == "paper"):
             common.write_json(study.path(t, m), {"lpips": 0.3})
     names = [name for name, _, _ in study.jobs(only="grids")]
-    assert any(n.endswith(t_key) for n in names)
+    t_key = next(m.key for m in study.methods if m.family == "student-t")
+    assert not any(n.endswith(t_key) for n in names)  # Student-t is the 'extra' phase
+    assert {n.split("/")[0] for n, _, _ in study.jobs(only="extra") if not n.startswith("interp")} == {t.name for t in study.targets}
+    assert [n for n, _, _ in study.jobs(only="grids", first=2) if not n.startswith("interp")] == \
+        [n for n in names if not n.startswith("interp") and n.split("/")[0] in {t.name for t in study.targets[:2]}]
     assert {n.split("/")[0] for n in names if n.endswith("/" + pn[1].key) and not n.startswith("interp")} == \
         {t.name for t in study.targets}
     assert {n.split("/")[0] for n in names if n.endswith("/" + pn[0].key)} == {t.name for t in tune}

@@ -96,7 +96,7 @@ def methods(size) -> list[Method]:
 CORE_FAMILIES = ("nvidia", "w+", "whitened")  # the rows that change one factor each: run on every target first
 GRID_FAMILIES = ("paper", "pn")  # tuned: every cell on the first size.grid_tune targets, the best one on every target
 CONVERGENCE_KEYS = ("w-nvidia", "wp-w", "wp-u-p0", "wp-u-p1e-05")  # repeated at 2x steps on the subset
-PHASES = ("core", "grids", "convergence")  # the order the study runs them in (``--only`` picks one)
+PHASES = ("core", "grids", "extra", "convergence")  # the order the study runs them in (``--only`` picks one)
 
 
 @dataclass(frozen=True)
@@ -312,19 +312,19 @@ class Study:
         key = best_cell(lp, [t.name for t in tune])
         return next((m for m in cells if m.key == key), None)
 
-    def jobs(self, shard: tuple[int, int] = (0, 1), only: str | None = None):
+    def jobs(self, shard: tuple[int, int] = (0, 1), only: str | None = None, first: int | None = None):
         """Every run in the order it is done: (description, callable, done?). ``shard=(k, n)``: only every
         n-th projection from the k-th (and the interpolations of every n-th pair), so n processes share the study.
-        ``only``: one of :data:`PHASES` ('core', 'grids', 'convergence'), the others skipped.
+        ``only``: one of :data:`PHASES` ('core', 'grids', 'extra', 'convergence'), the others skipped.
+        ``first``: only the first ``first`` targets (e.g. 12, the power calculation's minimum, before the rest).
 
         The grids go in two passes: every cell of a tuned family (:data:`GRID_FAMILIES`) on the first
         ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) on every target,
-        then the single-cell rows (Student-t, not among the issue's ablations) on every target, each with their
-        interpolations. The choice is read from the
-        result files when the second pass starts, so it needs the first pass finished (else the second pass,
-        Student-t included, waits: a shard that finishes its tuning runs first stops there)."""
+        with its interpolations; the single-cell rows (Student-t) are the 'extra' phase after them. The choice is read from the
+        result files when the second pass starts, so it needs the first pass finished (else it waits: a shard
+        that finishes its tuning runs first stops there)."""
         k, n = shard
-        order = list(range(len(self.targets)))  # pair by pair, so the interpolations complete early
+        order = list(range(len(self.targets)))[:first]  # pair by pair, so the interpolations complete early
         j = 0
 
         def projections(methods, indices, interpolations=True):
@@ -342,13 +342,14 @@ class Study:
 
         if only in (None, "core"):  # the one-factor rows on every target first: their n grows fastest
             yield from projections([m for m in self.methods if m.family in CORE_FAMILIES], order)
+        grid = [m for m in self.methods if m.family not in CORE_FAMILIES]
         if only in (None, "grids"):
-            grid = [m for m in self.methods if m.family not in CORE_FAMILIES]
             yield from projections([m for m in grid if m.family in GRID_FAMILIES], order[: self.size.grid_tune], False)
             chosen = [self.tuned(f) for f in GRID_FAMILIES if any(m.family == f for m in grid)]
-            if None not in chosen:  # else a tuning run is missing (another shard's, or a failed one): the rest waits
+            if None not in chosen:  # else a tuning run is missing (another shard's, or a failed one): it waits
                 yield from projections(chosen, order)
-                yield from projections([m for m in grid if m.family not in GRID_FAMILIES], order)  # Student-t last
+        if only in (None, "extra"):  # Student-t: not one of the issue's ablations
+            yield from projections([m for m in grid if m.family not in GRID_FAMILIES], order)
         keys = [m for m in self.methods if m.key in CONVERGENCE_KEYS] if only in (None, "convergence") else []
         for t in [self.targets[i] for i in order[: self.size.convergence_targets]]:
             for m in keys:
@@ -359,14 +360,15 @@ class Study:
 
 
 def run(G, prior, size, out, network: str, extra_targets: str | None = None, *, resume: bool = True,
-        max_runs: int | None = None, shard: tuple[int, int] = (0, 1), only: str | None = None) -> Path:
+        max_runs: int | None = None, shard: tuple[int, int] = (0, 1), only: str | None = None,
+        first: int | None = None) -> Path:
     """Run (or resume) the study (or only one of its :data:`PHASES`); returns the runs folder.
     ``resume=False`` recomputes existing runs."""
     runs = runs_dir(out, network, size)
     study = Study(G, prior, size, network, runs, extra_targets)
     study.reference(time.time())
     done = 0
-    for name, job, exists in study.jobs(shard, only):
+    for name, job, exists in study.jobs(shard, only, first):
         if exists and resume:
             continue
         if max_runs is not None and done >= max_runs:
@@ -384,8 +386,9 @@ if __name__ == "__main__":
     p.add_argument("--shard", default="0/1", help="K/N: this process runs every N-th projection from the K-th (N processes share the study)")
     p.add_argument("--only", choices=PHASES, default=None,
                    help="run only this phase (e.g. the 2x-steps convergence subset before the grids)")
+    p.add_argument("--first", type=int, default=None, help="only the first N targets (the rest in a later run)")
     args = p.parse_args()
     k, n = (int(x) for x in args.shard.split("/"))
     G, prior, size, out = setup(args)
     run(G, prior, size, out, args.network, args.targets, resume=args.resume, max_runs=args.max_runs, shard=(k, n),
-        only=args.only)
+        only=args.only, first=args.first)
