@@ -60,7 +60,7 @@ def test_pairwise_lpips_one_tap_at_a_time_equals_the_all_taps_distance():
     with torch.no_grad():
         for head in lp.heads:
             head.copy_(torch.rand_like(head))
-    small = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    small = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 64 px: Winograd taps (channels_last)
     got = t3.pairwise_lpips(lp, small, batch=2)
     feats = [[] for _ in lp.heads]
     with torch.no_grad():

@@ -81,8 +81,10 @@ def pairwise_lpips(lp, small: torch.Tensor, batch: int = RENDER_BATCH) -> list[f
             feats = None  # [m, c, h, w] float16, filled in place (a list and its torch.cat held the tap twice)
             for i in range(0, m, batch):
                 f = unit_channels(vgg_taps(lp, small[i:i + batch])[k]).half()
-                if feats is None:
-                    feats = torch.empty((m, *f.shape[1:]), dtype=torch.float16)
+                if feats is None:  # in f's memory format, as torch.cat keeps it: the distances' sums run in that order
+                    channels_last = not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
+                    feats = torch.empty((m, *f.shape[1:]), dtype=torch.float16,
+                                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
                 feats[i:i + len(f)] = f
                 del f
             head = head.detach().cpu()
