@@ -26,8 +26,12 @@ grid's cost; the choice is made on targets the comparisons also use, which favou
 Targets: real photos (aligned FFHQ's way by :func:`latentkit.projection.align.align_face`, offline) and
 generated images of seeds 1000.. whose latents are known (latent error to the truth is then a metric).
 Runs go in phases: first the one-factor rows (``CORE_FAMILIES``: NVIDIA, W+, whitened u at the three prior
-weights) on every target, then the grids (the paper's recipe, P_N, Student-t), so the core comparisons gain
-targets fastest when the study is stopped and resumed. A convergence subset repeats some methods at twice the steps (``<target>__<method>__x2.json``).
+weights) on every target, then the grids (the paper's recipe and P_N, tuned as above), then the extra rows
+(Student-t), then a convergence subset that repeats some methods at twice the steps
+(``<target>__<method>__x2.json``), so the core comparisons gain targets fastest when the study is stopped and
+resumed. ``--only PHASE`` runs one phase, ``--first N`` only the first N targets, ``--shard K/N`` one of N
+processes that share the study (at one thread each, two shards on two cores did more runs per hour than one
+process on both).
 """
 
 from __future__ import annotations
@@ -319,10 +323,10 @@ class Study:
         ``first``: only the first ``first`` targets (e.g. 12, the power calculation's minimum, before the rest).
 
         The grids go in two passes: every cell of a tuned family (:data:`GRID_FAMILIES`) on the first
-        ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) on every target,
-        with its interpolations; the single-cell rows (Student-t) are the 'extra' phase after them. The choice is read from the
-        result files when the second pass starts, so it needs the first pass finished (else it waits: a shard
-        that finishes its tuning runs first stops there)."""
+        ``size.grid_tune`` targets, then the chosen cell of each family (lowest mean LPIPS there) on every
+        target, with its interpolations. The choice is read from the result files when the second pass starts,
+        so it needs the first pass finished (else it waits: a shard that finishes its tuning runs first stops
+        there). The single-cell rows (Student-t) are the 'extra' phase after the grids."""
         k, n = shard
         order = list(range(len(self.targets)))[:first]  # pair by pair, so the interpolations complete early
         j = 0
