@@ -16,7 +16,8 @@ changing one factor against the row it is compared with (``COMPARISONS`` in ``re
 - ``wp-u-p<weight>``: the same with the prior term at the default weight and a stronger one;
 - ``wp-w-p<weight>-lr<lr>``: the paper's recipe, Adam on w from w_avg plus the Gaussian prior, over a
   grid of prior weights and learning rates;
-- ``wp-pn-lr<lr>``: W+ with II2S's P_N term (lambda 1e-3), Adam on w from w_avg, over learning rates;
+- ``wp-pn-lr<lr>``: W+ with II2S's P_N term (lambda 1e-3 on the mean over layers and dimensions, as II2S
+  weighs it: ``pn_weight``), Adam on w from w_avg, over learning rates;
 - ``wp-u-t<weight>``: the Student-t radius prior in the default row's settings (sizes with ``t_method``).
 
 The grids are tuned on a subset: every cell on the first ``size.grid_tune`` targets, then only the cell with
@@ -51,7 +52,6 @@ from common import (PRE_ALIGNED, REAL_TARGETS, best_cell, mapped, parser, proven
 STEP_FRACTION = 0.1   # stability: |delta v| per layer = 0.1 * sqrt(trace Cov(v)), the typical v radius
 TOPK = (16, 64, 256)  # d² over the top-k principal components too (the near-null directions dominate the full d²)
 REFERENCE_SAMPLES = 10_000  # held-out mapped samples (seed 2) for the typical range of d²
-PN_LAMBDA = 1e-3
 log = logging.getLogger("paper.table2")
 
 
@@ -66,8 +66,10 @@ class Method:
     prior: str | None
 
 
-def methods(size) -> list[Method]:
-    """Table 2's rows at ``size``, in the order they are run for each target."""
+def methods(size, num_ws: int = 18, w_dim: int = 512) -> list[Method]:
+    """Table 2's rows at ``size``, in the order they are run for each target, for a generator of ``num_ws``
+    layers of ``w_dim`` (the P_N weight depends on them; the default model's 18 x 512 by default)."""
+    from latentkit.latent.pn_prior import PN_LAMBDA, pn_weight
     from latentkit.projection.settings import DEFAULT_PRIOR_WEIGHT, ProjectionSettings as S
 
     n = size.proj_steps
@@ -88,9 +90,9 @@ def methods(size) -> list[Method]:
         for lr in size.paper_lrs:
             out.append(Method(f"wp-w-p{weight:.0e}-lr{lr:g}", f"W+, Adam on w, w_avg start, prior {weight:.0e}, lr {lr:g} (paper)",
                               "paper", S(space="w+", prior_weight=weight, learning_rate=lr, **on_w), "gaussian"))
-    for lr in size.pn_lrs:
-        out.append(Method(f"wp-pn-lr{lr:g}", f"W+, P_N (II2S) {PN_LAMBDA:g}, Adam on w, lr {lr:g}", "pn",
-                          S(space="w+", prior_weight=PN_LAMBDA, learning_rate=lr, **on_w), "pn"))
+    for lr in size.pn_lrs:  # II2S's lambda weighs the mean over layers and dims: prior_weight = lambda / (num_ws w_dim)
+        out.append(Method(f"wp-pn-lr{lr:g}", f"W+, P_N (II2S lambda {PN_LAMBDA:g} on the mean), Adam on w, lr {lr:g}", "pn",
+                          S(space="w+", prior_weight=pn_weight(num_ws, w_dim), learning_rate=lr, **on_w), "pn"))
     if size.t_method:
         out.append(Method(f"wp-u-t{DEFAULT_PRIOR_WEIGHT:.0e}", f"W+, whitened u, mode start, Student-t prior {DEFAULT_PRIOR_WEIGHT:.0e}",
                           "student-t", S(space="w+", prior_weight=DEFAULT_PRIOR_WEIGHT, **on_u), "student-t"))
@@ -177,7 +179,7 @@ class Study:
         self._pn_t = (PNPrior, fit_student_t)
         self.targets = targets(size, extra_targets)
         self.pairs = pairs(self.targets, size.interp_pairs)
-        self.methods = methods(size)
+        self.methods = methods(size, G.num_ws, G.w_dim)
         radius_v = float(prior.explained_variance_.sum().sqrt())
         gen = torch.Generator().manual_seed(7)
         deltas = torch.randn(size.perturbations, G.num_ws, G.w_dim, generator=gen)

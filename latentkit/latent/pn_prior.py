@@ -1,9 +1,11 @@
 """The P_N space of II2S (Zhu et al. 2020) as a prior object that :func:`~latentkit.projection.project.project` accepts.
 
-II2S regularises W+ projection with ``lambda * |PCA_whiten(leaky_relu(w, 5))|^2`` per layer (lambda 0.001):
-undo the mapping's last leaky ReLU with slope 5 (no gain), subtract the mean, rotate onto the principal
-axes and divide each axis by its standard deviation (a diagonal variance in the PCA basis). Pass it as
-``prior=`` with ``ProjectionSettings(parametrization="w", start="w_avg", prior_weight=PN_LAMBDA)``.
+II2S regularises W+ projection with ``lambda * mean(PCA_whiten(leaky_relu(w, 5))^2)`` (lambda 0.001, the
+mean over every layer and dimension): undo the mapping's last leaky ReLU with slope 5 (no gain), subtract
+the mean, rotate onto the principal axes and divide each axis by its standard deviation (a diagonal
+variance in the PCA basis). The projector sums a prior's penalty over dimensions and layers, so II2S's
+lambda is ``prior_weight=pn_weight(G.num_ws, G.w_dim)`` (lambda / (num_ws * w_dim)). Pass it as ``prior=``
+with ``ProjectionSettings(parametrization="w", start="w_avg", prior_weight=pn_weight(G.num_ws, G.w_dim))``.
 
 Up to a constant factor in v (the mapping's gain) this is the squared Mahalanobis distance of
 :class:`~latentkit.latent.prior.GaussianPrior`; the difference in the II2S recipe is the weight, the
@@ -22,12 +24,22 @@ from latentkit.latent.moments import Moments
 if TYPE_CHECKING:
     from latentkit.nets.generator import Generator
 
-__all__ = ["PN_LAMBDA", "PN_SLOPE", "PNPrior"]
+__all__ = ["PN_LAMBDA", "PN_SLOPE", "PNPrior", "pn_weight"]
 
 PN_LAMBDA = 1e-3
 """II2S's weight of the P_N term."""
 PN_SLOPE = 5.0
 """II2S's inverse leaky-ReLU slope (``leaky_relu(w, 5)`` undoes the mapping's slope 0.2)."""
+
+
+def pn_weight(num_ws: int, w_dim: int, lam: float = PN_LAMBDA) -> float:
+    """The projector's ``prior_weight`` that applies II2S's weight ``lam``.
+
+    II2S adds ``lam * P_N(w).pow(2).mean()`` (the mean over the ``num_ws`` layers and ``w_dim`` dimensions);
+    the projector adds ``prior_weight`` times :meth:`PNPrior.penalty` summed over the layers (a sum over the
+    dimensions), so the same term needs ``lam / (num_ws * w_dim)``: 1.09e-7 for 18 x 512 at lambda 1e-3.
+    """
+    return lam / (num_ws * w_dim)
 
 
 class PNPrior:

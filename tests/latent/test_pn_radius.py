@@ -65,3 +65,28 @@ def test_t_recovers_a_heavy_radius_and_gaussian_data_gives_large_nu():
     assert StudentTRadius(gp).fit(_ws(4000, seed=1).float()).penalty(ws[:2]).shape == (2,)
     with pytest.raises(NotFittedError, match="not fitted"):
         StudentTRadius(gp).penalty(ws[:2])
+
+
+def test_pn_weight_applies_ii2s_lambda_to_the_mean_over_layers_and_dims():
+    # II2S adds lambda * P_N(w).pow(2).mean(); the projector adds prior_weight * (penalty summed over layers)
+    from pathlib import Path
+
+    from latentkit import load_generator
+    from latentkit.latent.pn_prior import PN_LAMBDA, pn_weight
+    from latentkit.projection.project import project
+    from latentkit.projection.settings import ProjectionSettings
+
+    G = load_generator(Path(__file__).parents[1] / "data" / "reference-nets" / "sg2ada_uncond_map8_res32.pkl")
+    pn = PNPrior.from_generator(G, 2000)
+    weight = pn_weight(G.num_ws, G.w_dim)
+    assert weight == pytest.approx(PN_LAMBDA / (G.num_ws * G.w_dim))
+    s = ProjectionSettings(space="w+", parametrization="w", start="w_avg", prior_weight=weight, perceptual=None,
+                           mse_weight=1.0, num_steps=1, w_avg_samples=500)
+    target = torch.zeros(1, G.img_channels, G.img_resolution, G.img_resolution)
+    res = project(G, target, settings=s, prior=pn, progress=False)
+    from latentkit.projection.state import _w_stats
+
+    mean_w = _w_stats(G, G.prepare_labels(None, 1), s.w_avg_samples)[0]  # the start: the samples' mean w ...
+    w0 = mean_w[:, None].expand(1, G.num_ws, -1)  # ... on every layer
+    ii2s = PN_LAMBDA * pn.coefficients(w0.double()).square().mean()
+    assert weight * float(res.loss_terms["prior"][0, 0]) == pytest.approx(float(ii2s), rel=1e-3)
