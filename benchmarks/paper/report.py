@@ -261,7 +261,9 @@ established": it contains 0; two-sided metrics say only "lower", "higher" or "no
 grid cells (`best:`) are the cells chosen on the tuning targets (below); those targets are among the ones
 compared, which favours the grid's row.
 Atypicality is |log(d²{TOPK}/dim ÷ the samples' median)|: 0 is as typical as a sample, and both far from the
-mode and too near it count.
+mode and too near it count. Stability and path LPIPS are not independent of reconstruction: projections
+that stay nearer the average face (a worse reconstruction) change less under a step and lie closer to
+each other, so read a stability or path difference beside the same comparison's reconstruction row.
 
 {table(['comparison', 'a -> b', 'metric', 'claim', 'difference [95 % CI], p, n', 'verdict'], comp_rows)}
 
