@@ -660,7 +660,9 @@ def assemble(out: Path, runs: Path) -> Path:
     findings = table1_verdicts(t1) if t1 else [["1. Gaussianity", "not run", ""]]
     headline = {"prior term at the default weight": None, "whitened parametrisation + mode start": None, "prior term 10x stronger": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
                 "latentkit's prior projection vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
-                "the paper's recipe (best grid cell) vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)"),
+                "the paper's recipe (best grid cell) vs NVIDIA W+": ("stability LPIPS", "interpolation path LPIPS (pairs)",
+                                                                      "reconstruction LPIPS"),
+                "P_N (best learning rate) vs NVIDIA W+": ("stability LPIPS", "reconstruction LPIPS"),
                 "latentkit's default vs the paper's recipe (best grid cell)": None}
     for name, label, claim, res, v in v2:
         if name in headline and (headline[name] is None or label in headline[name] or label == "all metrics"):
@@ -684,9 +686,12 @@ def assemble(out: Path, runs: Path) -> Path:
         from table2_projection import CONVERGENCE_KEYS, CORE_FAMILIES
 
         planned = t2.size["gen_targets"] + t2.size["real_targets"]
-        grids = [m for m in t2.methods if t2.family[m] not in CORE_FAMILIES and t2.planned_n(m) == planned]
+        from table2_projection import GRID_FAMILIES
+
+        grids = [m for m in t2.methods if t2.family[m] in GRID_FAMILIES and t2.planned_n(m) == planned]
+        extra = [m for m in t2.methods if t2.family[m] not in CORE_FAMILIES + GRID_FAMILIES]
         for rows, what in (([m for m in t2.methods if t2.family[m] in CORE_FAMILIES], "one-factor rows (NVIDIA, W+, whitened u)"),
-                           (grids, "grid rows (the chosen cells of the paper's recipe and P_N, and Student-t)")):
+                           (grids, "chosen grid cells (the paper's recipe, P_N)"), (extra, "extra rows (Student-t)")):
             counts = [len(t2.targets_of(m)) for m in rows]
             if rows and min(counts) < 12:
                 not_run.append(f"**Table 2's {what} did not reach 12 targets: n = {min(counts)} to {max(counts)} per method** "
