@@ -28,6 +28,7 @@ DEFAULT_OUT = ROOT / "examples" / "paper"
 DEFAULT_RUNS = "mobilestylegan-ffhq-cpu"
 TOPK = "top64"
 FAMILY_ORDER = ("nvidia", "w+", "whitened", "paper", "pn", "student-t")
+T2_RESUME = "nice -n 19 python benchmarks/paper/table2_projection.py --size cpu --resume --only"
 RESUME = ("nice -n 19 python benchmarks/paper/table2_projection.py --size cpu --resume; "
           "nice -n 19 python benchmarks/paper/table3_tradeoff.py --size cpu --resume; python benchmarks/paper/report.py")
 
@@ -690,11 +691,14 @@ def assemble(out: Path, runs: Path) -> Path:
 
         grids = [m for m in t2.methods if t2.family[m] in GRID_FAMILIES and t2.planned_n(m) == planned]
         extra = [m for m in t2.methods if t2.family[m] not in CORE_FAMILIES + GRID_FAMILIES]
-        for rows, what in (([m for m in t2.methods if t2.family[m] in CORE_FAMILIES], "one-factor rows (NVIDIA, W+, whitened u)"),
-                           (grids, "chosen grid cells (the paper's recipe, P_N)"), (extra, "extra rows (Student-t)")):
+        core = [m for m in t2.methods if t2.family[m] in CORE_FAMILIES]
+        for rows, what, phase in ((core, "one-factor rows (NVIDIA, W+, whitened u)", "core"),
+                                  (grids, "chosen grid cells (the paper's recipe, P_N)", "grids"),
+                                  (extra, "extra rows (Student-t)", "extra")):
             counts = [len(t2.targets_of(m)) for m in rows]
             if rows and min(counts) < 12:
                 not_run.append(f"**Table 2's {what} did not reach 12 targets: n = {min(counts)} to {max(counts)} per method** "
+                               f"(`{T2_RESUME} {phase}`) "
                                f"(12 are the power calculation's minimum, {planned} are planned), so the comparisons that use them "
                                "are underpowered (or untested at n < 2) and do not rest on the planned sample.")
         short = [f"`{m}` {len(t2.targets_of(m))}/{t2.planned_n(m)}" for m in t2.methods if len(t2.targets_of(m)) < t2.planned_n(m)]
@@ -702,13 +706,14 @@ def assemble(out: Path, runs: Path) -> Path:
             not_run.append("Table 2 targets done per method (of planned): " + ", ".join(short) + ".")
         n_pairs = len({p for p, _ in t2.interp})
         if n_pairs < t2.size["interp_pairs"]:
-            not_run.append(f"Table 2 interpolation pairs done: {n_pairs} of {t2.size['interp_pairs']}.")
+            not_run.append(f"Table 2 interpolation pairs done: {n_pairs} of {t2.size['interp_pairs']} (the rest need the "
+                           f"one-factor rows on the later targets: `{T2_RESUME} core`, then `{T2_RESUME} grids`).")
         planned_x2 = t2.size["convergence_targets"] * len(CONVERGENCE_KEYS)
         if not t2.x2:
             not_run.append("Table 2 convergence check (2x steps): not reached.")
         elif len(t2.x2) < planned_x2:
             not_run.append(f"Table 2 convergence check (2x steps): {len(t2.x2)} of {planned_x2} runs "
-                           f"({len({t for t, _ in t2.x2})} of {t2.size['convergence_targets']} targets).")
+                           f"({len({t for t, _ in t2.x2})} of {t2.size['convergence_targets']} targets; `{T2_RESUME} convergence`).")
     else:
         not_run.append("Table 2: no runs.")
     if len(t3.rows) < 13:
