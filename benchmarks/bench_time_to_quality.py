@@ -11,6 +11,8 @@ Methods, run interleaved on the same targets, the same CPU and threads:
   (``from_encoder_start``: lr 0.03, no latent noise); the encoder's forward pass counts in the time.
 * ``fast``: the defaults (the prior's mode as the start) with the encoder's schedule, lr 0.03 and no latent
   noise: separates what the encoder's start gives from what its gentler schedule gives.
+* ``wplus``: NVIDIA's schedule and start in W+ (Adam on w from the samples' mean w, no prior): the paper
+  study's best reconstruction at 150 steps.
 * ``METHOD:N`` (e.g. ``latentkit:100``): that method with a schedule of N steps. Every schedule (learning
   rate ramps, latent noise to 75 %) is laid out over ``num_steps``, so a 300-step run's curve at step 100
   is not what a 100-step run reaches: a short schedule is its own method.
@@ -58,6 +60,8 @@ def _settings(method: str, steps: int):
 
     if method == "nvidia":
         return ProjectionSettings(num_steps=steps, space="w", start="w_avg", parametrization="w")
+    if method == "wplus":
+        return ProjectionSettings(num_steps=steps, space="w+", start="w_avg", parametrization="w")
     base = ProjectionSettings(num_steps=steps)
     if method == "fast":
         return dataclasses.replace(from_encoder_start(base), start=base.start)
@@ -80,7 +84,7 @@ def run_one(G, target, method: str, steps: int, every: int, *, prior, net, score
         with torch.no_grad():
             start_ws = encoder(target)
     labels = G.prepare_labels(None, 1)
-    state = ProjectionState(G, target, labels, s, prior=None if method == "nvidia" else prior, perceptual=net,
+    state = ProjectionState(G, target, labels, s, prior=None if method in ("nvidia", "wplus") else prior, perceptual=net,
                             start_ws=start_ws)
     elapsed = time.perf_counter() - started
     curve = {"step": [], "seconds": [], "lpips": [], "psnr": []}
@@ -156,7 +160,8 @@ def plot(results: dict, path: Path) -> None:
     targets = list(results["runs"])
     fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
     colours = {"nvidia": "tab:gray", "latentkit": "tab:blue", "encoder": "tab:red", "latentkit:100": "tab:cyan",
-               "encoder:50": "tab:pink", "encoder-v": "tab:green"}
+               "encoder:50": "tab:pink", "encoder-v": "tab:green", "fast:100": "tab:olive", "wplus:100": "tab:orange",
+               "wplus:150": "tab:purple"}
     for ax, target in zip(axes[0], targets):
         for method, curve in results["runs"][target].items():
             ax.plot(curve["seconds"], curve["lpips"], label=method, color=colours.get(method))
@@ -165,7 +170,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(target)
         ax.set_xlabel("seconds" + (f" ({results['meta']['threads']} thread)" if results["meta"].get("device", "cpu") == "cpu" else ""))
         ax.set_ylabel("LPIPS")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(f"{results['meta']['network']} on {results['meta']['cpu']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -177,7 +182,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2, help="targets rendered from z seeds 0..N-1")
     p.add_argument("--photos", nargs="*", default=["examples/face.png", "examples/grace_hopper.jpg"])
     p.add_argument("--methods", nargs="*", default=["nvidia", "latentkit", "encoder"],
-                   help="nvidia, latentkit, encoder, fast, or METHOD:N for a schedule of N steps")
+                   help="nvidia, latentkit, encoder, fast, wplus, or METHOD:N for a schedule of N steps")
     p.add_argument("--nvidia-steps", type=int, default=300)
     p.add_argument("--latentkit-steps", type=int, default=300)
     p.add_argument("--encoder-steps", type=int, default=100)
@@ -215,12 +220,12 @@ def main() -> None:
 
             encoder = load_encoder(args.encoder, G)
     steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps,
-             "fast": args.encoder_steps}
+             "fast": args.encoder_steps, "wplus": args.latentkit_steps}
     for m in methods:
         if ":" in m:
             base, n = m.split(":")
             if base not in steps or not n.isdigit() or int(n) < 1:
-                p.error(f"unknown method {m!r}: nvidia, latentkit, encoder or fast, optionally :STEPS")
+                p.error(f"unknown method {m!r}: nvidia, latentkit, encoder, fast or wplus, optionally :STEPS")
             steps[m] = int(n)
     results = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
     where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else cpu_model()
