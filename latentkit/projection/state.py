@@ -213,8 +213,8 @@ class ProjectionState:
             return torch.stack([loss.detach()] + [terms[k].detach() for k in LOSS_TERMS], dim=1).cpu()
 
         parts = self._parts()
-        if self._side_by_side is None and core_groups(len(parts), core_budget())[0] > 1:
-            self._side_by_side = self._memory_limit(parts[0])
+        if self._side_by_side is None and (cores := core_groups(len(parts), core_budget())[0]) > 1:
+            self._side_by_side = self._memory_limit(parts[0], cores)
         rows = run_per_core(forward_backward, parts, max_workers=self._side_by_side or None)  # CPU batches side by side
         self.optimizer.step()
         for buf in self.noises.values():
@@ -222,17 +222,19 @@ class ProjectionState:
         self.history.append(torch.cat(rows))
         return self.history[-1][:, 0].to(device)
 
-    def _memory_limit(self, part: slice) -> int:
-        """How many images may run side by side in the memory available (:func:`memory_workers`), from one
-        probe forward pass of image ``part`` (no backward, no random draw: the result is unchanged); 0 where
-        the available memory is unknown."""
+    def _memory_limit(self, part: slice, cores: int) -> int:
+        """How many of the ``cores`` side-by-side images fit in the memory available (:func:`memory_workers`),
+        from one probe forward pass of image ``part`` (no backward, no random draw: the result is unchanged);
+        0 where the available memory is unknown."""
+        free = available_memory()
+        if free is None:
+            return 0
         saved = saved_bytes(lambda: self._losses(part, torch.zeros_like(self.w_opt[part].detach())))
-        limit = memory_workers(int(SIDE_BY_SIDE_FACTOR * saved))
-        cores = core_groups(self.n, core_budget())[0]
-        if limit is not None and limit < cores:
+        limit = memory_workers(int(SIDE_BY_SIDE_FACTOR * saved), free) or 0
+        if limit < cores:
             log.info("projection: %d image(s) side by side instead of %d: each needs about %.1f GB and %.1f GB are "
-                     "available", limit, cores, SIDE_BY_SIDE_FACTOR * saved / 1e9, (available_memory() or 0) / 1e9)
-        return limit or 0
+                     "available", limit, cores, SIDE_BY_SIDE_FACTOR * saved / 1e9, free / 1e9)
+        return limit
 
     def _parts(self) -> list[slice]:
         """How the N images are split for the forward and backward passes.

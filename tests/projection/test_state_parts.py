@@ -103,7 +103,7 @@ def test_memory_limits_the_images_side_by_side_not_their_bits(sg2, two_threads, 
         return real_run(fn, items, max_workers=max_workers)
 
     monkeypatch.setattr(state, "run_per_core", spy)
-    monkeypatch.setattr("latentkit.projection.cpu_parallel.available_memory", lambda: 1)  # room for one image only
+    monkeypatch.setattr(state, "available_memory", lambda: 1)  # room for one image only
     with caplog.at_level("INFO", logger="latentkit.projection.state"):
         tight = project(sg2, targets, settings=FAST, progress=False)
     assert widths == [1] * FAST.num_steps  # decided once, kept for every step
