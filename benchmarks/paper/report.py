@@ -28,8 +28,8 @@ DEFAULT_OUT = ROOT / "examples" / "paper"
 DEFAULT_RUNS = "mobilestylegan-ffhq-cpu"
 TOPK = "top64"
 FAMILY_ORDER = ("nvidia", "w+", "whitened", "paper", "pn", "student-t")
-T2_RESUME = "nice -n 19 python benchmarks/paper/table2_projection.py --size cpu --resume --only"
-RESUME = ("nice -n 19 python benchmarks/paper/table2_projection.py --size cpu --resume; "
+T2_RESUME = "nice -n 19 python benchmarks/paper/table2_projection.py --size cpu --resume"
+RESUME = (f"{T2_RESUME}; "
           "nice -n 19 python benchmarks/paper/table3_tradeoff.py --size cpu --resume; python benchmarks/paper/report.py")
 
 
@@ -84,9 +84,10 @@ class Table2:
         ref = d / "reference.json"
         self.reference = json.loads(ref.read_text()) if ref.is_file() else None
         self.size = rows[0]["provenance"]["size"] if rows else (self.reference or {}).get("provenance", {}).get("size")
+        name = self.size["name"] if self.size else runs.name.rsplit("-", 1)[-1]
         self.labels, fam = {}, {}
         self._settings = {}
-        for m in planned_methods(self.size["name"] if self.size else runs.name.rsplit("-", 1)[-1]):
+        for m in planned_methods(name):
             self.labels[m.key], fam[m.key] = m.label, m.family
             self._settings[m.key] = m.settings.to_dict()
         for r in rows:
@@ -96,7 +97,6 @@ class Table2:
         self.methods = sorted(self.labels, key=lambda k: (FAMILY_ORDER.index(fam[k]) if fam[k] in FAMILY_ORDER else 99, order[k]))
         self.family = fam
         self.kinds = {r["target"]: r["target_kind"] for r in rows}
-        name = self.size["name"] if self.size else runs.name.rsplit("-", 1)[-1]
         from common import SIZES
 
         self.tune = planned_targets(name)[: SIZES[name].grid_tune] if name in SIZES else []  # the grids' tuning targets
@@ -292,25 +292,22 @@ def tuning_md(t2: Table2) -> str:
     """Each grid cell's mean LPIPS on the tuning targets, and the cell chosen (run on every target)."""
     from table2_projection import GRID_FAMILIES
 
-    rows = []
+    rows, edges = [], []
     for fam in GRID_FAMILIES:
-        best = t2.best_of(fam)
-        for m, lp in t2.tuning(fam).items():
+        best, cells = t2.best_of(fam), t2.tuning(fam)
+        for m, lp in cells.items():
             rows.append([t2.labels[m], f"`{m}`", f"{len(lp)} of {len(t2.tune)}", pm(lp.values()),
                          "**chosen**" if m == best else ""])
-    if not rows:
-        return "No grid cell has run yet."
-    edges = []
-    for fam in GRID_FAMILIES:
-        best = t2.best_of(fam)
         if best is None:
             continue
         for field, what in (("prior_weight", "prior weight"), ("learning_rate", "learning rate")):
-            grid = sorted({t2.setting(m, field) for m in t2.tuning(fam)})
+            grid = sorted({t2.setting(m, field) for m in cells})
             value = t2.setting(best, field)
             if len(grid) > 1 and value in (grid[0], grid[-1]):
                 edges.append(f"`{best}`'s {what} ({value:g}) is the {'smallest' if value == grid[0] else 'largest'} "
                              "the grid has, so the best setting may lie beyond it")
+    if not rows:
+        return "No grid cell has run yet."
     return (f"Every cell of the paper's recipe (Adam on w + the Gaussian prior, prior weight x learning rate) and of P_N "
             f"(learning rates) on the first {len(t2.tune)} targets ({', '.join(t2.tune)}); the cell with the lowest mean "
             "reconstruction LPIPS there is chosen and run on every target (none is chosen until a family's cells have "
@@ -684,11 +681,9 @@ def assemble(out: Path, runs: Path) -> Path:
                        f"{t1['meta']['peak_rss_gb']:.2f} GB RSS, above the 3 GB budget; the `cpu` size now uses 5e4 (rerun: "
                        "`nice -n 19 python benchmarks/paper/table1_gaussianity.py --size cpu`), not finished in this session.")
     if t2.size:
-        from table2_projection import CONVERGENCE_KEYS, CORE_FAMILIES
+        from table2_projection import CONVERGENCE_KEYS, CORE_FAMILIES, GRID_FAMILIES
 
         planned = t2.size["gen_targets"] + t2.size["real_targets"]
-        from table2_projection import GRID_FAMILIES
-
         grids = [m for m in t2.methods if t2.family[m] in GRID_FAMILIES and t2.planned_n(m) == planned]
         extra = [m for m in t2.methods if t2.family[m] not in CORE_FAMILIES + GRID_FAMILIES]
         core = [m for m in t2.methods if t2.family[m] in CORE_FAMILIES]
@@ -698,7 +693,7 @@ def assemble(out: Path, runs: Path) -> Path:
             counts = [len(t2.targets_of(m)) for m in rows]
             if rows and min(counts) < 12:
                 not_run.append(f"**Table 2's {what} did not reach 12 targets: n = {min(counts)} to {max(counts)} per method** "
-                               f"(`{T2_RESUME} {phase}`) "
+                               f"(`{T2_RESUME} --only {phase}`) "
                                f"(12 are the power calculation's minimum, {planned} are planned), so the comparisons that use them "
                                "are underpowered (or untested at n < 2) and do not rest on the planned sample.")
         short = [f"`{m}` {len(t2.targets_of(m))}/{t2.planned_n(m)}" for m in t2.methods if len(t2.targets_of(m)) < t2.planned_n(m)]
@@ -707,13 +702,13 @@ def assemble(out: Path, runs: Path) -> Path:
         n_pairs = len({p for p, _ in t2.interp})
         if n_pairs < t2.size["interp_pairs"]:
             not_run.append(f"Table 2 interpolation pairs done: {n_pairs} of {t2.size['interp_pairs']} (the rest need the "
-                           f"one-factor rows on the later targets: `{T2_RESUME} core`, then `{T2_RESUME} grids`).")
+                           f"one-factor rows on the later targets: `{T2_RESUME} --only core`, then `{T2_RESUME} --only grids`).")
         planned_x2 = t2.size["convergence_targets"] * len(CONVERGENCE_KEYS)
         if not t2.x2:
             not_run.append("Table 2 convergence check (2x steps): not reached.")
         elif len(t2.x2) < planned_x2:
             not_run.append(f"Table 2 convergence check (2x steps): {len(t2.x2)} of {planned_x2} runs "
-                           f"({len({t for t, _ in t2.x2})} of {t2.size['convergence_targets']} targets; `{T2_RESUME} convergence`).")
+                           f"({len({t for t, _ in t2.x2})} of {t2.size['convergence_targets']} targets; `{T2_RESUME} --only convergence`).")
     else:
         not_run.append("Table 2: no runs.")
     if len(t3.rows) < 13:

@@ -272,8 +272,9 @@ class Study:
         distance; rendered once per study and kept in ``bank.npy`` (each process used to render it again)."""
         if self._bank is None:
             path = self.dir / "bank.npy"
-            if path.is_file() and np.load(path).shape[0] == self.size.bank:
-                feats = torch.from_numpy(np.load(path))
+            kept = np.load(path) if path.is_file() else None
+            if kept is not None and kept.shape[0] == self.size.bank:
+                feats = torch.from_numpy(kept)
             else:
                 feats = torch.cat(render_map(self.G, mapped(self.G, range(5000, 5000 + self.size.bank)), pixel_feats, batch=2))
                 tmp = path.with_suffix(".tmp.npy")
