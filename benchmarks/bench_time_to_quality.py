@@ -6,16 +6,22 @@ Methods, run interleaved on the same targets, the same CPU and threads:
   start, Adam on w (no prior), lr 0.1 with NVIDIA's ramps, latent noise 0.05 decaying to 0 at 75 %, noise
   regularisation 1e5 (one difference remains: the noise inputs start from the stored buffers).
 * ``latentkit``: ``latentkit project``'s defaults (W+, the cached Gaussian prior, its whitened
-  coefficients from the prior's mode).
+  coefficients from the prior's mode, no latent noise). The defaults had NVIDIA's latent noise until this
+  benchmark showed it slowing every method down: the runs made then are stored as
+  ``latentkit,initial_noise_factor=0.05`` (and ``latentkit:100,...``).
 * ``encoder``: the defaults started from an encoder's prediction with the schedule ``--init encoder`` runs
   (``from_encoder_start``: lr 0.03, no latent noise); the encoder's forward pass counts in the time.
 * ``fast``: the defaults (the prior's mode as the start) with the encoder's schedule, lr 0.03 and no latent
   noise: separates what the encoder's start gives from what its gentler schedule gives.
 * ``wplus``: NVIDIA's schedule and start in W+ (Adam on w from the samples' mean w, no prior): the paper
-  study's best reconstruction at 150 steps.
+  study's best reconstruction at 150 steps. ``wplus,initial_noise_factor=0`` is what
+  ``latentkit project --prior none`` runs.
 * ``METHOD:N`` (e.g. ``latentkit:100``): that method with a schedule of N steps. Every schedule (learning
   rate ramps, latent noise to 75 %) is laid out over ``num_steps``, so a 300-step run's curve at step 100
   is not what a 100-step run reaches: a short schedule is its own method.
+* ``METHOD[:N],FIELD=VALUE,...`` (e.g. ``wplus:150,precision=bf16`` or ``wplus:100,start=encoder``): that
+  method with ``ProjectionSettings`` fields replaced; ``start=encoder`` starts from the encoder's prediction
+  (its forward pass counted in the time) and keeps the method's schedule.
 
 Every ``--every`` steps the current latents and noise are rendered and scored (LPIPS VGG16 with the
 ``--weights`` backbone at 256 px, PSNR at full size); scoring is not counted in the time. Seconds include
@@ -55,13 +61,42 @@ PLOT = RESULTS / "time_to_quality.png"
 STOP_TOLS = (1e-3, 3e-3, 1e-2)
 
 
-def _settings(method: str, steps: int):
-    from latentkit.projection.settings import ProjectionSettings, from_encoder_start
+def _settings(method: str, steps: int, overrides: dict[str, str] | None = None):
+    """The ``ProjectionSettings`` of a method (its base name) with ``overrides`` (field -> text) applied."""
+    s = _base_settings(method, steps)
+    fields = {f.name: f for f in dataclasses.fields(s)}
+    changes = {}
+    for name, text in (overrides or {}).items():
+        if name not in fields or name == "num_steps":
+            raise SystemExit(f"unknown ProjectionSettings field {name!r} in a method's overrides")
+        kind = type(getattr(s, name))
+        changes[name] = text if kind is str else (text.lower() in ("1", "true", "yes") if kind is bool else kind(text))
+    return dataclasses.replace(s, **changes)
 
+
+def parse_method(text: str) -> tuple[str, int | None, dict[str, str]]:
+    """``'wplus:150,precision=bf16'`` -> ``('wplus', 150, {'precision': 'bf16'})``; the steps None when not given."""
+    head, *pairs = text.split(",")
+    base, _, n = head.partition(":")
+    overrides = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key or not value:
+            raise SystemExit(f"method {text!r}: overrides are FIELD=VALUE")
+        overrides[key] = value
+    if n and (not n.isdigit() or int(n) < 1):
+        raise SystemExit(f"method {text!r}: the steps after ':' must be a positive integer")
+    return base, int(n) if n else None, overrides
+
+
+def _base_settings(method: str, steps: int):
+    from latentkit.projection.settings import NVIDIA_INITIAL_NOISE_FACTOR, ProjectionSettings, from_encoder_start
+
+    nvidia = dict(start="w_avg", parametrization="w", initial_noise_factor=NVIDIA_INITIAL_NOISE_FACTOR)
     if method == "nvidia":
-        return ProjectionSettings(num_steps=steps, space="w", start="w_avg", parametrization="w")
+        return ProjectionSettings(num_steps=steps, space="w", **nvidia)
     if method == "wplus":
-        return ProjectionSettings(num_steps=steps, space="w+", start="w_avg", parametrization="w")
+        return ProjectionSettings(num_steps=steps, space="w+", **nvidia)
     base = ProjectionSettings(num_steps=steps)
     if method == "fast":
         return dataclasses.replace(from_encoder_start(base), start=base.start)
@@ -73,14 +108,15 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(4.0 / mse))
 
 
-def run_one(G, target, method: str, steps: int, every: int, *, prior, net, score_net, encoder) -> dict:
+def run_one(G, target, method: str, steps: int, every: int, *, prior, net, score_net, encoder,
+            overrides: dict[str, str] | None = None) -> dict:
     """One projection driven step by step; the curve of (seconds, LPIPS, PSNR) every ``every`` steps."""
     from latentkit.projection.state import ProjectionState
 
-    s = _settings(method, steps)
+    s = _settings(method, steps, overrides)
     started = time.perf_counter()
     start_ws = None
-    if method == "encoder":
+    if s.start == "encoder":
         with torch.no_grad():
             start_ws = encoder(target)
     labels = G.prepare_labels(None, 1)
@@ -137,18 +173,36 @@ def _time_to(curve: dict, goal: float) -> float | None:
 
 
 def summarise(results: dict) -> dict:
-    """Per target: NVIDIA's final LPIPS and each method's seconds to reach it; the geometric-mean speed-up."""
+    """Per target: NVIDIA's final LPIPS (the goal), each method's seconds to reach it and its speed-up.
+
+    The reference is the target's last NVIDIA run (``nvidia`` or ``nvidia:300``; runs are stored in the order
+    they ran), so a rerun in a later session is compared with the methods of that session."""
     summary = {}
     for target, runs in results["runs"].items():
-        if "nvidia" not in runs:
+        nvidia = [m for m in runs if parse_method(m)[0] == "nvidia"]
+        if not nvidia:
             continue
-        goal = runs["nvidia"]["lpips"][-1]
-        row = {"nvidia_lpips": goal}
+        ref = runs[nvidia[-1]]
+        goal, ref_seconds = ref["lpips"][-1], _time_to(ref, ref["lpips"][-1])
+        row = {"nvidia_reference": nvidia[-1], "nvidia_lpips": goal, "nvidia_seconds": ref_seconds}
         for method, curve in runs.items():
-            row[f"{method}_seconds"] = _time_to(curve, goal)
-            row[f"{method}_final_lpips"] = curve["lpips"][-1]
+            seconds = _time_to(curve, goal)
+            row[method] = {"seconds": seconds, "final_lpips": curve["lpips"][-1],
+                           "speedup": round(ref_seconds / seconds, 2) if seconds and ref_seconds else None}
         summary[target] = row
     return summary
+
+
+# what the plot draws, in this order: (method, label, colour); methods a target lacks are left out
+PLOTTED = [
+    ("nvidia", "NVIDIA, 300 steps", "tab:gray"),
+    ("nvidia:300", "NVIDIA, 300 steps (rerun)", "black"),
+    ("latentkit,initial_noise_factor=0.05", "defaults until 0.2 (latent noise), 300", "tab:blue"),
+    ("latentkit:100", "defaults (no latent noise), 100", "tab:cyan"),
+    ("wplus:100,initial_noise_factor=0", "--prior none, 100", "tab:orange"),
+    ("wplus:100,initial_noise_factor=0,precision=bf16", "--prior none --precision bf16, 100", "tab:red"),
+    ("encoder-v", "encoder start (4096 samples), 100", "tab:green"),
+]
 
 
 def plot(results: dict, path: Path) -> None:
@@ -158,20 +212,25 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     targets = list(results["runs"])
-    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
-    colours = {"nvidia": "tab:gray", "latentkit": "tab:blue", "encoder": "tab:red", "latentkit:100": "tab:cyan",
-               "encoder:50": "tab:pink", "encoder-v": "tab:green", "fast:100": "tab:olive", "wplus:100": "tab:orange",
-               "wplus:150": "tab:purple"}
-    for ax, target in zip(axes[0], targets):
-        for method, curve in results["runs"][target].items():
-            ax.plot(curve["seconds"], curve["lpips"], label=method, color=colours.get(method))
-        if "nvidia" in results["runs"][target]:
-            ax.axhline(results["runs"][target]["nvidia"]["lpips"][-1], ls=":", color="tab:gray", lw=0.8)
+    cols = min(3, max(1, len(targets)))
+    rows = -(-max(1, len(targets)) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(targets):]:
+        ax.axis("off")
+    for ax, target in zip(axes.flat, targets):
+        runs = results["runs"][target]
+        for method, label, colour in PLOTTED:
+            if method in runs:
+                ax.plot(runs[method]["seconds"], runs[method]["lpips"], label=label, color=colour)
+        nvidia = [m for m in runs if parse_method(m)[0] == "nvidia"]
+        if nvidia:
+            ax.axhline(runs[nvidia[-1]]["lpips"][-1], ls=":", color="tab:gray", lw=0.8)
         ax.set_title(target)
-        ax.set_xlabel("seconds" + (f" ({results['meta']['threads']} thread)" if results["meta"].get("device", "cpu") == "cpu" else ""))
+        ax.set_xlabel("seconds" + (f" ({results['meta']['threads']} threads)" if results["meta"].get("device", "cpu") == "cpu" else ""))
         ax.set_ylabel("LPIPS")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{results['meta']['network']} on {results['meta']['cpu']}", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{results['meta']['network']} on {results['meta']['cpu']}; dotted: NVIDIA's LPIPS after 300 steps",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -182,7 +241,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2, help="targets rendered from z seeds 0..N-1")
     p.add_argument("--photos", nargs="*", default=["examples/face.png", "examples/grace_hopper.jpg"])
     p.add_argument("--methods", nargs="*", default=["nvidia", "latentkit", "encoder"],
-                   help="nvidia, latentkit, encoder, fast, wplus, or METHOD:N for a schedule of N steps")
+                   help="nvidia, latentkit, encoder, fast, wplus; METHOD:N for a schedule of N steps; "
+                        "METHOD[:N],FIELD=VALUE,... to replace ProjectionSettings fields")
     p.add_argument("--nvidia-steps", type=int, default=300)
     p.add_argument("--latentkit-steps", type=int, default=300)
     p.add_argument("--encoder-steps", type=int, default=100)
@@ -212,9 +272,14 @@ def main() -> None:
     net = lpips_vgg(args.weights, device=args.device, max_resolution=256)
     encoder = None
     methods = list(args.methods)
-    if any(m.split(":")[0] == "encoder" for m in methods):
+    parsed = {m: parse_method(m) for m in methods}
+
+    def needs_encoder(m: str) -> bool:
+        return parsed[m][0] == "encoder" or parsed[m][2].get("start") == "encoder"
+
+    if any(needs_encoder(m) for m in methods):
         if args.encoder is None:
-            methods = [m for m in methods if m.split(":")[0] != "encoder"]
+            methods = [m for m in methods if not needs_encoder(m)]
         else:
             from latentkit.projection.encoder_file import load_encoder
 
@@ -222,24 +287,28 @@ def main() -> None:
     steps = {"nvidia": args.nvidia_steps, "latentkit": args.latentkit_steps, "encoder": args.encoder_steps,
              "fast": args.encoder_steps, "wplus": args.latentkit_steps}
     for m in methods:
-        if ":" in m:
-            base, n = m.split(":")
-            if base not in steps or not n.isdigit() or int(n) < 1:
-                p.error(f"unknown method {m!r}: nvidia, latentkit, encoder, fast or wplus, optionally :STEPS")
-            steps[m] = int(n)
+        base, n, overrides = parsed[m]
+        if base not in steps:
+            p.error(f"unknown method {m!r}: nvidia, latentkit, encoder, fast or wplus, optionally :STEPS and ,FIELD=VALUE")
+        if m != base:
+            steps[m] = n if n is not None else steps[base]
+        _settings(base, steps[m], overrides)  # an unknown field fails before any run
     results = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
     where = torch.cuda.get_device_name(G.w_avg.device) if G.w_avg.device.type == "cuda" else cpu_model()
-    results["meta"] = {"network": args.network, "cpu": where, "device": args.device, "threads": args.threads, "torch": torch.__version__,
-                       "steps": steps, "every": args.every, "weights": net.weights, "encoder": args.encoder,
-                       "load_average": os.getloadavg()}
+    meta = results.setdefault("meta", {})  # notes and earlier sessions' step counts are kept
+    meta.update({"network": args.network, "cpu": where, "device": args.device, "threads": args.threads,
+                 "torch": torch.__version__, "steps": {**meta.get("steps", {}), **steps}, "every": args.every,
+                 "weights": net.weights, "load_average": os.getloadavg()})
     targets = _targets(G, args.seeds, args.photos)
     for name, target in targets.items():  # interleaved: every method on one target before the next target
         for method in methods:
             if method in results["runs"].get(name, {}):
                 continue
             print(f"{name} {method} ({steps[method]} steps)", flush=True)
-            curve = run_one(G, target, method.split(":")[0], steps[method], args.every, prior=prior, net=net,
-                            score_net=net, encoder=encoder)
+            curve = run_one(G, target, parsed[method][0], steps[method], args.every, prior=prior, net=net,
+                            score_net=net, encoder=encoder, overrides=parsed[method][2])
+            curve["ran"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads,
+                            "load_average_after": [round(x, 2) for x in os.getloadavg()], "encoder": args.encoder}
             results["runs"].setdefault(name, {})[method] = curve
             results["summary"] = summarise(results)
             with atomic_path(out) as tmp:

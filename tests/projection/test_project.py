@@ -17,6 +17,7 @@ from latentkit.errors import InputError, LatentkitError, ShapeError
 from latentkit.projection.lpips import lpips_vgg
 from latentkit.latent.prior import GaussianPrior
 from latentkit.projection.project import ProjectionResult, ProjectionSettings, prepare_targets, project
+from latentkit.projection.settings import NVIDIA_INITIAL_NOISE_FACTOR
 from latentkit.projection.settings import learning_rate_at as _learning_rate
 from latentkit.projection.settings import noise_scale_at as _noise_scale
 from latentkit.projection.state import _noise_penalty
@@ -91,9 +92,11 @@ def test_schedules_follow_nvidia():
     assert _learning_rate(s, 25) == pytest.approx(0.05)  # linear ramp-up over 5 %
     assert _learning_rate(s, 500) == pytest.approx(0.1)
     assert _learning_rate(s, 875) == pytest.approx(0.1 * (0.5 - 0.5 * math.cos(0.5 * math.pi)))  # cosine down
-    assert _noise_scale(s, 0) == pytest.approx(0.05)
-    assert _noise_scale(s, 375) == pytest.approx(0.05 * 0.25)
-    assert _noise_scale(s, 750) == 0.0
+    assert _noise_scale(s, 0) == 0.0  # latentkit's default: no latent noise
+    nvidia = ProjectionSettings(num_steps=1000, initial_noise_factor=NVIDIA_INITIAL_NOISE_FACTOR)
+    assert _noise_scale(nvidia, 0) == pytest.approx(0.05)
+    assert _noise_scale(nvidia, 375) == pytest.approx(0.05 * 0.25)
+    assert _noise_scale(nvidia, 750) == 0.0
 
 
 def test_noise_penalty_is_per_image():
