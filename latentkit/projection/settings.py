@@ -62,7 +62,7 @@ class ProjectionSettings:
         initial_noise_factor: latent noise scale at step 0, in units of the samples' w standard deviation
             (0, no latent noise, the default; NVIDIA's projector: :data:`NVIDIA_INITIAL_NOISE_FACTOR`, 0.05).
             Off by default because it was measured to slow every method down on the default model: without
-            it, 100 steps of the defaults reach LPIPS 0.232 / 0.062 / 0.079 on a photo and two generated
+            it, 100 steps of the defaults reach LPIPS 0.233 / 0.062 / 0.077 on a photo and two generated
             faces, against 0.252 / 0.090 / 0.133 with it (benchmarks/bench_time_to_quality.py).
         noise_ramp_length: fraction of the run after which no latent noise is added (0.75).
         w_avg_samples: mapped samples for the starting point and the w standard deviation (10 000, drawn
