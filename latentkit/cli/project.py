@@ -111,7 +111,8 @@ def _announce_cost(G, files, settings, prior, net, c, candidates) -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     per_step = estimate_step_seconds(G, prepare_targets(G, files[:1]), settings, prior=prior, perceptual_net=net, c=c)
     total = per_step * settings.num_steps * runs
-    hint = "" if total < 120 else " (shorter: --num-steps N" + ("" if device.type == "cuda" else ", or --device cuda") + ")"
+    hint = "" if total < 120 else (" (shorter: --num-steps N, e.g. 100" + ("" if device.type == "cuda" else ", or --device cuda")
+                                   + ("; --prior none reaches the photo sooner" if prior is not None else "") + ")")
     what = f"{len(files)} image(s)" + (f" x {len(candidates)} classes" if candidates else "")
     say(f"project: {what} x {settings.num_steps} steps on {where}; about {per_step:.2f} s per step "
         f"and image (median of {ESTIMATE_TIMED_STEPS} steps after a warm-up), so ~{duration(total)} in all{hint}")

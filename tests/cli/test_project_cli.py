@@ -252,3 +252,18 @@ def test_save_video(images, tmp_path):
 
     frames = imageio.mimread(out / "c" / "proj.mp4")
     assert len(frames) == 3 and frames[0].shape[1] == 2 * frames[0].shape[0]  # target | projection
+
+
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_long_run_estimate_suggests_the_shorter_roads(images, monkeypatch, capsys, with_prior):
+    """Over two minutes of work, the estimate line names --num-steps, and --prior none where a prior is used."""
+    import latentkit.projection.batch as batch
+    from latentkit import load_generator
+
+    monkeypatch.setattr(batch, "estimate_step_seconds", lambda *a, **kw: 1.0)
+    G = load_generator(NET)
+    cli_project._announce_cost(G, [images / "c.jpg"], api.ProjectionSettings(num_steps=200),
+                               object() if with_prior else None, None, None, None)
+    line = capsys.readouterr().err
+    assert "in all (shorter: --num-steps N, e.g. 100, or --device cuda" in line, line
+    assert ("--prior none reaches the photo sooner" in line) == with_prior
