@@ -202,6 +202,7 @@ PLOTTED = [
     ("wplus:100,initial_noise_factor=0", "--prior none, 100", "tab:orange"),
     ("wplus:100,initial_noise_factor=0,precision=bf16", "--prior none --precision bf16, 100", "tab:red"),
     ("encoder-v", "encoder start (4096 samples), 100", "tab:green"),
+    ("encoder-16k", "encoder start (16384 samples), 100", "tab:olive"),
 ]
 
 
