@@ -70,6 +70,8 @@ def _settings(method: str, steps: int, overrides: dict[str, str] | None = None):
         if name not in fields or name == "num_steps":
             raise SystemExit(f"unknown ProjectionSettings field {name!r} in a method's overrides")
         kind = type(getattr(s, name))
+        if kind not in (str, bool, int, float):
+            raise SystemExit(f"ProjectionSettings field {name!r} ({kind.__name__}) cannot be set in a method's overrides")
         changes[name] = text if kind is str else (text.lower() in ("1", "true", "yes") if kind is bool else kind(text))
     return dataclasses.replace(s, **changes)
 
@@ -172,19 +174,25 @@ def _time_to(curve: dict, goal: float) -> float | None:
     return next((t for t, q in zip(curve["seconds"], curve["lpips"]) if q <= goal), None)
 
 
+def _nvidia_reference(runs: dict) -> str | None:
+    """The method key of a target's last NVIDIA run (``nvidia`` or ``nvidia:300``; runs are stored in the order
+    they ran), or None: the goal every method of the target is measured against."""
+    return next((m for m in reversed(list(runs)) if parse_method(m)[0] == "nvidia"), None)
+
+
 def summarise(results: dict) -> dict:
     """Per target: NVIDIA's final LPIPS (the goal), each method's seconds to reach it and its speed-up.
 
-    The reference is the target's last NVIDIA run (``nvidia`` or ``nvidia:300``; runs are stored in the order
-    they ran), so a rerun in a later session is compared with the methods of that session."""
+    The reference is :func:`_nvidia_reference`, so a rerun in a later session is compared with the methods of
+    that session."""
     summary = {}
     for target, runs in results["runs"].items():
-        nvidia = [m for m in runs if parse_method(m)[0] == "nvidia"]
-        if not nvidia:
+        reference = _nvidia_reference(runs)
+        if reference is None:
             continue
-        ref = runs[nvidia[-1]]
+        ref = runs[reference]
         goal, ref_seconds = ref["lpips"][-1], _time_to(ref, ref["lpips"][-1])
-        row = {"nvidia_reference": nvidia[-1], "nvidia_lpips": goal, "nvidia_seconds": ref_seconds}
+        row = {"nvidia_reference": reference, "nvidia_lpips": goal, "nvidia_seconds": ref_seconds}
         for method, curve in runs.items():
             seconds = _time_to(curve, goal)
             row[method] = {"seconds": seconds, "final_lpips": curve["lpips"][-1],
@@ -223,9 +231,9 @@ def plot(results: dict, path: Path) -> None:
         for method, label, colour in PLOTTED:
             if method in runs:
                 ax.plot(runs[method]["seconds"], runs[method]["lpips"], label=label, color=colour)
-        nvidia = [m for m in runs if parse_method(m)[0] == "nvidia"]
-        if nvidia:
-            ax.axhline(runs[nvidia[-1]]["lpips"][-1], ls=":", color="tab:gray", lw=0.8)
+        reference = _nvidia_reference(runs)
+        if reference is not None:
+            ax.axhline(runs[reference]["lpips"][-1], ls=":", color="tab:gray", lw=0.8)
         ax.set_title(target)
         ax.set_xlabel("seconds" + (f" ({results['meta']['threads']} threads)" if results["meta"].get("device", "cpu") == "cpu" else ""))
         ax.set_ylabel("LPIPS")
